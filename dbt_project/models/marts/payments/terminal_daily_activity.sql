@@ -1,0 +1,26 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ delete_partition_window('activity_date') }}",
+        on_schema_change='fail',
+    )
+}}
+
+with
+
+transactions as (
+    select * from {{ ref('transactions') }}
+    where {{ partition_window('transaction_date') }}
+),
+
+daily as (
+    select
+        terminal_id,
+        transaction_date as activity_date,
+        count(*) as transaction_count
+    from transactions
+    group by terminal_id, transaction_date
+)
+
+select * from daily

@@ -1,0 +1,28 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ delete_partition_window('transaction_date') }}",
+        on_schema_change='fail',
+    )
+}}
+
+with
+
+transactions as (
+    select * from {{ ref('stg_lake__transactions') }}
+    where {{ partition_window('transaction_date') }}
+),
+
+final as (
+    select
+        transaction_id,
+        transaction_date,
+        transacted_at,
+        customer_id,
+        terminal_id,
+        amount
+    from transactions
+)
+
+select * from final

@@ -1,0 +1,212 @@
+"""Lake: what the source system delivers, checked by its data contract, as Parquet.
+
+Every daily ingestion splits the day's extract into valid rows (the table) and quarantined rows
+(with a reason per row), and reports ``rows in = valid + quarantined`` as an asset check, counted
+from the files actually written.
+"""
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import dagster as dg
+import pandas as pd
+
+from keel import contracts
+from keel.simulator import LABEL_DELAY_DAYS
+from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
+from resources.lake import Lake
+from resources.sources import PaymentsSource
+
+CUSTOMERS = dg.AssetKey(["lake", "customers"])
+TERMINALS = dg.AssetKey(["lake", "terminals"])
+RAW_TRANSACTIONS = dg.AssetKey(["lake", "raw_transactions"])
+QUARANTINED_TRANSACTIONS = dg.AssetKey(["lake", "quarantined_transactions"])
+RAW_FRAUD_LABELS = dg.AssetKey(["lake", "raw_fraud_labels"])
+QUARANTINED_FRAUD_LABELS = dg.AssetKey(["lake", "quarantined_fraud_labels"])
+
+QUARANTINE_SHARE_WARNING = 0.01  # above 1% of a day's rows in quarantine, someone should look
+
+
+@dg.asset(key=CUSTOMERS, group_name="lake", kinds={"parquet"})
+def customers(lake: Lake, source: PaymentsSource) -> dg.MaterializeResult:
+    """Card holders as the source system knows them: home location on the 100x100 grid and
+    spending profile (mean and spread of the amount, mean payments per day). One row per customer."""
+    frame = contracts.check_reference(source.customers(), contracts.CUSTOMERS_SCHEMA)
+    path = lake.write_table("customers", frame)
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)})
+
+
+@dg.asset(key=TERMINALS, group_name="lake", kinds={"parquet"})
+def terminals(lake: Lake, source: PaymentsSource) -> dg.MaterializeResult:
+    """Payment terminals and their location on the 100x100 grid. One row per terminal."""
+    frame = contracts.check_reference(source.terminals(), contracts.TERMINALS_SCHEMA)
+    path = lake.write_table("terminals", frame)
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)})
+
+
+@dataclass(frozen=True)
+class DayIngested:
+    day: date
+    rows_in: int  # rows in the source extract
+    valid: int  # rows in the partition file written to the lake
+    quarantined: int  # rows in the quarantine file written to the lake
+    reasons: Counter
+
+
+def _ingest_day(lake: Lake, table: str, quarantine: str, day: date, extract: pd.DataFrame,
+                split: contracts.Split) -> DayIngested:
+    lake.write_partition(table, day, split.valid)
+    lake.write_partition(quarantine, day, split.quarantined)
+    # Count what is in the files, not what we meant to write: the check below compares these.
+    reasons = Counter(r.split(":")[0] for row in split.quarantined["reason"] for r in row.split("; "))
+    return DayIngested(day, len(extract), lake.partition_row_count(table, day),
+                       lake.partition_row_count(quarantine, day), reasons)
+
+
+def _ingestion_results(table_key: dg.AssetKey, quarantine_key: dg.AssetKey, days: list[DayIngested],
+                       lake: Lake, table: str, quarantine: str):
+    rows_in = sum(d.rows_in for d in days)
+    valid = sum(d.valid for d in days)
+    quarantined = sum(d.quarantined for d in days)
+    reasons = sum((d.reasons for d in days), Counter())
+    per_day = pd.DataFrame(
+        [(d.day.isoformat(), d.rows_in, d.valid, d.quarantined) for d in days],
+        columns=["day", "rows in", "valid", "quarantined"],
+    )
+    # A run over a range of days records the same metadata on every day's materialization, so
+    # a row count is only the partition's own when the run covers one day; otherwise the
+    # figures say they are the window's and the per-day table breaks them down.
+    one_day = len(days) == 1
+    where = lake.location(table, days[0].day) if one_day else f"{lake.uri}/{table}/"
+    yield dg.MaterializeResult(
+        asset_key=table_key,
+        metadata={
+            **({"dagster/row_count": valid} if one_day else {}),
+            "window": f"{days[0].day} .. {days[-1].day} ({len(days)} days)",
+            "window_rows_in": rows_in,
+            "window_valid_rows": valid,
+            "window_quarantined_rows": quarantined,
+            "per_day": dg.MetadataValue.md(per_day.to_markdown(index=False)),
+            "path": dg.MetadataValue.path(where),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=quarantine_key,
+        metadata={
+            **({"dagster/row_count": quarantined} if one_day else {}),
+            "window_quarantined_rows": quarantined,
+            "reasons": dg.MetadataValue.json(dict(reasons.most_common())),
+            "path": dg.MetadataValue.path(f"{lake.uri}/{quarantine}/"),
+        },
+    )
+    unbalanced = [d.day.isoformat() for d in days if d.rows_in != d.valid + d.quarantined]
+    yield dg.AssetCheckResult(
+        asset_key=table_key,
+        check_name="rows_reconcile",
+        passed=not unbalanced,
+        description="rows in = valid + quarantined, counted from the files written, for every day",
+        metadata={"rows_in": rows_in, "valid": valid, "quarantined": quarantined,
+                  "days_not_reconciling": dg.MetadataValue.json(unbalanced)},
+    )
+    worst = max(days, key=lambda d: d.quarantined / max(d.rows_in, 1))
+    share = worst.quarantined / max(worst.rows_in, 1)
+    yield dg.AssetCheckResult(
+        asset_key=table_key,
+        check_name="quarantine_share_is_small",
+        passed=share <= QUARANTINE_SHARE_WARNING,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"no day sends more than {QUARANTINE_SHARE_WARNING:.0%} of its rows to quarantine",
+        metadata={"worst_day": worst.day.isoformat(), "worst_share": share},
+    )
+
+
+def _ingestion_checks(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec("rows_reconcile", asset=asset,
+                          description="Every row of the source extract is either in the table or in quarantine."),
+        dg.AssetCheckSpec("quarantine_share_is_small", asset=asset,
+                          description=f"At most {QUARANTINE_SHARE_WARNING:.0%} of a day's rows are quarantined."),
+    ]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            RAW_TRANSACTIONS,
+            deps=[CUSTOMERS, TERMINALS],
+            group_name="lake",
+            kinds={"parquet"},
+            description="Card payments of the day that passed the transaction contract (types, nulls, "
+            "ranges, timestamp inside the day, unique ids, known customers and terminals). "
+            "One row per transaction; one Parquet file per day.",
+        ),
+        dg.AssetSpec(
+            QUARANTINED_TRANSACTIONS,
+            group_name="lake",
+            kinds={"parquet"},
+            description="Payments of the day that failed the contract, with their raw values as text, "
+            "their position in the extract (source_row) and every reason. One row per rejected row.",
+        ),
+    ],
+    check_specs=_ingestion_checks(RAW_TRANSACTIONS),
+    partitions_def=daily_partitions,
+    backfill_policy=one_run_per_backfill,
+)
+def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, source: PaymentsSource):
+    customer_ids = lake.read_table("customers")["customer_id"]
+    terminal_ids = lake.read_table("terminals")["terminal_id"]
+    days = []
+    for key in context.partition_keys:
+        day = date.fromisoformat(key)
+        extract = source.transactions(day)
+        split = contracts.split_transactions(extract, day, customer_ids, terminal_ids)
+        days.append(_ingest_day(lake, "raw_transactions", "quarantined_transactions", day, extract, split))
+        context.log.info(f"raw_transactions {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined")
+    yield from _ingestion_results(RAW_TRANSACTIONS, QUARANTINED_TRANSACTIONS, days, lake,
+                                  "raw_transactions", "quarantined_transactions")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            RAW_FRAUD_LABELS,
+            # The flags reported on day D are about the payments of day D - 7.
+            deps=[dg.AssetDep(
+                RAW_TRANSACTIONS,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-LABEL_DELAY_DAYS, end_offset=-LABEL_DELAY_DAYS,
+                    allow_nonexistent_upstream_partitions=True,
+                ),
+            )],
+            group_name="lake",
+            kinds={"parquet"},
+            description=f"Fraud flags reported on the day, about the payments of {LABEL_DELAY_DAYS} days "
+            "earlier (labels are only known after that delay). One row per labelled transaction.",
+        ),
+        dg.AssetSpec(
+            QUARANTINED_FRAUD_LABELS,
+            group_name="lake",
+            kinds={"parquet"},
+            description="Fraud flags of the day that failed the label contract, with every reason.",
+        ),
+    ],
+    check_specs=_ingestion_checks(RAW_FRAUD_LABELS),
+    partitions_def=daily_partitions,
+    backfill_policy=one_run_per_backfill,
+)
+def raw_fraud_labels(context: dg.AssetExecutionContext, lake: Lake, source: PaymentsSource):
+    days = []
+    for key in context.partition_keys:
+        day = date.fromisoformat(key)
+        extract = source.fraud_labels(day)
+        paid_on = day - timedelta(days=LABEL_DELAY_DAYS)
+        # A flag must be about a payment that was ingested on its day; before history starts
+        # there are no payments, and the source sends no flags.
+        known = (lake.read_partition("raw_transactions", paid_on)["transaction_id"]
+                 if not extract.empty else [])
+        split = contracts.split_labels(extract, known)
+        days.append(_ingest_day(lake, "raw_fraud_labels", "quarantined_fraud_labels", day, extract, split))
+        context.log.info(f"raw_fraud_labels {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined")
+    yield from _ingestion_results(RAW_FRAUD_LABELS, QUARANTINED_FRAUD_LABELS, days, lake,
+                                  "raw_fraud_labels", "quarantined_fraud_labels")

@@ -1,0 +1,12 @@
+"""The daily partitions shared by every layer (lake, warehouse, and the layers built on them)."""
+
+import dagster as dg
+
+from keel.simulator import WORLD_START
+
+# History starts when the reference source's world starts; the last partition is yesterday.
+daily_partitions = dg.DailyPartitionsDefinition(start_date=WORLD_START.isoformat())
+
+# A backfill of many days runs as one run per asset (the lake loops over its days, dbt builds
+# the whole window in one invocation) instead of one run per day.
+one_run_per_backfill = dg.BackfillPolicy.single_run()

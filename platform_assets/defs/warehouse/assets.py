@@ -1,0 +1,75 @@
+"""Warehouse: the dbt project (DuckDB), as assets downstream of the lake.
+
+Incremental models are daily-partitioned like the lake: a backfill of any range runs dbt once,
+with the range as vars. Views and reference tables are not partitioned and are rebuilt whole.
+dbt tests become asset checks on the models they test.
+"""
+
+import json
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
+from resources.dbt import dbt_project
+
+DAILY_MODELS = "config.materialized:incremental"
+
+# Each dbt invocation locks the DuckDB file for writing: the two dbt steps share a pool of one
+# so they never run at the same time (see deploy/local/dagster.yaml).
+WAREHOUSE_POOL = "warehouse"
+
+
+class WarehouseTranslator(DagsterDbtTranslator):
+    """dbt models become ``warehouse/<model>``; sources keep ``<source>/<table>``, which is where
+    the lake assets live (``lake/raw_transactions``), so lake and warehouse are one graph."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return super().get_asset_key(dbt_resource_props)
+        return dg.AssetKey(["warehouse", dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        return "warehouse"
+
+
+translator = WarehouseTranslator()
+
+
+def _target_path(context: dg.AssetExecutionContext):
+    """A fresh dbt target folder per invocation, under .keel/ (dagster-dbt's default is the project's target/)."""
+    return dbt_project.target_path / f"{context.op_execution_context.op.name}-{context.run.run_id[:8]}"
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    exclude=DAILY_MODELS,
+    dagster_dbt_translator=translator,
+    pool=WAREHOUSE_POOL,
+)
+def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    yield from dbt.cli(["build"], context=context, target_path=_target_path(context)).stream()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=DAILY_MODELS,
+    dagster_dbt_translator=translator,
+    partitions_def=daily_partitions,
+    backfill_policy=one_run_per_backfill,
+    pool=WAREHOUSE_POOL,
+)
+def warehouse_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    window = context.partition_time_window
+    days = {
+        "min_date": window.start.date().isoformat(),
+        "max_date": (window.end - timedelta(days=1)).date().isoformat(),  # vars are inclusive
+    }
+    yield from dbt.cli(
+        ["build", "--vars", json.dumps(days)], context=context, target_path=_target_path(context)
+    ).stream()

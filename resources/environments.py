@@ -1,0 +1,69 @@
+"""The one place that knows which environment this is and binds the matching resources.
+
+``KEEL_ENV`` is one of ``local`` (default), ``staging`` or ``prod``: the same names are the dbt
+targets in ``dbt_project/profiles.yml`` and the Helm values files in ``deploy/``. Assets never
+ask which environment they run in; they receive resources.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from dagster_dbt import DbtCliResource
+
+from resources.dbt import REPO_ROOT, dbt_project
+from resources.lake import LocalLake, S3Lake
+from resources.sources import SimulatorSource
+from resources.warehouse import Warehouse
+
+ENVIRONMENTS = ("local", "staging", "prod")
+STATE_DIR = REPO_ROOT / ".keel"  # generated state of the local environment (git-ignored)
+
+
+def current_environment() -> str:
+    environment = os.environ.get("KEEL_ENV", "local")
+    if environment not in ENVIRONMENTS:
+        raise ValueError(f"KEEL_ENV={environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
+    return environment
+
+
+def local_lake_root() -> str:
+    return os.environ.get("KEEL_LAKE_ROOT", str(STATE_DIR / "lake"))
+
+
+def warehouse_path() -> str:
+    return os.environ.get("KEEL_WAREHOUSE_PATH", str(STATE_DIR / "warehouse.duckdb"))
+
+
+def resources_for(environment: str) -> dict[str, Any]:
+    """The resources of ``environment``, keyed by the parameter names assets use."""
+    if environment not in ENVIRONMENTS:
+        raise ValueError(f"unknown environment {environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
+    if environment == "local":
+        lake = LocalLake(root=local_lake_root())
+    else:
+        lake_root = os.environ.get("KEEL_LAKE_ROOT", "")
+        if not lake_root.startswith("s3://"):
+            raise ValueError(f"KEEL_ENV={environment} keeps the lake on S3: set KEEL_LAKE_ROOT=s3://bucket/prefix")
+        bucket, _, prefix = lake_root.removeprefix("s3://").partition("/")
+        lake = S3Lake(
+            bucket=bucket,
+            prefix=prefix,
+            s3=S3Resource(endpoint_url=os.environ.get("KEEL_S3_ENDPOINT_URL") or None),
+        )
+    return {
+        "lake": lake,
+        "warehouse": Warehouse(path=warehouse_path()),
+        "dbt": DbtCliResource(project_dir=dbt_project, target=environment),
+        # The reference source until a landing-zone source exists; its knobs come from the env.
+        "source": SimulatorSource(
+            malformed_rows_per_day=int(os.environ.get("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", "3")),
+        ),
+    }
+
+
+def environment_definitions() -> dg.Definitions:
+    return dg.Definitions(resources=resources_for(current_environment()))

@@ -1,0 +1,136 @@
+"""The lake: Parquet tables, hive-style (one folder per day) for partitioned ones.
+
+Layout, the same on disk and on S3::
+
+    <root>/<table>/data.parquet                       unpartitioned (reference tables)
+    <root>/<table>/date=YYYY-MM-DD/data.parquet       daily partitions
+
+One file per partition, replaced whole: re-running a partition can never append twice.
+dbt reads the same layout through ``read_parquet('<root>/<table>/*/*.parquet', hive_partitioning=true)``,
+with ``<root>`` from ``KEEL_LAKE_ROOT``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from abc import abstractmethod
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow.parquet as pq
+from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
+
+DATA_FILE = "data.parquet"
+
+
+class LakeError(LookupError):
+    """A table or partition that was asked for is not in the lake."""
+
+
+def _relative_path(table: str, day: date | None) -> str:
+    return f"{table}/{DATA_FILE}" if day is None else f"{table}/date={day.isoformat()}/{DATA_FILE}"
+
+
+class Lake(dg.ConfigurableResource):
+    """Where raw and reference tables live. Local files or S3, behind the same methods."""
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """The lake's root as dbt and DuckDB address it (a folder path or ``s3://bucket/prefix``)."""
+
+    @abstractmethod
+    def _write(self, relative: str, payload: bytes) -> None: ...
+
+    @abstractmethod
+    def _read(self, relative: str) -> bytes: ...
+
+    def write_table(self, table: str, frame: pd.DataFrame) -> str:
+        return self._write_frame(_relative_path(table, None), frame)
+
+    def write_partition(self, table: str, day: date, frame: pd.DataFrame) -> str:
+        return self._write_frame(_relative_path(table, day), frame)
+
+    def read_table(self, table: str) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self._read(_relative_path(table, None))))
+
+    def read_partition(self, table: str, day: date) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self._read(_relative_path(table, day))))
+
+    def partition_row_count(self, table: str, day: date) -> int:
+        """Rows in a stored partition, from the Parquet footer (what was written, not what was meant)."""
+        return pq.ParquetFile(io.BytesIO(self._read(_relative_path(table, day)))).metadata.num_rows
+
+    def location(self, table: str, day: date | None = None) -> str:
+        return f"{self.uri}/{_relative_path(table, day)}"
+
+    def _write_frame(self, relative: str, frame: pd.DataFrame) -> str:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        self._write(relative, buffer.getvalue())
+        return f"{self.uri}/{relative}"
+
+
+class LocalLake(Lake):
+    """The lake as a folder on this machine (the ``local`` environment)."""
+
+    root: str
+
+    @property
+    def uri(self) -> str:
+        return str(Path(self.root).resolve())
+
+    def _write(self, relative: str, payload: bytes) -> None:
+        target = Path(self.uri, relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside, then rename: a reader never sees half a file, a crash never leaves one.
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        partial.write_bytes(payload)
+        os.replace(partial, target)
+
+    def _read(self, relative: str) -> bytes:
+        path = Path(self.uri, relative)
+        if not path.exists():
+            raise LakeError(f"not in the lake: {path} (materialize it first)")
+        return path.read_bytes()
+
+
+class S3Lake(Lake):
+    """The lake under an S3 prefix, through dagster-aws (any S3-compatible server via ``endpoint_url``)."""
+
+    bucket: str
+    prefix: str = ""
+    s3: S3Resource
+    _client: object = PrivateAttr(default=None)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, relative: str) -> str:
+        return f"{self.prefix.strip('/')}/{relative}".lstrip("/")
+
+    def _s3(self):
+        if self._client is None:
+            self._client = self.s3.get_client()
+        return self._client
+
+    def _write(self, relative: str, payload: bytes) -> None:
+        # A PUT replaces the object atomically: readers see the old or the new partition, never a mix.
+        self._s3().put_object(Bucket=self.bucket, Key=self._key(relative), Body=payload)
+
+    def _read(self, relative: str) -> bytes:
+        client = self._s3()
+        try:
+            return client.get_object(Bucket=self.bucket, Key=self._key(relative))["Body"].read()
+        except client.exceptions.NoSuchKey as missing:
+            raise LakeError(f"not in the lake: {self.uri}/{relative} (materialize it first)") from missing
+
+
+def lake_uri_from_env(default: Path) -> str:
+    """``KEEL_LAKE_ROOT``, the one setting that Dagster and dbt both read."""
+    return os.environ.get("KEEL_LAKE_ROOT", str(default))
