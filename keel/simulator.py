@@ -300,15 +300,18 @@ def _card_testing(config: SimulationConfig, day: date, pop: Population) -> pd.Da
 def inject_malformed(
     transactions: pd.DataFrame, n_rows: int, rng: np.random.Generator, pop: Population
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Append ``n_rows`` broken copies of real rows, cycling through ``MALFORMED_KINDS``.
+    """Append ``n_rows`` broken copies of real rows, rotating through ``MALFORMED_KINDS``.
 
     Columns become ``object`` dtype, as they would be in a raw file with a bad value in it.
     Returns the extract and a frame of (source_row, kind) for the appended rows.
     """
     if transactions.empty:
         raise ValueError("cannot inject malformed rows into a day without transactions")
-    kinds = [list(MALFORMED_KINDS)[i % len(MALFORMED_KINDS)] for i in range(n_rows)]
-    bad = transactions.sample(n=n_rows, replace=True, random_state=rng).astype(object)
+    # Rotate through the kinds from a day-dependent offset, so a few rows a day cover them all.
+    offset = int(transactions["transacted_at"].min().toordinal()) * n_rows
+    kinds = [list(MALFORMED_KINDS)[(offset + i) % len(MALFORMED_KINDS)] for i in range(n_rows)]
+    # A fresh index: a row sampled twice must become two independent bad rows.
+    bad = transactions.sample(n=n_rows, replace=True, random_state=rng).astype(object).reset_index(drop=True)
     new_ids = transactions["transaction_id"].max() + 1 + np.arange(n_rows)
     bad["transaction_id"] = pd.Series(new_ids, index=bad.index, dtype=object)
     day_start = transactions["transacted_at"].min().normalize()

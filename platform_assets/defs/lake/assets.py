@@ -59,7 +59,8 @@ def _ingest_day(lake: Lake, table: str, quarantine: str, day: date, extract: pd.
     lake.write_partition(table, day, split.valid)
     lake.write_partition(quarantine, day, split.quarantined)
     # Count what is in the files, not what we meant to write: the check below compares these.
-    reasons = Counter(r.split(":")[0] for row in split.quarantined["reason"] for r in row.split("; "))
+    # Tally by rule ("amount: must be not negative"), leaving out the offending values.
+    reasons = Counter(r.split(" (")[0] for row in split.quarantined["reason"] for r in row.split("; "))
     return DayIngested(day, len(extract), lake.partition_row_count(table, day),
                        lake.partition_row_count(quarantine, day), reasons)
 

@@ -1,0 +1,55 @@
+# Keel: `make demo` and `make test` are all a newcomer needs (Python 3.11, make and git).
+# Every target bootstraps what it needs: uv, the locked virtualenv, the dbt manifest, the
+# Dagster home. Generated state lives under .keel/ (git-ignored); `make clean` removes it.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+STATE := .keel
+export DAGSTER_HOME := $(CURDIR)/$(STATE)/dagster_home
+PORT ?= 3000
+
+# uv from PATH, or bootstrapped with pip and run as a module.
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN := $(UV) run --frozen --no-sync
+
+DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros -type f) dbt_project/dbt_project.yml dbt_project/profiles.yml
+MANIFEST := $(STATE)/dbt/target/manifest.json
+
+.PHONY: help demo test dev lint clean install
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+demo: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## simulate six weeks, build lake and warehouse, print a summary
+	$(RUN) keel demo
+
+test: install $(MANIFEST)  ## run the test suite
+	$(RUN) pytest
+
+dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon on http://127.0.0.1:$(PORT)
+	$(RUN) dg dev --host 127.0.0.1 --port $(PORT)
+
+lint: install $(MANIFEST)  ## ruff (Python) and sqlfluff (dbt SQL)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	cd dbt_project && $(RUN) sqlfluff lint models macros
+
+clean:  ## remove all generated state (.keel/)
+	rm -rf $(STATE)
+
+install: .venv/.synced
+
+.venv/.synced: uv.lock pyproject.toml
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+# dbt's manifest is what the code location reads to know the dbt models: rebuilt when they change.
+$(MANIFEST): .venv/.synced $(DBT_SOURCES) resources/dbt.py
+	$(RUN) dagster-dbt project prepare-and-package --file resources/dbt.py
+	@touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: deploy/local/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp $< $@

@@ -1,0 +1,173 @@
+"""`keel demo`: run Keel's main job over a window of days and say what it made.
+
+The run goes through the Dagster instance in ``$DAGSTER_HOME``, so it shows up in the UI
+afterwards (``make dev``) exactly like a run launched from there.
+"""
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+JOB_NAME = "keel_pipeline"
+WAREHOUSE_TABLES = [
+    "customers",
+    "terminals",
+    "transactions",
+    "fraud_labels",
+    "customer_daily_activity",
+    "terminal_daily_activity",
+    "terminal_daily_fraud_reports",
+]
+
+
+@dataclass(frozen=True)
+class Window:
+    start: date
+    days: int
+
+    @property
+    def end(self) -> date:
+        return self.start + timedelta(days=self.days - 1)
+
+    def run_tags(self) -> dict[str, str]:
+        return {
+            "dagster/asset_partition_range_start": self.start.isoformat(),
+            "dagster/asset_partition_range_end": self.end.isoformat(),
+        }
+
+
+def run(window: Window, console: Console) -> int:
+    import dagster as dg
+    from dagster._core.utils import make_new_run_id
+
+    from platform_assets.definitions import defs
+    from resources.environments import current_environment
+
+    began = time.monotonic()
+    console.print(f"[bold]Keel demo[/]: {JOB_NAME} for {window.start} .. {window.end} ({window.days} days), "
+                  f"environment [bold]{current_environment()}[/]")
+    definitions = defs()
+    job = definitions.resolve_job_def(JOB_NAME)
+    instance = dg.DagsterInstance.get()
+    run_id = make_new_run_id()
+
+    # dbt's own output goes to a log file; the terminal shows progress and the summary.
+    log_path = Path(instance.root_directory, "demo_logs", f"{run_id[:8]}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"Step output (dbt): {log_path}")
+
+    steps = sorted(job.graph.node_dict)
+    watcher = _StepWatcher(instance, run_id, steps, console)
+    watcher.start()
+    try:
+        with log_path.open("w") as log, contextlib.redirect_stdout(log):
+            result = job.execute_in_process(
+                instance=instance,
+                run_id=run_id,
+                tags=window.run_tags(),
+                raise_on_error=False,
+                # Dagster's own log lines stay in the run's logs, in the UI.
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
+    finally:
+        watcher.stop()
+
+    if not result.success:
+        for event in result.all_events:
+            if event.event_type_value == "STEP_FAILURE":
+                console.print(f"[red]step {event.step_key} failed[/]\n{event.event_specific_data.error.message}")
+        console.print(f"[red]The run failed.[/] Its full logs: make dev, then Runs -> {run_id[:8]}")
+        return 1
+    _summary(definitions, result, window, time.monotonic() - began, run_id, console)
+    return 0
+
+
+class _StepWatcher:
+    """Shows the run's progress step by step, reading the run's events as they are written."""
+
+    def __init__(self, instance, run_id: str, steps: list[str], console: Console):
+        self._instance, self._run_id, self._steps, self._console = instance, run_id, steps, console
+        self._read = 0  # events already reported (the run's event log only grows)
+        self._started: dict[str, float] = {}
+        self._finished: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        self._report()  # whatever arrived after the last poll
+
+    def _watch(self):
+        with self._console.status("starting…") as status:
+            while not self._stop.wait(0.5):
+                self._report()
+                running = ", ".join(s for s in self._started if s not in self._finished) or "…"
+                status.update(f"[{len(self._finished)}/{len(self._steps)} steps] running: {running}")
+
+    def _report(self):
+        from dagster import DagsterEventType
+
+        records = self._instance.all_logs(self._run_id)
+        for record in records[self._read:]:
+            event = record.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.STEP_START:
+                self._started[event.step_key] = record.timestamp
+            elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+                self._finished.add(event.step_key)
+                took = record.timestamp - self._started.get(event.step_key, record.timestamp)
+                ok = event.event_type == DagsterEventType.STEP_SUCCESS
+                self._console.print(f"  [{len(self._finished)}/{len(self._steps)}] {event.step_key:<28} "
+                                    f"{'[green]done[/]' if ok else '[red]FAILED[/]'} in {took:5.1f} s")
+        self._read = len(records)
+
+
+def _summary(definitions, result, window: Window, elapsed: float, run_id: str, console: Console):
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        key = event.asset_key.to_user_string()
+        metadata[key] = {k: v.value for k, v in event.materialization.metadata.items()}
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    failed_checks = [c for c in checks if not c.passed]
+
+    table = Table(title=f"Keel: {window.start} .. {window.end}", title_justify="left")
+    table.add_column("layer")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("notes")
+    for name in ("customers", "terminals"):
+        table.add_row("lake", name, f"{metadata[f'lake/{name}']['dagster/row_count']:,}", "reference table")
+    for name, quarantine in (("raw_transactions", "quarantined_transactions"),
+                             ("raw_fraud_labels", "quarantined_fraud_labels")):
+        m = metadata[f"lake/{name}"]
+        table.add_row("lake", name, f"{m['window_valid_rows']:,}", f"of {m['window_rows_in']:,} rows in")
+        table.add_row("lake", quarantine, f"{m['window_quarantined_rows']:,}", "rows failing the contract")
+    warehouse = definitions.resources["warehouse"]
+    for name in WAREHOUSE_TABLES:
+        table.add_row("warehouse", name, f"{warehouse.row_count(name):,}", "dbt mart")
+    console.print(table)
+    for quarantine in ("quarantined_transactions", "quarantined_fraud_labels"):
+        reasons = metadata[f"lake/{quarantine}"]["reasons"]
+        if reasons:
+            console.print(f"{quarantine}, by rule:")
+            for rule, count in reasons.items():
+                console.print(f"  {count:>5}  {rule}")
+
+    console.print(f"Checks: {len(checks) - len(failed_checks)} of {len(checks)} passed"
+                  + "".join(f"\n  [yellow]{c.asset_key.to_user_string()} {c.check_name}: failed "
+                            f"({c.severity.value})[/]" for c in failed_checks))
+    console.print(f"Elapsed: {elapsed:.1f} s (run {run_id[:8]})")
+    console.print(f"Lake:      {definitions.resources['lake'].uri}")
+    console.print(f"Warehouse: {warehouse.path}  (try: duckdb {warehouse.path} 'from transactions limit 5')")
+    console.print("UI:        make dev, then open http://127.0.0.1:3000 (Lineage: lake -> warehouse)")
