@@ -33,7 +33,7 @@ dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon 
 lint: install $(MANIFEST)  ## ruff (Python) and sqlfluff (dbt SQL)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	cd dbt_project && $(RUN) sqlfluff lint models macros
+	cd dbt_project && $(RUN) sqlfluff lint models
 
 clean:  ## remove all generated state (.keel/)
 	rm -rf $(STATE)

@@ -53,7 +53,9 @@ class Split:
         return len(self.valid) + len(self.quarantined)
 
 
-def transactions_schema(day: date, customer_ids: Iterable[int], terminal_ids: Iterable[int]) -> pa.DataFrameSchema:
+def transactions_schema(
+    day: date, customer_ids: Iterable[int], terminal_ids: Iterable[int]
+) -> pa.DataFrameSchema:
     start = pd.Timestamp(day)
     return pa.DataFrameSchema(
         {
@@ -62,8 +64,9 @@ def transactions_schema(day: date, customer_ids: Iterable[int], terminal_ids: It
             ),
             "transacted_at": pa.Column(
                 "datetime64[ns]",
-                pa.Check.in_range(start, start + timedelta(days=1), include_max=False,
-                                  error="inside the partition's day"),
+                pa.Check.in_range(
+                    start, start + timedelta(days=1), include_max=False, error="inside the partition's day"
+                ),
                 nullable=False,
             ),
             "customer_id": pa.Column(
@@ -74,8 +77,10 @@ def transactions_schema(day: date, customer_ids: Iterable[int], terminal_ids: It
             ),
             "amount": pa.Column(
                 "Float64",
-                [pa.Check.ge(0, error="not negative"),
-                 pa.Check.le(MAX_AMOUNT, error=f"at most {MAX_AMOUNT:,.0f}")],
+                [
+                    pa.Check.ge(0, error="not negative"),
+                    pa.Check.le(MAX_AMOUNT, error=f"at most {MAX_AMOUNT:,.0f}"),
+                ],
                 nullable=False,
             ),
         },
@@ -148,8 +153,10 @@ def _split(extract: pd.DataFrame, columns: dict[str, str], schema: pa.DataFrameS
     quarantined = raw.loc[bad].astype("string")
     quarantined.insert(0, "source_row", pd.Series(bad, index=bad, dtype="int64"))
     quarantined["reason"] = pd.Series(
-        ["; ".join(f"{column}: {text}" for column, texts in reasons[row].items() for text in texts)
-         for row in bad],
+        [
+            "; ".join(f"{column}: {text}" for column, texts in reasons[row].items() for text in texts)
+            for row in bad
+        ],
         index=quarantined.index,
         dtype="string",
     )
@@ -158,7 +165,9 @@ def _split(extract: pd.DataFrame, columns: dict[str, str], schema: pa.DataFrameS
     return Split(valid.astype(final_types).reset_index(drop=True), quarantined.reset_index(drop=True))
 
 
-def _parse(raw: pd.DataFrame, columns: dict[str, str]) -> tuple[pd.DataFrame, dict[int, dict[str, list[str]]]]:
+def _parse(
+    raw: pd.DataFrame, columns: dict[str, str]
+) -> tuple[pd.DataFrame, dict[int, dict[str, list[str]]]]:
     """Convert each column to its type; return the typed frame and the per-row parse failures."""
     parsed = {}
     reasons: dict[int, dict[str, list[str]]] = {}
@@ -198,7 +207,9 @@ def check_reference(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataF
         first = errors.failure_cases.head(10)
         raise ContractError(
             f"{schema.name}: {len(errors.failure_cases)} failures, first: "
-            + "; ".join(f"{r.column} row {r.index}: {r.check} (got {r.failure_case})" for r in first.itertuples())
+            + "; ".join(
+                f"{r.column} row {r.index}: {r.check} (got {r.failure_case})" for r in first.itertuples()
+            )
         ) from errors
 
 

@@ -50,8 +50,10 @@ def run(window: Window, console: Console) -> int:
     from resources.environments import current_environment
 
     began = time.monotonic()
-    console.print(f"[bold]Keel demo[/]: {JOB_NAME} for {window.start} .. {window.end} ({window.days} days), "
-                  f"environment [bold]{current_environment()}[/]")
+    console.print(
+        f"[bold]Keel demo[/]: {JOB_NAME} for {window.start} .. {window.end} ({window.days} days), "
+        f"environment [bold]{current_environment()}[/]"
+    )
     definitions = defs()
     job = definitions.resolve_job_def(JOB_NAME)
     instance = dg.DagsterInstance.get()
@@ -81,7 +83,9 @@ def run(window: Window, console: Console) -> int:
     if not result.success:
         for event in result.all_events:
             if event.event_type_value == "STEP_FAILURE":
-                console.print(f"[red]step {event.step_key} failed[/]\n{event.event_specific_data.error.message}")
+                console.print(
+                    f"[red]step {event.step_key} failed[/]\n{event.event_specific_data.error.message}"
+                )
         console.print(f"[red]The run failed.[/] Its full logs: make dev, then Runs -> {run_id[:8]}")
         return 1
     _summary(definitions, result, window, time.monotonic() - began, run_id, console)
@@ -118,7 +122,7 @@ class _StepWatcher:
         from dagster import DagsterEventType
 
         records = self._instance.all_logs(self._run_id)
-        for record in records[self._read:]:
+        for record in records[self._read :]:
             event = record.dagster_event
             if event is None:
                 continue
@@ -128,8 +132,10 @@ class _StepWatcher:
                 self._finished.add(event.step_key)
                 took = record.timestamp - self._started.get(event.step_key, record.timestamp)
                 ok = event.event_type == DagsterEventType.STEP_SUCCESS
-                self._console.print(f"  [{len(self._finished)}/{len(self._steps)}] {event.step_key:<28} "
-                                    f"{'[green]done[/]' if ok else '[red]FAILED[/]'} in {took:5.1f} s")
+                self._console.print(
+                    f"  [{len(self._finished)}/{len(self._steps)}] {event.step_key:<28} "
+                    f"{'[green]done[/]' if ok else '[red]FAILED[/]'} in {took:5.1f} s"
+                )
         self._read = len(records)
 
 
@@ -138,7 +144,9 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
     for event in result.get_asset_materialization_events():
         key = event.asset_key.to_user_string()
         metadata[key] = {k: v.value for k, v in event.materialization.metadata.items()}
-    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    checks = [
+        e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
     failed_checks = [c for c in checks if not c.passed]
 
     table = Table(title=f"Keel: {window.start} .. {window.end}", title_justify="left")
@@ -148,8 +156,10 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
     table.add_column("notes")
     for name in ("customers", "terminals"):
         table.add_row("lake", name, f"{metadata[f'lake/{name}']['dagster/row_count']:,}", "reference table")
-    for name, quarantine in (("raw_transactions", "quarantined_transactions"),
-                             ("raw_fraud_labels", "quarantined_fraud_labels")):
+    for name, quarantine in (
+        ("raw_transactions", "quarantined_transactions"),
+        ("raw_fraud_labels", "quarantined_fraud_labels"),
+    ):
         m = metadata[f"lake/{name}"]
         table.add_row("lake", name, f"{m['window_valid_rows']:,}", f"of {m['window_rows_in']:,} rows in")
         table.add_row("lake", quarantine, f"{m['window_quarantined_rows']:,}", "rows failing the contract")
@@ -164,9 +174,13 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
             for rule, count in reasons.items():
                 console.print(f"  {count:>5}  {rule}")
 
-    console.print(f"Checks: {len(checks) - len(failed_checks)} of {len(checks)} passed"
-                  + "".join(f"\n  [yellow]{c.asset_key.to_user_string()} {c.check_name}: failed "
-                            f"({c.severity.value})[/]" for c in failed_checks))
+    console.print(
+        f"Checks: {len(checks) - len(failed_checks)} of {len(checks)} passed"
+        + "".join(
+            f"\n  [yellow]{c.asset_key.to_user_string()} {c.check_name}: failed ({c.severity.value})[/]"
+            for c in failed_checks
+        )
+    )
     console.print(f"Elapsed: {elapsed:.1f} s (run {run_id[:8]})")
     console.print(f"Lake:      {definitions.resources['lake'].uri}")
     console.print(f"Warehouse: {warehouse.path}  (try: duckdb {warehouse.path} 'from transactions limit 5')")

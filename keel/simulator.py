@@ -220,9 +220,7 @@ def simulate_day(config: SimulationConfig, day: date) -> Day:
     width = pop.nearby_offsets[who + 1] - start
     terminal = pop.nearby_terminals[start + (rng.random(n) * width).astype("int64")]
 
-    frame = pd.DataFrame(
-        {"seconds": seconds, "customer_id": who, "terminal_id": terminal, "amount": amount}
-    )
+    frame = pd.DataFrame({"seconds": seconds, "customer_id": who, "terminal_id": terminal, "amount": amount})
     frame["fraud_scenario"] = np.int8(GENUINE)
     frame = _apply_fraud_scenarios(config, day, frame, rng)
     if drifting and config.drift.card_testing:
@@ -261,14 +259,22 @@ def _apply_fraud_scenarios(config, day, frame, rng) -> pd.DataFrame:
     scenario[amount > LARGE_AMOUNT_THRESHOLD] = LARGE_AMOUNT
     # 2. Every transaction on a terminal compromised in the last 28 days is a fraud.
     terminals = _compromised(
-        config, day, _TERMINAL_COMPROMISE, TERMINALS_COMPROMISED_PER_DAY, TERMINAL_COMPROMISE_DAYS,
+        config,
+        day,
+        _TERMINAL_COMPROMISE,
+        TERMINALS_COMPROMISED_PER_DAY,
+        TERMINAL_COMPROMISE_DAYS,
         config.n_terminals,
     )
     scenario[np.isin(frame["terminal_id"].to_numpy(), terminals)] = COMPROMISED_TERMINAL
     # 3. A third of the transactions of a customer compromised in the last 14 days are frauds,
     #    with five times the amount.
     customers = _compromised(
-        config, day, _CUSTOMER_COMPROMISE, CUSTOMERS_COMPROMISED_PER_DAY, CUSTOMER_COMPROMISE_DAYS,
+        config,
+        day,
+        _CUSTOMER_COMPROMISE,
+        CUSTOMERS_COMPROMISED_PER_DAY,
+        CUSTOMER_COMPROMISE_DAYS,
         config.n_customers,
     )
     hit = np.isin(frame["customer_id"].to_numpy(), customers) & (

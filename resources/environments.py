@@ -8,6 +8,7 @@ ask which environment they run in; they receive resources.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -30,12 +31,25 @@ def current_environment() -> str:
     return environment
 
 
+def _absolute_path_setting(name: str, default: Path) -> str:
+    value = os.environ.get(name)
+    if value is None:
+        return str(default)
+    if not Path(value).is_absolute():
+        # dbt would resolve it from dbt_project/ and Dagster from its working folder: two places.
+        raise ValueError(
+            f"{name}={value!r} must be an absolute path (Dagster and dbt resolve relative "
+            "paths from different folders)"
+        )
+    return value
+
+
 def local_lake_root() -> str:
-    return os.environ.get("KEEL_LAKE_ROOT", str(STATE_DIR / "lake"))
+    return _absolute_path_setting("KEEL_LAKE_ROOT", STATE_DIR / "lake")
 
 
 def warehouse_path() -> str:
-    return os.environ.get("KEEL_WAREHOUSE_PATH", str(STATE_DIR / "warehouse.duckdb"))
+    return _absolute_path_setting("KEEL_WAREHOUSE_PATH", STATE_DIR / "warehouse.duckdb")
 
 
 def resources_for(environment: str) -> dict[str, Any]:
@@ -47,7 +61,9 @@ def resources_for(environment: str) -> dict[str, Any]:
     else:
         lake_root = os.environ.get("KEEL_LAKE_ROOT", "")
         if not lake_root.startswith("s3://"):
-            raise ValueError(f"KEEL_ENV={environment} keeps the lake on S3: set KEEL_LAKE_ROOT=s3://bucket/prefix")
+            raise ValueError(
+                f"KEEL_ENV={environment} keeps the lake on S3: set KEEL_LAKE_ROOT=s3://bucket/prefix"
+            )
         bucket, _, prefix = lake_root.removeprefix("s3://").partition("/")
         lake = S3Lake(
             bucket=bucket,

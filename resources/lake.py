@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 from abc import abstractmethod
 from datetime import date
 from pathlib import Path
@@ -88,7 +89,7 @@ class LocalLake(Lake):
         target = Path(self.uri, relative)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write beside, then rename: a reader never sees half a file, a crash never leaves one.
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         partial.write_bytes(payload)
         os.replace(partial, target)
 
@@ -109,7 +110,7 @@ class S3Lake(Lake):
 
     @property
     def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        return f"s3://{self.bucket}/{self.prefix.strip('/')}".rstrip("/")
 
     def _key(self, relative: str) -> str:
         return f"{self.prefix.strip('/')}/{relative}".lstrip("/")

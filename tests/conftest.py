@@ -2,8 +2,13 @@
 
 import pytest
 
-KEEL_SETTINGS = ("KEEL_ENV", "KEEL_LAKE_ROOT", "KEEL_WAREHOUSE_PATH", "KEEL_S3_ENDPOINT_URL",
-                 "KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY")
+KEEL_SETTINGS = (
+    "KEEL_ENV",
+    "KEEL_LAKE_ROOT",
+    "KEEL_WAREHOUSE_PATH",
+    "KEEL_S3_ENDPOINT_URL",
+    "KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY",
+)
 
 
 @pytest.fixture(scope="session", autouse=True)

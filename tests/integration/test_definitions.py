@@ -19,8 +19,12 @@ def test_lake_and_warehouse_form_one_lineage_graph(definitions):
 
 def test_daily_assets_share_one_partitions_definition(definitions):
     graph = definitions.resolve_asset_graph()
-    for key in (["lake", "raw_transactions"], ["lake", "raw_fraud_labels"], ["warehouse", "transactions"],
-                ["warehouse", "terminal_daily_fraud_reports"]):
+    for key in (
+        ["lake", "raw_transactions"],
+        ["lake", "raw_fraud_labels"],
+        ["warehouse", "transactions"],
+        ["warehouse", "terminal_daily_fraud_reports"],
+    ):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily_partitions, key
     assert graph.get(dg.AssetKey(["warehouse", "customers"])).partitions_def is None
 

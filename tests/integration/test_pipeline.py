@@ -67,7 +67,8 @@ def test_the_quarantine_warning_fires_exactly_when_a_day_quarantines_more_than_o
         for day in world.days
     ]
     (warning,) = [
-        c for c in _checks(backfill)
+        c
+        for c in _checks(backfill)
         if c.check_name == "quarantine_share_is_small" and c.asset_key.path == ["lake", "raw_transactions"]
     ]
     assert warning.severity == dg.AssetCheckSeverity.WARN
@@ -94,7 +95,9 @@ def test_the_warehouse_holds_exactly_the_valid_lake_rows(backfill, definitions, 
     lake_rows = {day: len(lake.read_partition("raw_transactions", day)) for day in world.days}
     assert counts_by_day(warehouse, "transactions", "transaction_date") == lake_rows
     with warehouse.connect() as connection:
-        activity = connection.execute("select sum(transaction_count) from customer_daily_activity").fetchone()[0]
+        activity = connection.execute(
+            "select sum(transaction_count) from customer_daily_activity"
+        ).fetchone()[0]
     assert activity == sum(lake_rows.values())
 
 
@@ -145,7 +148,9 @@ def test_dbt_build_works_standalone_from_the_dbt_project_folder(backfill, keel_s
         "DBT_LOG_PATH": str(tmp_path / "logs"),
     }
     dbt = Path(sys.executable).with_name("dbt")
-    build = subprocess.run([dbt, "build"], cwd=dbt_project.project_dir, env=env, capture_output=True, text=True)
+    build = subprocess.run(
+        [dbt, "build"], cwd=dbt_project.project_dir, env=env, capture_output=True, text=True
+    )
 
     assert build.returncode == 0, build.stdout[-3000:]
     assert "ERROR=0" in build.stdout

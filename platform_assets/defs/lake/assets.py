@@ -34,7 +34,9 @@ def customers(lake: Lake, source: PaymentsSource) -> dg.MaterializeResult:
     spending profile (mean and spread of the amount, mean payments per day). One row per customer."""
     frame = contracts.check_reference(source.customers(), contracts.CUSTOMERS_SCHEMA)
     path = lake.write_table("customers", frame)
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)})
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
+    )
 
 
 @dg.asset(key=TERMINALS, group_name="lake", kinds={"parquet"})
@@ -42,7 +44,9 @@ def terminals(lake: Lake, source: PaymentsSource) -> dg.MaterializeResult:
     """Payment terminals and their location on the 100x100 grid. One row per terminal."""
     frame = contracts.check_reference(source.terminals(), contracts.TERMINALS_SCHEMA)
     path = lake.write_table("terminals", frame)
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)})
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
+    )
 
 
 @dataclass(frozen=True)
@@ -54,19 +58,31 @@ class DayIngested:
     reasons: Counter
 
 
-def _ingest_day(lake: Lake, table: str, quarantine: str, day: date, extract: pd.DataFrame,
-                split: contracts.Split) -> DayIngested:
+def _ingest_day(
+    lake: Lake, table: str, quarantine: str, day: date, extract: pd.DataFrame, split: contracts.Split
+) -> DayIngested:
     lake.write_partition(table, day, split.valid)
     lake.write_partition(quarantine, day, split.quarantined)
     # Count what is in the files, not what we meant to write: the check below compares these.
     # Tally by rule ("amount: must be not negative"), leaving out the offending values.
     reasons = Counter(r.split(" (")[0] for row in split.quarantined["reason"] for r in row.split("; "))
-    return DayIngested(day, len(extract), lake.partition_row_count(table, day),
-                       lake.partition_row_count(quarantine, day), reasons)
+    return DayIngested(
+        day,
+        len(extract),
+        lake.partition_row_count(table, day),
+        lake.partition_row_count(quarantine, day),
+        reasons,
+    )
 
 
-def _ingestion_results(table_key: dg.AssetKey, quarantine_key: dg.AssetKey, days: list[DayIngested],
-                       lake: Lake, table: str, quarantine: str):
+def _ingestion_results(
+    table_key: dg.AssetKey,
+    quarantine_key: dg.AssetKey,
+    days: list[DayIngested],
+    lake: Lake,
+    table: str,
+    quarantine: str,
+):
     rows_in = sum(d.rows_in for d in days)
     valid = sum(d.valid for d in days)
     quarantined = sum(d.quarantined for d in days)
@@ -107,8 +123,12 @@ def _ingestion_results(table_key: dg.AssetKey, quarantine_key: dg.AssetKey, days
         check_name="rows_reconcile",
         passed=not unbalanced,
         description="rows in = valid + quarantined, counted from the files written, for every day",
-        metadata={"rows_in": rows_in, "valid": valid, "quarantined": quarantined,
-                  "days_not_reconciling": dg.MetadataValue.json(unbalanced)},
+        metadata={
+            "rows_in": rows_in,
+            "valid": valid,
+            "quarantined": quarantined,
+            "days_not_reconciling": dg.MetadataValue.json(unbalanced),
+        },
     )
     worst = max(days, key=lambda d: d.quarantined / max(d.rows_in, 1))
     share = worst.quarantined / max(worst.rows_in, 1)
@@ -124,10 +144,16 @@ def _ingestion_results(table_key: dg.AssetKey, quarantine_key: dg.AssetKey, days
 
 def _ingestion_checks(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
-        dg.AssetCheckSpec("rows_reconcile", asset=asset,
-                          description="Every row of the source extract is either in the table or in quarantine."),
-        dg.AssetCheckSpec("quarantine_share_is_small", asset=asset,
-                          description=f"At most {QUARANTINE_SHARE_WARNING:.0%} of a day's rows are quarantined."),
+        dg.AssetCheckSpec(
+            "rows_reconcile",
+            asset=asset,
+            description="Every row of the source extract is either in the table or in quarantine.",
+        ),
+        dg.AssetCheckSpec(
+            "quarantine_share_is_small",
+            asset=asset,
+            description=f"At most {QUARANTINE_SHARE_WARNING:.0%} of a day's rows are quarantined.",
+        ),
     ]
 
 
@@ -163,9 +189,12 @@ def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, source: Paym
         extract = source.transactions(day)
         split = contracts.split_transactions(extract, day, customer_ids, terminal_ids)
         days.append(_ingest_day(lake, "raw_transactions", "quarantined_transactions", day, extract, split))
-        context.log.info(f"raw_transactions {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined")
-    yield from _ingestion_results(RAW_TRANSACTIONS, QUARANTINED_TRANSACTIONS, days, lake,
-                                  "raw_transactions", "quarantined_transactions")
+        context.log.info(
+            f"raw_transactions {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined"
+        )
+    yield from _ingestion_results(
+        RAW_TRANSACTIONS, QUARANTINED_TRANSACTIONS, days, lake, "raw_transactions", "quarantined_transactions"
+    )
 
 
 @dg.multi_asset(
@@ -173,13 +202,16 @@ def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, source: Paym
         dg.AssetSpec(
             RAW_FRAUD_LABELS,
             # The flags reported on day D are about the payments of day D - 7.
-            deps=[dg.AssetDep(
-                RAW_TRANSACTIONS,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-LABEL_DELAY_DAYS, end_offset=-LABEL_DELAY_DAYS,
-                    allow_nonexistent_upstream_partitions=True,
-                ),
-            )],
+            deps=[
+                dg.AssetDep(
+                    RAW_TRANSACTIONS,
+                    partition_mapping=dg.TimeWindowPartitionMapping(
+                        start_offset=-LABEL_DELAY_DAYS,
+                        end_offset=-LABEL_DELAY_DAYS,
+                        allow_nonexistent_upstream_partitions=True,
+                    ),
+                )
+            ],
             group_name="lake",
             kinds={"parquet"},
             description=f"Fraud flags reported on the day, about the payments of {LABEL_DELAY_DAYS} days "
@@ -204,10 +236,14 @@ def raw_fraud_labels(context: dg.AssetExecutionContext, lake: Lake, source: Paym
         paid_on = day - timedelta(days=LABEL_DELAY_DAYS)
         # A flag must be about a payment that was ingested on its day; before history starts
         # there are no payments, and the source sends no flags.
-        known = (lake.read_partition("raw_transactions", paid_on)["transaction_id"]
-                 if not extract.empty else [])
+        known = (
+            lake.read_partition("raw_transactions", paid_on)["transaction_id"] if not extract.empty else []
+        )
         split = contracts.split_labels(extract, known)
         days.append(_ingest_day(lake, "raw_fraud_labels", "quarantined_fraud_labels", day, extract, split))
-        context.log.info(f"raw_fraud_labels {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined")
-    yield from _ingestion_results(RAW_FRAUD_LABELS, QUARANTINED_FRAUD_LABELS, days, lake,
-                                  "raw_fraud_labels", "quarantined_fraud_labels")
+        context.log.info(
+            f"raw_fraud_labels {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined"
+        )
+    yield from _ingestion_results(
+        RAW_FRAUD_LABELS, QUARANTINED_FRAUD_LABELS, days, lake, "raw_fraud_labels", "quarantined_fraud_labels"
+    )

@@ -40,7 +40,7 @@ translator = WarehouseTranslator()
 
 
 def _target_path(context: dg.AssetExecutionContext):
-    """A fresh dbt target folder per invocation, under .keel/ (dagster-dbt's default is the project's target/)."""
+    """A fresh dbt target folder per invocation under .keel/ (dagster-dbt would use the project's target/)."""
     return dbt_project.target_path / f"{context.op_execution_context.op.name}-{context.run.run_id[:8]}"
 
 

@@ -9,7 +9,8 @@ renamed as (
         transaction_id,
         cast(is_fraud as boolean) as is_fraud,
         fraud_scenario,
-        cast("date" as date) as reported_date
+        -- "date" is the hive partition column (one folder per day); quoted, as date is also a type
+        cast("date" as date) as reported_date  -- noqa: RF06
     from source
 )
 

@@ -11,7 +11,8 @@ renamed as (
         terminal_id,
         amount,
         transacted_at,
-        cast("date" as date) as transaction_date
+        -- "date" is the hive partition column (one folder per day); quoted, as date is also a type
+        cast("date" as date) as transaction_date  -- noqa: RF06
     from source
 )
 

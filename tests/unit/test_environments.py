@@ -1,0 +1,123 @@
+import re
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster_dbt import DbtCliResource
+
+from resources.dbt import REPO_ROOT
+from resources.environments import current_environment, resources_for
+from resources.lake import LocalLake, S3Lake
+from resources.sources import SimulatorSource
+from resources.warehouse import Warehouse
+
+SMALL_SOURCE = SimulatorSource(n_customers=200, n_terminals=400)
+START = date.fromisoformat(SMALL_SOURCE.start_date)
+
+
+def test_the_environment_defaults_to_local():
+    assert current_environment() == "local"
+
+
+@pytest.mark.parametrize("name", ["local", "staging", "prod"])
+def test_the_environment_is_read_from_keel_env(monkeypatch, name):
+    monkeypatch.setenv("KEEL_ENV", name)
+    assert current_environment() == name
+
+
+def test_an_unknown_keel_env_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv("KEEL_ENV", "production")
+    with pytest.raises(ValueError, match="production"):
+        current_environment()
+
+
+def test_local_resources_follow_the_keel_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv("KEEL_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("KEEL_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    resources = resources_for("local")
+    assert isinstance(resources["lake"], LocalLake)
+    assert resources["lake"].root == str(tmp_path / "lake")
+    assert isinstance(resources["warehouse"], Warehouse)
+    assert resources["warehouse"].path == str(tmp_path / "warehouse.duckdb")
+    assert isinstance(resources["dbt"], DbtCliResource)
+    assert resources["dbt"].target == "local"
+    assert isinstance(resources["source"], SimulatorSource)
+
+
+def test_local_state_defaults_to_the_keel_folder_of_the_repository():
+    resources = resources_for("local")
+    state = REPO_ROOT / ".keel"
+    assert Path(resources["lake"].root).is_relative_to(state)
+    assert Path(resources["warehouse"].path).is_relative_to(state)
+
+
+def test_the_malformed_row_rate_of_the_source_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", "0")
+    assert resources_for("local")["source"].malformed_rows_per_day == 0
+
+
+@pytest.mark.parametrize("name", ["staging", "prod"])
+def test_deployed_environments_keep_the_lake_on_s3(monkeypatch, name):
+    monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
+    resources = resources_for(name)
+    assert isinstance(resources["lake"], S3Lake)
+    assert (resources["lake"].bucket, resources["lake"].prefix) == ("bucket", "some/prefix")
+    assert resources["lake"].uri == "s3://bucket/some/prefix"
+    assert resources["dbt"].target == name
+
+
+@pytest.mark.parametrize("lake_root", [None, "/data/lake"])
+def test_prod_refuses_a_lake_that_is_not_on_s3(monkeypatch, lake_root):
+    if lake_root is not None:
+        monkeypatch.setenv("KEEL_LAKE_ROOT", lake_root)
+    with pytest.raises(ValueError, match="KEEL_LAKE_ROOT"):
+        resources_for("prod")
+
+
+def test_an_unknown_environment_has_no_resources():
+    with pytest.raises(ValueError, match="dev"):
+        resources_for("dev")
+
+
+def test_a_missing_warehouse_is_named_in_the_error(tmp_path):
+    path = tmp_path / "missing.duckdb"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+        Warehouse(path=str(path)).row_count("x")
+    assert not path.exists()
+
+
+def test_the_warehouse_counts_the_rows_of_a_relation(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("create table x as select * from range(3)")
+    assert Warehouse(path=str(path)).row_count("x") == 3
+
+
+def test_fraud_labels_are_those_of_the_transactions_a_label_delay_earlier():
+    day = START + timedelta(days=10)
+    labels = SMALL_SOURCE.fraud_labels(day)
+    transactions = SMALL_SOURCE.transactions(day - timedelta(days=SMALL_SOURCE.label_delay_days))
+    assert SMALL_SOURCE.label_delay_days == 7
+    assert not labels.empty
+    assert labels["transaction_id"].tolist() == transactions["transaction_id"].tolist()
+
+
+@pytest.mark.parametrize("offset, has_labels", [(0, False), (6, False), (7, True)])
+def test_no_labels_are_known_before_a_label_delay_after_the_start(offset, has_labels):
+    assert SMALL_SOURCE.fraud_labels(START + timedelta(days=offset)).empty is not has_labels
+
+
+def test_source_customers_do_not_expose_the_simulator_internals():
+    customers = SMALL_SOURCE.customers()
+    assert "nearby_terminal_count" not in customers.columns
+    assert len(customers) == SMALL_SOURCE.n_customers
+
+
+@pytest.mark.parametrize("name", ["KEEL_LAKE_ROOT", "KEEL_WAREHOUSE_PATH"])
+def test_a_relative_path_setting_is_refused_because_dagster_and_dbt_would_resolve_it_differently(
+    monkeypatch, name
+):
+    monkeypatch.setenv(name, "data/somewhere")
+    with pytest.raises(ValueError, match=f"{name}='data/somewhere' must be an absolute path"):
+        resources_for("local")
