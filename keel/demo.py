@@ -74,8 +74,9 @@ def run(window: Window, console: Console) -> int:
                 run_id=run_id,
                 tags=window.run_tags(),
                 raise_on_error=False,
-                # Dagster's own log lines stay in the run's logs, in the UI.
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                # Dagster's log lines (dbt's warnings too) stay in the run's logs, in the UI;
+                # failures are reported below from the run's events.
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             )
     finally:
         watcher.stop()
@@ -183,5 +184,7 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
     )
     console.print(f"Elapsed: {elapsed:.1f} s (run {run_id[:8]})")
     console.print(f"Lake:      {definitions.resources['lake'].uri}")
-    console.print(f"Warehouse: {warehouse.path}  (try: duckdb {warehouse.path} 'from transactions limit 5')")
+    console.print(f"Warehouse: {warehouse.path}")
+    query = "select * from {{ ref('transactions') }}"
+    console.print(f'           cd dbt_project && uv run dbt show --inline "{query}"')
     console.print("UI:        make dev, then open http://127.0.0.1:3000 (Lineage: lake -> warehouse)")

@@ -49,3 +49,28 @@ def test_loading_the_code_location_imports_no_heavy_library(keel_state):
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == ""
+
+
+def test_a_ui_backfill_of_some_days_targets_those_days_of_every_daily_asset(definitions):
+    """What the webserver computes when someone backfills days from the UI, over the whole graph.
+
+    Uses the target computation the webserver uses (dagster internals: kept to this one test).
+    """
+    from dagster._core.execution.asset_backfill import AssetBackfillData
+
+    graph = definitions.resolve_asset_graph()
+    days = ["2026-02-01", "2026-02-02", "2026-02-03"]
+    with dg.instance_for_test() as instance:
+        target = AssetBackfillData.from_asset_partitions(
+            asset_graph=graph,
+            partition_names=days,
+            asset_selection=[node.key for node in graph.asset_nodes],
+            dynamic_partitions_store=instance,
+            backfill_start_timestamp=1_800_000_000,  # 2027-01-15: every partition above exists
+            all_partitions=False,
+        ).target_subset
+    daily = {node.key for node in graph.asset_nodes if node.partitions_def == daily_partitions}
+    assert set(target.partitions_subsets_by_asset_key) == daily
+    for key in daily:
+        assert sorted(target.get_partitions_subset(key).get_partition_keys()) == days, key
+    assert dg.AssetKey(["warehouse", "customers"]) in target.non_partitioned_asset_keys

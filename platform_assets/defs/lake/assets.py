@@ -170,6 +170,7 @@ def _ingestion_checks(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
         ),
         dg.AssetSpec(
             QUARANTINED_TRANSACTIONS,
+            deps=[CUSTOMERS, TERMINALS],
             group_name="lake",
             kinds={"parquet"},
             description="Payments of the day that failed the contract, with their raw values as text, "
@@ -197,21 +198,20 @@ def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, source: Paym
     )
 
 
+# The flags reported on day D are about the payments of day D - 7, yet they depend on day D's
+# payments: in the daily cycle D's flags are ingested after D's payments, so D - 7's are in the
+# lake. A lagged partition mapping would be the literal truth, but Dagster follows mappings when it
+# computes a backfill: a backfill of days X..Y would ingest the flags of X+7..Y+7 and leave the
+# warehouse's flag marts of X..Y stale. With this dependency a backfill of X..Y is every daily
+# asset for X..Y. Both outputs declare it: one multi-asset's outputs must target the same days.
+LABEL_DEPS = [RAW_TRANSACTIONS]
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
             RAW_FRAUD_LABELS,
-            # The flags reported on day D are about the payments of day D - 7.
-            deps=[
-                dg.AssetDep(
-                    RAW_TRANSACTIONS,
-                    partition_mapping=dg.TimeWindowPartitionMapping(
-                        start_offset=-LABEL_DELAY_DAYS,
-                        end_offset=-LABEL_DELAY_DAYS,
-                        allow_nonexistent_upstream_partitions=True,
-                    ),
-                )
-            ],
+            deps=LABEL_DEPS,
             group_name="lake",
             kinds={"parquet"},
             description=f"Fraud flags reported on the day, about the payments of {LABEL_DELAY_DAYS} days "
@@ -219,6 +219,7 @@ def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, source: Paym
         ),
         dg.AssetSpec(
             QUARANTINED_FRAUD_LABELS,
+            deps=LABEL_DEPS,
             group_name="lake",
             kinds={"parquet"},
             description="Fraud flags of the day that failed the label contract, with every reason.",

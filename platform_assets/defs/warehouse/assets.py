@@ -1,7 +1,9 @@
 """Warehouse: the dbt project (DuckDB), as assets downstream of the lake.
 
-Incremental models are daily-partitioned like the lake: a backfill of any range runs dbt once,
-with the range as vars. Views and reference tables are not partitioned and are rebuilt whole.
+Models tagged ``daily`` in dbt (everything built from the daily lake tables: the staging views
+over them, the intermediate view, the incremental marts) are daily-partitioned like the lake, so
+that a backfill flows from lake to marts; a backfill of any range runs dbt once, with the range as
+vars (views ignore the vars). Reference-table models are not partitioned and are rebuilt whole.
 dbt tests become asset checks on the models they test.
 """
 
@@ -16,7 +18,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
 from resources.dbt import dbt_project
 
-DAILY_MODELS = "config.materialized:incremental"
+DAILY_MODELS = "tag:daily"
 
 # Each dbt invocation locks the DuckDB file for writing: the two dbt steps share a pool of one
 # so they never run at the same time (see deploy/local/dagster.yaml).
