@@ -24,8 +24,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.days < 1:
             parser.error("--days must be at least 1")
-        # The console keeps the real stdout: the demo sends step output (dbt's) to a log file.
-        return demo_module.run(demo_module.Window(args.start, args.days), Console(file=sys.stdout))
+        # The console keeps the real stdout (the demo sends step output, dbt's, to a log file).
+        # Paths and commands are never wrapped; logs (not a terminal) get 120 columns, not 80.
+        console = Console(file=sys.stdout, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+        return demo_module.run(demo_module.Window(args.start, args.days), console)
     parser.error(f"unknown command {args.command}")
 
 

@@ -7,6 +7,7 @@ afterwards (``make dev``) exactly like a run launched from there.
 import contextlib
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -44,7 +45,6 @@ class Window:
 
 def run(window: Window, console: Console) -> int:
     import dagster as dg
-    from dagster._core.utils import make_new_run_id
 
     from platform_assets.definitions import defs
     from resources.environments import current_environment
@@ -57,7 +57,7 @@ def run(window: Window, console: Console) -> int:
     definitions = defs()
     job = definitions.resolve_job_def(JOB_NAME)
     instance = dg.DagsterInstance.get()
-    run_id = make_new_run_id()
+    run_id = str(uuid.uuid4())  # chosen here so the watcher can follow the run while it runs
 
     # dbt's own output goes to a log file; the terminal shows progress and the summary.
     log_path = Path(instance.root_directory, "demo_logs", f"{run_id[:8]}.log")
