@@ -75,14 +75,8 @@ def _ingest_day(
     )
 
 
-def _ingestion_results(
-    table_key: dg.AssetKey,
-    quarantine_key: dg.AssetKey,
-    days: list[DayIngested],
-    lake: Lake,
-    table: str,
-    quarantine: str,
-):
+def _ingestion_results(lake: Lake, table: str, quarantine: str, days: list[DayIngested]):
+    table_key, quarantine_key = dg.AssetKey(["lake", table]), dg.AssetKey(["lake", quarantine])
     rows_in = sum(d.rows_in for d in days)
     valid = sum(d.valid for d in days)
     quarantined = sum(d.quarantined for d in days)
@@ -193,9 +187,7 @@ def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, source: Paym
         context.log.info(
             f"raw_transactions {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined"
         )
-    yield from _ingestion_results(
-        RAW_TRANSACTIONS, QUARANTINED_TRANSACTIONS, days, lake, "raw_transactions", "quarantined_transactions"
-    )
+    yield from _ingestion_results(lake, "raw_transactions", "quarantined_transactions", days)
 
 
 # The flags reported on day D are about the payments of day D - 7, yet they depend on day D's
@@ -245,6 +237,4 @@ def raw_fraud_labels(context: dg.AssetExecutionContext, lake: Lake, source: Paym
         context.log.info(
             f"raw_fraud_labels {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined"
         )
-    yield from _ingestion_results(
-        RAW_FRAUD_LABELS, QUARANTINED_FRAUD_LABELS, days, lake, "raw_fraud_labels", "quarantined_fraud_labels"
-    )
+    yield from _ingestion_results(lake, "raw_fraud_labels", "quarantined_fraud_labels", days)
