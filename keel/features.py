@@ -1,0 +1,299 @@
+"""The fraud model's features: what they are, and the one way to compute them, offline and online.
+
+Facts (payments, fraud flags) live in the warehouse marts; features are derived from them here and
+nowhere else. The offline pipeline (the ``features/transaction_features`` asset), the online
+snapshot and the scoring service all import this module, so a feature cannot mean one thing in
+training and another in serving.
+
+Two kinds of feature:
+
+* **Request features** come from the payment itself (amount, weekend, night):
+  ``request_features(payments)``, vectorised, the same call for one row online or a million offline.
+* **Entity features** are windows over the days *before* the payment's day: a customer's spending,
+  a terminal's traffic and fraud rate. For a payment on day D every window ends at the close of day
+  D-1, so the values are those of a daily snapshot taken after D-1 closed, and the online store can
+  serve exactly them all day D (``customer_features_sql`` / ``terminal_features_sql`` as of D).
+
+Point in time, by construction: fraud flags enter only through ``terminal_daily_fraud_reports``,
+which counts each flag on the day it was *reported*. A window for day D reads reports of days
+D-w .. D-1, so a feature for day D can only use flags known before D began; flags about day D's own
+payments arrive on D + label delay at the earliest and are out of reach.
+
+Pure module: pandas, numpy and pandera; SQL strings for DuckDB. No Dagster, no BentoML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+import pandera.pandas as pa
+
+# Bump when a definition below changes meaning: the feature asset's code version and every model's
+# metadata carry it, so a model is never served features it was not trained on without notice.
+FEATURE_SET_VERSION = "1"
+
+WINDOWS_DAYS = (1, 7, 30)
+LOOKBACK_DAYS = max(WINDOWS_DAYS)
+NIGHT_HOURS = (0, 6)  # [start, end): a payment between 00:00 and 05:59 is a night payment
+
+# Where the offline pipeline stores the feature table, in the warehouse beside dbt's marts.
+FEATURE_TABLE = "ml.transaction_features"
+
+# The warehouse relations the entity windows read (dbt marts, one row per entity and day).
+CUSTOMER_ACTIVITY = "customer_daily_activity"
+TERMINAL_ACTIVITY = "terminal_daily_activity"
+TERMINAL_FRAUD_REPORTS = "terminal_daily_fraud_reports"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str
+    # The value for an entity with no history in the window (a new card, a quiet terminal):
+    # nothing happened, so counts are 0, and a rate or mean over nothing is taken as 0.
+    default: float | None
+    description: str
+
+
+REQUEST_FEATURES = (
+    Feature("amount", "float64", None, "payment amount"),
+    Feature("is_weekend", "int8", None, "1 if the payment is on a Saturday or Sunday"),
+    Feature(
+        "is_night", "int8", None, f"1 if the payment is between {NIGHT_HOURS[0]}:00 and {NIGHT_HOURS[1]}:00"
+    ),
+)
+CUSTOMER_FEATURES = tuple(
+    feature
+    for w in WINDOWS_DAYS
+    for feature in (
+        Feature(f"customer_transactions_{w}d", "int64", 0, f"the customer's payments in the {w} days before"),
+        Feature(
+            f"customer_mean_amount_{w}d", "float64", 0.0, f"the customer's mean amount in the {w} days before"
+        ),
+    )
+)
+TERMINAL_FEATURES = tuple(
+    feature
+    for w in WINDOWS_DAYS
+    for feature in (
+        Feature(
+            f"terminal_transactions_{w}d", "int64", 0, f"payments at the terminal in the {w} days before"
+        ),
+        Feature(
+            f"terminal_fraud_rate_{w}d",
+            "float64",
+            0.0,
+            f"share of the terminal's payments reported as fraud in the {w} days before (reports known then)",
+        ),
+    )
+)
+FEATURES = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES
+FEATURE_NAMES = [feature.name for feature in FEATURES]
+
+# Columns that identify a row of the feature table (the payment's facts, not features).
+KEY_COLUMNS = {
+    "transaction_id": "int64",
+    "transaction_date": "datetime64[ns]",
+    "transacted_at": "datetime64[ns]",
+    "customer_id": "int64",
+    "terminal_id": "int64",
+}
+
+
+def request_features(payments: pd.DataFrame) -> pd.DataFrame:
+    """The features of the payments themselves, from ``amount`` and ``transacted_at``."""
+    at = pd.to_datetime(payments["transacted_at"])
+    return pd.DataFrame(
+        {
+            "amount": payments["amount"].astype("float64"),
+            "is_weekend": (at.dt.dayofweek >= 5).astype("int8"),
+            "is_night": at.dt.hour.between(NIGHT_HOURS[0], NIGHT_HOURS[1] - 1).astype("int8"),
+        },
+        index=payments.index,
+    )
+
+
+def entity_defaults(features: tuple[Feature, ...]) -> dict[str, float]:
+    return {feature.name: feature.default for feature in features}
+
+
+def _as_of_dates(first: date, last: date) -> str:
+    return (
+        f"select cast(unnest(range(date '{first.isoformat()}', date '{last.isoformat()}' + 1, "
+        "interval 1 day)) as date) as as_of_date"
+    )
+
+
+def _in_window(column: str, days: int) -> str:
+    # The as-of day itself is excluded: windows end at the close of the previous day.
+    return f"{column} >= as_of_date - {days}"
+
+
+def customer_features_sql(first: date, last: date) -> str:
+    """One row per (as_of_date, customer_id) with activity in the lookback, for every as-of day in
+    [first, last]. Entities without a row take their defaults."""
+    columns = []
+    for w in WINDOWS_DAYS:
+        in_window = _in_window("activity_date", w)
+        columns.append(
+            f"coalesce(sum(transaction_count) filter (where {in_window}), 0) as customer_transactions_{w}d"
+        )
+        columns.append(
+            f"coalesce(sum(amount_sum) filter (where {in_window}) "
+            f"/ nullif(sum(transaction_count) filter (where {in_window}), 0), 0.0) "
+            f"as customer_mean_amount_{w}d"
+        )
+    return f"""
+        with as_of as ({_as_of_dates(first, last)})
+        select as_of_date, customer_id, {", ".join(columns)}
+        from as_of
+        join {CUSTOMER_ACTIVITY}
+            on activity_date between as_of_date - {LOOKBACK_DAYS} and as_of_date - 1
+        group by as_of_date, customer_id
+    """
+
+
+def terminal_features_sql(first: date, last: date) -> str:
+    """One row per (as_of_date, terminal_id) with payments or fraud reports in the lookback."""
+    traffic, risk = [], []
+    traffic_names = [f"terminal_transactions_{w}d" for w in WINDOWS_DAYS]
+    risk_names = [f"terminal_fraud_rate_{w}d" for w in WINDOWS_DAYS]
+    for w in WINDOWS_DAYS:
+        traffic.append(
+            f"coalesce(sum(transaction_count) filter (where {_in_window('activity_date', w)}), 0) "
+            f"as terminal_transactions_{w}d"
+        )
+        in_window = _in_window("reported_date", w)
+        risk.append(
+            f"coalesce(sum(fraud_count) filter (where {in_window}) "
+            f"/ nullif(sum(labelled_transaction_count) filter (where {in_window}), 0), 0.0) "
+            f"as terminal_fraud_rate_{w}d"
+        )
+    return f"""
+        with
+        as_of as ({_as_of_dates(first, last)}),
+        traffic as (
+            select as_of_date, terminal_id, {", ".join(traffic)}
+            from as_of
+            join {TERMINAL_ACTIVITY}
+                on activity_date between as_of_date - {LOOKBACK_DAYS} and as_of_date - 1
+            group by as_of_date, terminal_id
+        ),
+        risk as (
+            -- Only flags reported before the as-of day: what was known at the close of the day before.
+            select as_of_date, terminal_id, {", ".join(risk)}
+            from as_of
+            join {TERMINAL_FRAUD_REPORTS}
+                on reported_date between as_of_date - {LOOKBACK_DAYS} and as_of_date - 1
+            group by as_of_date, terminal_id
+        )
+        select
+            as_of_date,
+            terminal_id,
+            {", ".join(f"coalesce(traffic.{name}, 0) as {name}" for name in traffic_names)},
+            {", ".join(f"coalesce(risk.{name}, 0.0) as {name}" for name in risk_names)}
+        from traffic
+        full outer join risk using (as_of_date, terminal_id)
+    """
+
+
+def transaction_features_sql(first: date, last: date, transactions: str = "transactions") -> str:
+    """The payments of days [first, last] joined to their entities' features as of their own day.
+
+    Request features are not computed here but by ``request_features``, the function the online
+    service calls, so there is one definition of them.
+    """
+    entity_columns = ", ".join(
+        f"coalesce({feature.name}, {feature.default!r}) as {feature.name}"
+        for feature in CUSTOMER_FEATURES + TERMINAL_FEATURES
+    )
+    return f"""
+        with
+        payments as (
+            select transaction_id, transaction_date, transacted_at, customer_id, terminal_id, amount
+            from {transactions}
+            where transaction_date between date '{first.isoformat()}' and date '{last.isoformat()}'
+        ),
+        customer_windows as ({customer_features_sql(first, last)}),
+        terminal_windows as ({terminal_features_sql(first, last)})
+        select
+            payments.*,
+            {entity_columns},
+            customer_windows.customer_id is null as customer_is_new,
+            terminal_windows.terminal_id is null as terminal_is_new
+        from payments
+        left join customer_windows
+            on payments.customer_id = customer_windows.customer_id
+            and payments.transaction_date = customer_windows.as_of_date
+        left join terminal_windows
+            on payments.terminal_id = terminal_windows.terminal_id
+            and payments.transaction_date = terminal_windows.as_of_date
+        order by payments.transaction_id
+    """
+
+
+def transaction_features(connection, first: date, last: date) -> pd.DataFrame:
+    """The feature table for days [first, last], from a DuckDB connection to the warehouse.
+
+    One row per payment: its key columns, every feature in ``FEATURE_NAMES``, and whether its
+    customer or terminal had no history (they then carry the defaults).
+    """
+    joined = connection.execute(transaction_features_sql(first, last)).df()
+    requested = request_features(joined)
+    frame = joined.drop(columns=["amount"]).join(requested)
+    frame["transaction_date"] = pd.to_datetime(frame["transaction_date"])
+    for feature in CUSTOMER_FEATURES + TERMINAL_FEATURES:
+        frame[feature.name] = frame[feature.name].astype(feature.dtype)
+    return frame[[*KEY_COLUMNS, *FEATURE_NAMES, "customer_is_new", "terminal_is_new"]]
+
+
+def _feature_column(feature: Feature) -> pa.Column:
+    checks = []
+    if feature.name.startswith("is_"):
+        checks.append(pa.Check.isin([0, 1]))
+    elif "fraud_rate" in feature.name:
+        checks.append(pa.Check.in_range(0.0, 1.0))
+    else:
+        checks.append(pa.Check.ge(0))
+    return pa.Column(feature.dtype, checks=checks, nullable=False, description=feature.description)
+
+
+FEATURE_TABLE_SCHEMA = pa.DataFrameSchema(
+    {
+        **{name: pa.Column(dtype, nullable=False) for name, dtype in KEY_COLUMNS.items()},
+        **{feature.name: _feature_column(feature) for feature in FEATURES},
+        "customer_is_new": pa.Column(bool),
+        "terminal_is_new": pa.Column(bool),
+    },
+    checks=[
+        # A customer's mean over 1 day cannot exist without a payment on that day, and so on.
+        pa.Check(
+            lambda frame: pd.concat(
+                [
+                    (frame[f"customer_transactions_{w}d"] > 0) | (frame[f"customer_mean_amount_{w}d"] == 0)
+                    for w in WINDOWS_DAYS
+                ],
+                axis=1,
+            ).all(axis=1),
+            name="customer_mean_needs_payments",
+        ),
+        # Windows are nested: the 30-day count is at least the 7-day count, at least the 1-day count.
+        pa.Check(
+            lambda frame: pd.concat(
+                [
+                    frame[f"{entity}_transactions_{short}d"] <= frame[f"{entity}_transactions_{long}d"]
+                    for entity in ("customer", "terminal")
+                    for short, long in zip(WINDOWS_DAYS, WINDOWS_DAYS[1:], strict=False)
+                ],
+                axis=1,
+            ).all(axis=1),
+            name="windows_are_nested",
+        ),
+    ],
+    unique=["transaction_id"],
+    strict=True,
+    ordered=True,
+    name="transaction_features",
+)
