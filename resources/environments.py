@@ -17,6 +17,7 @@ from dagster_dbt import DbtCliResource
 
 from resources.dbt import REPO_ROOT, dbt_project
 from resources.lake import LocalLake, S3Lake
+from resources.registry import ModelRegistry
 from resources.sources import SimulatorSource
 from resources.warehouse import Warehouse
 
@@ -73,9 +74,12 @@ def resources_for(environment: str) -> dict[str, Any]:
     return {
         "lake": lake,
         "warehouse": Warehouse(path=warehouse_path()),
+        "registry": ModelRegistry(lake=lake),
         "dbt": DbtCliResource(project_dir=dbt_project, target=environment),
         # The reference source until a landing-zone source exists; its knobs come from the env.
         "source": SimulatorSource(
+            n_customers=int(os.environ.get("KEEL_SIMULATOR_CUSTOMERS", "5000")),
+            n_terminals=int(os.environ.get("KEEL_SIMULATOR_TERMINALS", "10000")),
             malformed_rows_per_day=int(os.environ.get("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", "3")),
         ),
     }
@@ -83,3 +87,11 @@ def resources_for(environment: str) -> dict[str, Any]:
 
 def environment_definitions() -> dg.Definitions:
     return dg.Definitions(resources=resources_for(current_environment()))
+
+
+def use_local_homes() -> None:
+    """Point Dagster and BentoML at the repo's .keel/ folder unless told otherwise, as ``make`` does,
+    so that ``keel`` commands run outside ``make`` see the same runs and the same model store."""
+    os.environ.setdefault("DAGSTER_HOME", str(STATE_DIR / "dagster_home"))
+    os.environ.setdefault("BENTOML_HOME", str(STATE_DIR / "bentoml"))
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reporting from a platform's runs

@@ -50,6 +50,9 @@ class Lake(dg.ConfigurableResource):
     @abstractmethod
     def _read(self, relative: str) -> bytes: ...
 
+    @abstractmethod
+    def _list(self, prefix: str) -> list[str]: ...
+
     def write_table(self, table: str, frame: pd.DataFrame) -> str:
         return self._write_frame(_relative_path(table, None), frame)
 
@@ -65,6 +68,18 @@ class Lake(dg.ConfigurableResource):
     def partition_row_count(self, table: str, day: date) -> int:
         """Rows in a stored partition, from the Parquet footer (what was written, not what was meant)."""
         return pq.ParquetFile(io.BytesIO(self._read(_relative_path(table, day)))).metadata.num_rows
+
+    def write_file(self, relative: str, payload: bytes) -> str:
+        """Store any file (a report, a model export) at ``relative`` under the root; returns its URI."""
+        self._write(relative, payload)
+        return f"{self.uri}/{relative}"
+
+    def read_file(self, relative: str) -> bytes:
+        return self._read(relative)
+
+    def list_files(self, prefix: str) -> list[str]:
+        """Relative paths of the files under the folder ``prefix``, sorted."""
+        return sorted(self._list(prefix.strip("/") + "/"))
 
     def location(self, table: str, day: date | None = None) -> str:
         return f"{self.uri}/{_relative_path(table, day)}"
@@ -92,6 +107,16 @@ class LocalLake(Lake):
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         partial.write_bytes(payload)
         os.replace(partial, target)
+
+    def _list(self, prefix: str) -> list[str]:
+        folder = Path(self.uri, prefix)
+        if not folder.is_dir():
+            return []
+        return [
+            path.relative_to(self.uri).as_posix()
+            for path in folder.rglob("*")
+            if path.is_file() and not path.name.endswith(".partial")
+        ]
 
     def _read(self, relative: str) -> bytes:
         path = Path(self.uri, relative)
@@ -123,6 +148,13 @@ class S3Lake(Lake):
     def _write(self, relative: str, payload: bytes) -> None:
         # A PUT replaces the object atomically: readers see the old or the new partition, never a mix.
         self._s3().put_object(Bucket=self.bucket, Key=self._key(relative), Body=payload)
+
+    def _list(self, prefix: str) -> list[str]:
+        pages = (
+            self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+        )
+        root = self._key("")
+        return [item["Key"][len(root) :] for page in pages for item in page.get("Contents", [])]
 
     def _read(self, relative: str) -> bytes:
         client = self._s3()

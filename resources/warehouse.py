@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -27,3 +29,26 @@ class Warehouse(dg.ConfigurableResource):
     def row_count(self, relation: str) -> int:
         with self.connect() as connection:
             return connection.execute(f"select count(*) from {relation}").fetchone()[0]
+
+    def replace_days(self, table: str, day_column: str, first: date, last: date, frame: pd.DataFrame) -> None:
+        """Replace the rows of days [first, last] of ``schema.table`` with ``frame``, in one transaction.
+
+        Tables written by Keel's Python assets (features, scores) live in their own schema beside
+        dbt's; re-running a window replaces exactly that window.
+        """
+        days = pd.to_datetime(frame[day_column]).dt.date
+        outside = frame[(days < first) | (days > last)]
+        if len(outside):
+            raise ValueError(
+                f"{len(outside)} rows of {table} have a {day_column} outside {first} .. {last}, "
+                f"e.g. {outside[day_column].iloc[0]}"
+            )
+        schema = table.partition(".")[0]
+        with self.connect(read_only=False) as connection:
+            connection.register("incoming", frame)
+            connection.execute("begin transaction")
+            connection.execute(f"create schema if not exists {schema}")
+            connection.execute(f"create table if not exists {table} as select * from incoming limit 0")
+            connection.execute(f"delete from {table} where {day_column} between ? and ?", [first, last])
+            connection.execute(f"insert into {table} by name select * from incoming")
+            connection.execute("commit")
