@@ -7,6 +7,9 @@ SHELL := /bin/bash
 
 STATE := .keel
 export DAGSTER_HOME := $(CURDIR)/$(STATE)/dagster_home
+# The local BentoML store: training saves models there, `bentoml build` and `bentoml serve` read them.
+export BENTOML_HOME := $(CURDIR)/$(STATE)/bentoml
+export BENTOML_DO_NOT_TRACK := true
 PORT ?= 3000
 
 # uv from PATH, or bootstrapped with pip and run as a module.

@@ -27,6 +27,16 @@ WAREHOUSE_TABLES = [
 ]
 
 
+def days_needed() -> int:
+    """The shortest window the job can train on with its default training configuration."""
+    from keel.simulator import LABEL_DELAY_DAYS
+    from keel.training import TrainingWindow
+    from platform_assets.defs.models.assets import TrainingConfig
+
+    config = TrainingConfig()
+    return TrainingWindow.days_needed(config.train_days, LABEL_DELAY_DAYS, config.test_days, LABEL_DELAY_DAYS)
+
+
 @dataclass(frozen=True)
 class Window:
     start: date
@@ -167,7 +177,19 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
     warehouse = definitions.resources["warehouse"]
     for name in WAREHOUSE_TABLES:
         table.add_row("warehouse", name, f"{warehouse.row_count(name):,}", "dbt mart")
+    features = metadata["features/transaction_features"]
+    table.add_row(
+        "features", features["table"], f"{warehouse.row_count(features['table']):,}", "one row per payment"
+    )
+    scores = metadata["scores/transaction_scores"]
+    table.add_row(
+        "scores",
+        scores["warehouse_table"],
+        f"{warehouse.row_count(scores['warehouse_table']):,}",
+        f"{scores['rows_per_second']:,} rows/s, model {scores['model_version']}",
+    )
     console.print(table)
+    _models_summary(metadata, console)
     for quarantine in ("quarantined_transactions", "quarantined_fraud_labels"):
         reasons = metadata[f"lake/{quarantine}"]["reasons"]
         if reasons:
@@ -183,8 +205,45 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
         )
     )
     console.print(f"Elapsed: {elapsed:.1f} s (run {run_id[:8]})")
+    console.print(f"Registry:  {definitions.resources['registry'].uri}   (uv run keel models list)")
     console.print(f"Lake:      {definitions.resources['lake'].uri}")
     console.print(f"Warehouse: {warehouse.path}")
     query = "select * from {{ ref('transactions') }}"
     console.print(f'           cd dbt_project && uv run dbt show --inline "{query}"')
-    console.print("UI:        make dev, then open http://127.0.0.1:3000 (Lineage: lake -> warehouse)")
+    console.print(
+        "UI:        make dev, then open http://127.0.0.1:3000 "
+        "(Lineage: lake -> warehouse -> features -> models -> scores)"
+    )
+
+
+def _models_summary(metadata, console: Console) -> None:
+    trained = metadata["models/fraud_model"]
+    evaluation = metadata["models/evaluation"]
+    table = Table(
+        title=f"Model {trained['model_tag']}: trained {trained['train_start']} .. {trained['train_end']} "
+        f"({trained['train_rows']:,} payments), tested {trained['test_start']} .. {trained['test_end']}",
+        title_justify="left",
+    )
+    for column in ("model", "ROC AUC", "average precision", "card precision@100"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, prefix in (
+        ("gradient-boosted trees (challenger)", ""),
+        ("logistic regression (baseline)", "baseline_"),
+    ):
+        table.add_row(
+            name,
+            *(
+                f"{trained[prefix + m]:.4f}"
+                for m in ("roc_auc", "average_precision", "card_precision_at_100")
+            ),
+        )
+    console.print(table)
+    console.print(
+        f"Training took {trained['training_seconds']:.1f} s. Promotion gate: {evaluation['decision']}"
+    )
+    promoted = metadata.get("models/production_model")
+    if promoted:
+        console.print(
+            f"[bold green]In production:[/] {promoted['model_tag']} (replaced {promoted['replaces']}); "
+            f"model card: {promoted['model_card_path']}"
+        )

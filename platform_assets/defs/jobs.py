@@ -6,8 +6,9 @@ from platform_assets.defs.lake.partitions import daily_partitions
 
 keel_pipeline = dg.define_asset_job(
     "keel_pipeline",
-    selection=dg.AssetSelection.groups("lake", "warehouse"),
+    selection=dg.AssetSelection.groups("lake", "warehouse", "features", "models", "scores"),
     partitions_def=daily_partitions,
-    description="Ingest the source into the lake (contract + quarantine) and build the dbt warehouse "
-    "for a range of days. One run covers the whole range.",
+    description="The whole lifecycle for a range of days, in one run: ingest the source into the lake "
+    "(contract + quarantine), build the dbt warehouse and the features, train a challenger, put it "
+    "through the promotion gate, and score the range with the model in production.",
 )

@@ -1,0 +1,89 @@
+"""``keel models list`` and ``keel models promote``: the registry of this environment, from a shell."""
+
+from rich.console import Console
+from rich.table import Table
+
+PRODUCTION_MODEL = ["models", "production_model"]
+
+
+def _registry():
+    from resources.environments import current_environment, resources_for
+
+    return resources_for(current_environment())["registry"]
+
+
+def list_versions(console: Console) -> int:
+    registry = _registry()
+    versions = registry.versions()
+    if not versions:
+        console.print(
+            f"No model versions in {registry.uri} yet: run `make demo` (or materialize models/fraud_model)."
+        )
+        return 0
+    table = Table(title=f"Model registry: {registry.uri}", title_justify="left")
+    for column in (
+        "version",
+        "stage",
+        "trained",
+        "train window",
+        "test AP",
+        "test CP@100",
+        "gate AP",
+        "gate CP@100",
+    ):
+        table.add_column(column, justify="right" if "AP" in column or "CP" in column else "left")
+    for version in versions:
+        window = version.metadata["training_window"]
+        tested = version.metadata["metrics"]
+        gate = next(
+            (
+                e.details["challenger"]
+                for e in reversed(version.history)
+                if e.stage in ("approved", "refused")
+            ),
+            None,
+        )
+        table.add_row(
+            version.tag,
+            f"[bold green]{version.stage}[/]" if version.stage == "production" else version.stage,
+            version.created_at[:19],
+            f"{window['train_start']} .. {window['train_end']}",
+            f"{tested['average_precision']:.4f}",
+            f"{tested['card_precision_at_100']:.4f}",
+            f"{gate['average_precision']:.4f}" if gate else "–",
+            f"{gate['card_precision_at_100']:.4f}" if gate else "–",
+        )
+    console.print(table)
+    champion = registry.champion()
+    if champion is not None:
+        promotion = [e for e in champion.history if e.stage == "production"][-1]
+        console.print(
+            f"In production: {champion.tag}, since {promotion.at[:19]} by {promotion.by}: {promotion.reason}"
+        )
+    return 0
+
+
+def promote(tag: str, reason: str, console: Console) -> int:
+    """Promote ``tag`` and tell Dagster, so the UI's models/production_model shows the change."""
+    import dagster as dg
+
+    from platform_assets.defs.models.assets import promotion_metadata
+    from resources.registry import RegistryError
+
+    registry = _registry()
+    try:
+        promotion = registry.promote(tag, reason=f"manual: {reason}")
+    except RegistryError as refused:
+        console.print(f"[red]Not promoted:[/] {refused}")
+        return 1
+    with dg.DagsterInstance.get() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=PRODUCTION_MODEL, metadata=promotion_metadata(registry, promotion)
+            )
+        )
+    console.print(f"{tag} is in production (it replaced {promotion.details['replaces'] or 'nothing'}).")
+    console.print(
+        f"Recorded in {registry.uri} and in Dagster ({instance.root_directory}) as a materialization."
+    )
+    return 0

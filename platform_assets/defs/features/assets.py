@@ -1,0 +1,95 @@
+"""Features: the fraud model's inputs, one row per payment, computed in the warehouse by DuckDB.
+
+The definitions and the SQL live in ``keel.features`` (shared with the online service); this asset
+runs them for a window of days, stores the result beside the dbt marts, and checks it.
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+import pandera.errors
+
+from keel import features
+from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
+from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
+from resources.warehouse import Warehouse
+
+FEATURE_TABLE = features.FEATURE_TABLE
+# Day D's features read the entity marts of days D-30 .. D-1 (windows close the day before) and
+# only day D's own payments: the lineage says exactly which partitions a feature partition used.
+_LOOKBACK = dg.TimeWindowPartitionMapping(
+    start_offset=-features.LOOKBACK_DAYS, end_offset=-1, allow_nonexistent_upstream_partitions=True
+)
+
+
+def _window(context: dg.AssetExecutionContext):
+    window = context.partition_time_window
+    return window.start.date(), (window.end - timedelta(days=1)).date()
+
+
+@dg.asset(
+    key=["features", "transaction_features"],
+    group_name="features",
+    partitions_def=daily_partitions,
+    backfill_policy=one_run_per_backfill,
+    pool=WAREHOUSE_POOL,  # writes the warehouse's DuckDB file: one writer at a time
+    code_version=features.FEATURE_SET_VERSION,
+    deps=[
+        dg.AssetDep(["warehouse", "transactions"]),
+        dg.AssetDep(["warehouse", features.CUSTOMER_ACTIVITY], partition_mapping=_LOOKBACK),
+        dg.AssetDep(["warehouse", features.TERMINAL_ACTIVITY], partition_mapping=_LOOKBACK),
+        dg.AssetDep(["warehouse", features.TERMINAL_FRAUD_REPORTS], partition_mapping=_LOOKBACK),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec("matches_feature_schema", asset=["features", "transaction_features"], blocking=True)
+    ],
+    kinds={"duckdb", "pandas"},
+)
+def transaction_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    """One row per payment: its request features (amount, weekend, night) and its customer's and
+    terminal's windows over the 1, 7 and 30 days before its day, using only fraud reports known by
+    then. Table ``ml.transaction_features`` in the warehouse."""
+    first, last = _window(context)
+    with warehouse.connect() as connection:
+        table = features.transaction_features(connection, first, last)
+    warehouse.replace_days(FEATURE_TABLE, "transaction_date", first, last, table)
+
+    with warehouse.connect() as connection:  # check what was stored, not what was meant
+        stored = connection.execute(
+            f"select * from {FEATURE_TABLE} where transaction_date between ? and ? order by transaction_id",
+            [first, last],
+        ).df()
+    try:
+        features.FEATURE_TABLE_SCHEMA.validate(stored, lazy=True)
+        check = dg.AssetCheckResult(passed=True, metadata={"rows_checked": len(stored)})
+    except pandera.errors.SchemaErrors as errors:
+        failures = errors.failure_cases[["column", "check", "failure_case", "index"]]
+        check = dg.AssetCheckResult(
+            passed=False,
+            metadata={
+                "rows_checked": len(stored),
+                "failures": len(failures),
+                "failure_cases": dg.MetadataValue.md(failures.head(20).to_markdown(index=False)),
+            },
+        )
+
+    per_day = stored.groupby(stored["transaction_date"].dt.date).size()
+    metadata = {
+        "table": FEATURE_TABLE,
+        "window_rows": len(stored),
+        "days": len(per_day),
+        "feature_set_version": features.FEATURE_SET_VERSION,
+        "new_customer_share": float(stored["customer_is_new"].mean()) if len(stored) else 0.0,
+        "new_terminal_share": float(stored["terminal_is_new"].mean()) if len(stored) else 0.0,
+        "features": dg.MetadataValue.md(
+            "| feature | dtype | default (unseen entity) | meaning |\n|---|---|---|---|\n"
+            + "\n".join(
+                f"| {f.name} | {f.dtype} | {f.default} | {f.description} |" for f in features.FEATURES
+            )
+        ),
+        "preview": dg.MetadataValue.md(stored.head(5).to_markdown(index=False)),
+    }
+    if first == last:
+        metadata["dagster/row_count"] = len(stored)
+    yield dg.MaterializeResult(metadata=metadata)
+    yield check

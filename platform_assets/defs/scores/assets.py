@@ -1,0 +1,90 @@
+"""Scores: each day's payments scored by the model in production, in the lake and the warehouse."""
+
+import time
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+
+from keel import features, training
+from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
+from platform_assets.defs.models.assets import FEATURES, PRODUCTION_MODEL
+from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
+from resources.lake import Lake
+from resources.registry import ModelRegistry, RegistryError
+from resources.warehouse import Warehouse
+
+SCORES = "transaction_scores"  # lake table
+SCORE_TABLE = f"ml.{SCORES}"  # warehouse table
+
+
+@dg.asset(
+    key=["scores", SCORES],
+    group_name="scores",
+    partitions_def=daily_partitions,
+    backfill_policy=one_run_per_backfill,
+    pool=WAREHOUSE_POOL,
+    deps=[FEATURES, PRODUCTION_MODEL],
+    kinds={"scikit-learn", "duckdb", "parquet"},
+)
+def transaction_scores(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, lake: Lake, registry: ModelRegistry
+):
+    """The production model's fraud probability for every payment of the day, with the model
+    version that gave it. Lake table ``transaction_scores`` and warehouse table ``ml.transaction_scores``."""
+    champion = registry.champion()
+    if champion is None:
+        raise RegistryError(
+            f"no model in production in {registry.uri}: materialize models/production_model first"
+        )
+    started = time.monotonic()
+    model = registry.load(champion.tag)
+    window = context.partition_time_window
+    first, last = window.start.date(), (window.end - timedelta(days=1)).date()
+    with warehouse.connect() as connection:
+        frame = connection.execute(
+            f"select * from {features.FEATURE_TABLE} "
+            "where transaction_date between ? and ? order by transaction_id",
+            [first, last],
+        ).df()
+    days = sorted(frame["transaction_date"].dt.date.unique())
+    if len(days) != (last - first).days + 1:
+        raise LookupError(
+            f"{features.FEATURE_TABLE} covers {len(days)} of the {(last - first).days + 1} days "
+            f"{first} .. {last}: "
+            "materialize features/transaction_features for the missing days first"
+        )
+
+    scoring_started = time.monotonic()
+    probabilities = training.fraud_scores(model, frame)
+    scoring_seconds = time.monotonic() - scoring_started
+    scores = pd.DataFrame(
+        {
+            "transaction_id": frame["transaction_id"],
+            "transaction_date": frame["transaction_date"],
+            "customer_id": frame["customer_id"],
+            "terminal_id": frame["terminal_id"],
+            "fraud_probability": probabilities,
+            "model_version": champion.tag,
+            "scored_at": pd.Timestamp.now(tz="UTC").tz_localize(None),
+        }
+    )
+    for day, rows in scores.groupby(scores["transaction_date"].dt.date):
+        lake.write_partition(SCORES, day, rows.reset_index(drop=True))
+    warehouse.replace_days(SCORE_TABLE, "transaction_date", first, last, scores)
+    elapsed = time.monotonic() - started
+
+    metadata = {
+        "model_version": champion.tag,
+        "window_rows": len(scores),
+        "rows_per_second": round(len(scores) / elapsed),
+        "model_rows_per_second": round(len(scores) / scoring_seconds) if scoring_seconds else None,
+        "seconds": round(elapsed, 3),
+        "mean_fraud_probability": float(probabilities.mean()),
+        "p99_fraud_probability": float(pd.Series(probabilities).quantile(0.99)),
+        "lake_table": f"{lake.uri}/{SCORES}",
+        "warehouse_table": SCORE_TABLE,
+    }
+    if first == last:
+        metadata["dagster/row_count"] = len(scores)
+    return dg.MaterializeResult(metadata=metadata)
