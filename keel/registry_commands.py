@@ -21,16 +21,9 @@ def list_versions(console: Console) -> int:
         )
         return 0
     table = Table(title=f"Model registry: {registry.uri}", title_justify="left")
-    for column in (
-        "version",
-        "stage",
-        "trained",
-        "train window",
-        "test AP",
-        "test CP@100",
-        "gate AP",
-        "gate CP@100",
-    ):
+    table.add_column("version", no_wrap=True)  # tags are copied from here: never split one
+    table.add_column("stage", no_wrap=True)
+    for column in ("trained", "train window", "test AP", "test CP@100", "gate AP", "gate CP@100"):
         table.add_column(column, justify="right" if "AP" in column or "CP" in column else "left")
     for version in versions:
         window = version.metadata["training_window"]

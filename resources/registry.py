@@ -74,9 +74,9 @@ class ModelVersion:
         return self.tag.partition(":")[2]
 
     def approval(self) -> Event | None:
-        """The gate's approval of this version (its evaluation), if it was ever approved."""
-        approvals = [event for event in self.history if event.stage == APPROVED]
-        return approvals[-1] if approvals else None
+        """The gate's approval of this version, if its latest evaluation approved it."""
+        verdicts = [event for event in self.history if event.stage in (APPROVED, REFUSED)]
+        return verdicts[-1] if verdicts and verdicts[-1].stage == APPROVED else None
 
 
 class ModelRegistry(dg.ConfigurableResource):
@@ -157,8 +157,8 @@ class ModelRegistry(dg.ConfigurableResource):
         approval = version.approval()
         if approval is None:
             raise RegistryError(
-                f"{tag} was never approved by the promotion gate (stage {version.stage}): "
-                "only approved versions can be promoted"
+                f"{tag} was never approved by the promotion gate, or its latest evaluation refused it "
+                f"(stage {version.stage}): only approved versions can be promoted"
             )
         previous = self.champion()
         if previous is not None and previous.tag == tag:
