@@ -25,5 +25,6 @@ def _no_inherited_keel_settings(tmp_path_factory):
         for name in KEEL_SETTINGS:
             patch.delenv(name, raising=False)
         patch.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))
+        patch.setenv("DAGSTER_HOME", str(tmp_path_factory.mktemp("dagster_home")))
         patch.setenv("BENTOML_DO_NOT_TRACK", "true")
         yield

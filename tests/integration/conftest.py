@@ -1,4 +1,6 @@
-"""A small Keel world, built once per module through the real job: lake -> dbt warehouse."""
+"""A small Keel world, built once per session through the real job: lake -> warehouse -> features
+-> model -> gate -> scores. Building it is the expensive part of the suite, so every integration
+module reads the same world; tests that change state say so and keep what others rely on."""
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -6,6 +8,7 @@ from datetime import date, timedelta
 import dagster as dg
 import pytest
 
+from keel.demo import days_needed
 from keel.simulator import MALFORMED_KINDS
 from resources.sources import SimulatorSource
 
@@ -13,11 +16,14 @@ from resources.sources import SimulatorSource
 @dataclass(frozen=True)
 class World:
     first_day: date = date(2026, 1, 1)
-    n_days: int = 10  # past the 7-day label delay, so the label feed has three days of flags
-    # Small population (~1,000 payments a day), every kind of malformed row every day.
+    # The shortest window the default training configuration accepts (two weeks of training, the
+    # label delay as a gap, a week of test, and that week's flags a label delay later).
+    n_days: int = field(default_factory=days_needed)
+    # 2,000 cards (~4,000 payments a day), every kind of malformed row every day. Smaller worlds
+    # give the model too few frauds to learn from in two weeks: it then fails the gate's floors.
     source: SimulatorSource = field(
         default_factory=lambda: SimulatorSource(
-            n_customers=500, n_terminals=1_000, malformed_rows_per_day=len(MALFORMED_KINDS)
+            n_customers=2_000, n_terminals=4_000, malformed_rows_per_day=len(MALFORMED_KINDS)
         )
     )
 
@@ -30,7 +36,7 @@ class World:
         return [self.first_day + timedelta(days=i) for i in range(self.n_days)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def world() -> World:
     return World()
 
@@ -42,34 +48,39 @@ def range_tags(first: date, last: date) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def keel_state(tmp_path_factory):
-    """KEEL_* settings pointing at a fresh folder; the code location binds its resources from them."""
+@pytest.fixture(scope="session")
+def keel_state(tmp_path_factory, world):
+    """KEEL_* settings for a fresh folder and the world's source: the code location binds its
+    resources from them, so every run (and `dg check defs`) sees the same world."""
     root = tmp_path_factory.mktemp("keel")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KEEL_LAKE_ROOT", str(root / "lake"))
         patch.setenv("KEEL_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
+        patch.setenv("KEEL_SIMULATOR_CUSTOMERS", str(world.source.n_customers))
+        patch.setenv("KEEL_SIMULATOR_TERMINALS", str(world.source.n_terminals))
+        patch.setenv("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", str(world.source.malformed_rows_per_day))
         yield root
 
 
-@pytest.fixture(scope="module")
-def definitions(keel_state):
+@pytest.fixture(scope="session")
+def definitions(keel_state, world):
     from platform_assets.definitions import defs
 
-    return defs()
+    definitions = defs()
+    assert definitions.resources["source"] == world.source
+    return definitions
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def instance():
     with dg.instance_for_test() as test_instance:
         yield test_instance
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def backfill(definitions, instance, world):
     """The main job over the world's days, as one run (what `make demo` does, on a small world)."""
     return definitions.resolve_job_def("keel_pipeline").execute_in_process(
         instance=instance,
         tags=range_tags(world.first_day, world.last_day),
-        resources={"source": world.source},
     )

@@ -9,12 +9,36 @@ import dagster as dg
 from platform_assets.defs.lake.partitions import daily_partitions
 
 
-def test_lake_and_warehouse_form_one_lineage_graph(definitions):
+def test_lake_warehouse_features_models_and_scores_form_one_lineage_graph(definitions):
     graph = definitions.resolve_asset_graph()
-    upstream_of_staging = graph.get(dg.AssetKey(["warehouse", "stg_lake__transactions"])).parent_keys
-    assert dg.AssetKey(["lake", "raw_transactions"]) in upstream_of_staging
-    upstream_of_mart = graph.get(dg.AssetKey(["warehouse", "transactions"])).parent_keys
-    assert dg.AssetKey(["warehouse", "stg_lake__transactions"]) in upstream_of_mart
+    chain = [
+        ["lake", "raw_transactions"],
+        ["warehouse", "stg_lake__transactions"],
+        ["warehouse", "transactions"],
+        ["features", "transaction_features"],
+        ["models", "fraud_model"],
+        ["models", "evaluation"],
+        ["models", "production_model"],
+        ["scores", "transaction_scores"],
+    ]
+    for parent, child in zip(chain, chain[1:], strict=False):
+        assert dg.AssetKey(parent) in graph.get(dg.AssetKey(child)).parent_keys, (parent, child)
+    labels_path = graph.get(dg.AssetKey(["models", "fraud_model"])).parent_keys
+    assert dg.AssetKey(["warehouse", "fraud_labels"]) in labels_path
+
+
+def test_a_feature_partition_depends_on_the_thirty_days_before_it_and_its_own_payments(definitions):
+    graph = definitions.resolve_asset_graph()
+    features = dg.AssetKey(["features", "transaction_features"])
+    day = "2026-02-10"
+    reports = graph.get_parent_partition_keys_for_child(
+        day, dg.AssetKey(["warehouse", "terminal_daily_fraud_reports"]), features
+    ).partitions_subset.get_partition_keys()
+    assert (min(reports), max(reports), len(reports)) == ("2026-01-11", "2026-02-09", 30)
+    payments = graph.get_parent_partition_keys_for_child(
+        day, dg.AssetKey(["warehouse", "transactions"]), features
+    ).partitions_subset.get_partition_keys()
+    assert list(payments) == [day]
 
 
 def test_daily_assets_share_one_partitions_definition(definitions):
@@ -24,6 +48,8 @@ def test_daily_assets_share_one_partitions_definition(definitions):
         ["lake", "raw_fraud_labels"],
         ["warehouse", "transactions"],
         ["warehouse", "terminal_daily_fraud_reports"],
+        ["features", "transaction_features"],
+        ["scores", "transaction_scores"],
     ):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily_partitions, key
     assert graph.get(dg.AssetKey(["warehouse", "customers"])).partitions_def is None
@@ -31,7 +57,7 @@ def test_daily_assets_share_one_partitions_definition(definitions):
 
 def test_each_layer_is_its_own_asset_group(definitions):
     groups = {node.key.path[0]: node.group_name for node in definitions.resolve_asset_graph().asset_nodes}
-    assert groups == {"lake": "lake", "warehouse": "warehouse"}
+    assert groups == {layer: layer for layer in ("lake", "warehouse", "features", "models", "scores")}
 
 
 def test_dg_check_defs_passes(keel_state):
@@ -51,10 +77,15 @@ def test_loading_the_code_location_imports_no_heavy_library(keel_state):
     assert loaded.stdout.strip() == ""
 
 
-def test_a_ui_backfill_of_some_days_targets_those_days_of_every_daily_asset(definitions):
-    """What the webserver computes when someone backfills days from the UI, over the whole graph.
+def test_a_ui_backfill_of_some_days_rebuilds_those_days_and_the_features_that_read_them(definitions):
+    """What the webserver computes when someone backfills days from the UI, over the whole graph:
+    those days of the lake and warehouse, and the features (and scores) of every day whose 30-day
+    windows read them.
 
     Uses the target computation the webserver uses (dagster internals: kept to this one test).
+    Whether that computation follows the features' 30-day lookback to the days after the backfill
+    depends on the order it walks the graph in (it varies with PYTHONHASHSEED in dagster 1.13), so
+    for the windowed assets the test accepts either: the days themselves, or up to 30 days more.
     """
     from dagster._core.execution.asset_backfill import AssetBackfillData
 
@@ -71,6 +102,16 @@ def test_a_ui_backfill_of_some_days_targets_those_days_of_every_daily_asset(defi
         ).target_subset
     daily = {node.key for node in graph.asset_nodes if node.partitions_def == daily_partitions}
     assert set(target.partitions_subsets_by_asset_key) == daily
-    for key in daily:
+    windowed = {
+        dg.AssetKey(["features", "transaction_features"]),
+        dg.AssetKey(["scores", "transaction_scores"]),
+    }
+    for key in daily - windowed:
         assert sorted(target.get_partitions_subset(key).get_partition_keys()) == days, key
+    for key in windowed:
+        rebuilt = sorted(target.get_partitions_subset(key).get_partition_keys())
+        assert rebuilt[:3] == days and rebuilt[-1] <= "2026-03-05", key
+        assert rebuilt == sorted(
+            daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(days[0], rebuilt[-1]))
+        )
     assert dg.AssetKey(["warehouse", "customers"]) in target.non_partitioned_asset_keys

@@ -16,24 +16,32 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "KEEL_LAKE_ROOT": str(tmp_path / "lake"),
         "KEEL_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        # A smaller world than the default (5,000 cards) over the shortest window training accepts.
+        "KEEL_SIMULATOR_CUSTOMERS": "2000",
+        "KEEL_SIMULATOR_TERMINALS": "4000",
     }
     (tmp_path / "dagster_home").mkdir()
     keel = Path(sys.executable).with_name("keel")
-    demo = subprocess.run([keel, "demo", "--days", "8"], env=env, capture_output=True, text=True)
+    demo = subprocess.run([keel, "demo", "--days", "35"], env=env, capture_output=True, text=True)
 
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     out = demo.stdout
-    assert "[6/6]" in out  # every step reported as it finished
+    assert "[11/11]" in out  # every step reported as it finished
     for table in ("raw_transactions", "quarantined_transactions", "terminal_daily_fraud_reports"):
         assert table in out
     assert "by rule:" in out  # 3 malformed rows a day by default, each with its rule
     assert "Checks: " in out and "failed" not in out
     assert str(tmp_path / "lake") in out
     assert (tmp_path / "lake" / "raw_transactions" / "date=2026-01-08" / "data.parquet").exists()
+    # ... all the way to a promoted model, its metrics beside the baseline, and scores
+    assert "logistic regression (baseline)" in out and "Promotion gate: approved" in out
+    assert "In production: fraud_detector:" in out
+    assert "ml.transaction_scores" in out
 
 
-def test_the_demo_refuses_a_window_without_days():
+def test_the_demo_refuses_a_window_too_short_to_train_on():
     keel = Path(sys.executable).with_name("keel")
-    refused = subprocess.run([keel, "demo", "--days", "0"], capture_output=True, text=True)
+    refused = subprocess.run([keel, "demo", "--days", "20"], capture_output=True, text=True)
     assert refused.returncode == 2
-    assert "--days must be at least 1" in refused.stderr
+    assert "--days must be at least 35" in refused.stderr

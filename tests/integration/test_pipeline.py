@@ -124,12 +124,16 @@ def test_rematerializing_a_day_leaves_every_count_the_same(backfill, definitions
         "customer_daily_activity": "activity_date",
         "terminal_daily_activity": "activity_date",
         "terminal_daily_fraud_reports": "reported_date",
+        "ml.transaction_features": "transaction_date",
     }
     before = {table: counts_by_day(warehouse, table, column) for table, column in tables.items()}
     lake_before = lake.read_partition("raw_transactions", day)
+    data_layers = dg.AssetSelection.groups("lake", "warehouse", "features")
 
     again = definitions.resolve_job_def("keel_pipeline").execute_in_process(
-        instance=instance, partition_key=day.isoformat(), resources={"source": world.source}
+        instance=instance,
+        partition_key=day.isoformat(),
+        asset_selection=list(data_layers.resolve(definitions.resolve_asset_graph())),
     )
 
     assert again.success

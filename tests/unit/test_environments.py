@@ -45,7 +45,9 @@ def test_local_resources_follow_the_keel_variables(monkeypatch, tmp_path):
     assert isinstance(resources["source"], SimulatorSource)
 
 
-def test_local_state_defaults_to_the_keel_folder_of_the_repository():
+def test_local_state_defaults_to_the_keel_folder_of_the_repository(monkeypatch):
+    monkeypatch.delenv("KEEL_LAKE_ROOT", raising=False)
+    monkeypatch.delenv("KEEL_WAREHOUSE_PATH", raising=False)
     resources = resources_for("local")
     state = REPO_ROOT / ".keel"
     assert Path(resources["lake"].root).is_relative_to(state)

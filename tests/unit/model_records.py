@@ -1,0 +1,68 @@
+"""What the models assets record, built the same way by hand: a version's training metadata and the
+promotion gate's approval details (see ``platform_assets/defs/models/assets.py``)."""
+
+from datetime import date
+from typing import Any
+
+from keel import features
+from keel.metrics import Metrics
+from keel.promotion import GatePolicy, decide
+from keel.training import TrainingWindow
+
+WINDOW = TrainingWindow.ending(date(2026, 2, 4), train_days=14, gap_days=7, test_days=7)
+HYPER_PARAMETERS = {
+    "learning_rate": 0.05,
+    "max_iter": 300,
+    "max_depth": 3,
+    "min_samples_leaf": 200,
+    "l2_regularization": 0.0,
+}
+MODEL_METRICS = Metrics(
+    roc_auc=0.9123, average_precision=0.6234, card_precision_at_100=0.2345, rows=7_000, frauds=61
+)
+BASELINE_METRICS = Metrics(
+    roc_auc=0.8765, average_precision=0.4321, card_precision_at_100=0.1987, rows=7_000, frauds=61
+)
+GIT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+LOCKFILE_SHA256 = "f" * 64
+
+
+def training_record(
+    metrics: Metrics = MODEL_METRICS, git_dirty: bool = False, run_id: str = "run-train-1"
+) -> dict[str, Any]:
+    """The metadata ``models/fraud_model`` registers with a version."""
+    return {
+        "model": "HistGradientBoostingClassifier (scikit-learn)",
+        "training_window": WINDOW.as_dict(),
+        "label_delay_days": 7,
+        "train": {"rows": 14_000, "frauds": 112},
+        "test": {"rows": metrics.rows, "frauds": metrics.frauds},
+        "unlabelled_rows": 3,
+        "metrics": metrics.as_dict(),
+        "baseline_metrics": BASELINE_METRICS.as_dict(),
+        "features": features.FEATURE_NAMES,
+        "feature_set_version": features.FEATURE_SET_VERSION,
+        "hyper_parameters": HYPER_PARAMETERS,
+        "seed": 42,
+        "training_seconds": 1.234,
+        "code_version": {"git_commit": GIT_COMMIT, "git_dirty": git_dirty, "source": "git"},
+        "lockfile_sha256": LOCKFILE_SHA256,
+        "dagster_run_id": run_id,
+    }
+
+
+def approval_details(
+    challenger: Metrics = MODEL_METRICS,
+    champion: Metrics | None = None,
+    champion_tag: str | None = None,
+) -> dict[str, Any]:
+    """The details ``models/evaluation`` records with the gate's decision."""
+    decision = decide(challenger, champion, GatePolicy())
+    return {
+        "window": {"first": "2026-01-29", "last": "2026-02-04"},
+        "challenger": challenger.as_dict(),
+        "champion_tag": champion_tag,
+        "champion": champion.as_dict() if champion else None,
+        "decision": decision.summary,
+        "rules": [rule.__dict__ for rule in decision.rules],
+    }
