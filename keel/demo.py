@@ -144,7 +144,7 @@ class _StepWatcher:
                 took = record.timestamp - self._started.get(event.step_key, record.timestamp)
                 ok = event.event_type == DagsterEventType.STEP_SUCCESS
                 self._console.print(
-                    f"  [{len(self._finished)}/{len(self._steps)}] {event.step_key:<28} "
+                    f"  [{len(self._finished)}/{len(self._steps)}] {event.step_key:<31} "
                     f"{'[green]done[/]' if ok else '[red]FAILED[/]'} in {took:5.1f} s"
                 )
         self._read = len(records)

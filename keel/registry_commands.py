@@ -1,5 +1,7 @@
 """``keel models list`` and ``keel models promote``: the registry of this environment, from a shell."""
 
+from datetime import date
+
 from rich.console import Console
 from rich.table import Table
 
@@ -7,9 +9,13 @@ PRODUCTION_MODEL = ["models", "production_model"]
 
 
 def _registry():
-    from resources.environments import current_environment, resources_for
+    from resources.environments import current_environment, registry_for
 
-    return resources_for(current_environment())["registry"]
+    return registry_for(current_environment())
+
+
+def _days(first: str, last: str) -> int:
+    return (date.fromisoformat(last) - date.fromisoformat(first)).days + 1
 
 
 def list_versions(console: Console) -> int:
@@ -20,11 +26,19 @@ def list_versions(console: Console) -> int:
             f"No model versions in {registry.uri} yet: run `make demo` (or materialize models/fraud_model)."
         )
         return 0
-    table = Table(title=f"Model registry: {registry.uri}", title_justify="left")
+    table = Table(
+        title=f"Model registry: {registry.uri}",
+        title_justify="left",
+        caption="AP: average precision; CP: card precision@100 (test: the training run's test week; "
+        "gate: the promotion gate's window)",
+        caption_justify="left",
+    )
     table.add_column("version", no_wrap=True)  # tags are copied from here: never split one
     table.add_column("stage", no_wrap=True)
-    for column in ("trained", "train window", "test AP", "test CP@100", "gate AP", "gate CP@100"):
-        table.add_column(column, justify="right" if "AP" in column or "CP" in column else "left")
+    for column in ("trained", "train window", "test AP", "test CP", "gate AP", "gate CP"):
+        table.add_column(
+            column, justify="right" if "AP" in column or "CP" in column else "left", no_wrap=True
+        )
     for version in versions:
         window = version.metadata["training_window"]
         tested = version.metadata["metrics"]
@@ -39,8 +53,8 @@ def list_versions(console: Console) -> int:
         table.add_row(
             version.tag,
             f"[bold green]{version.stage}[/]" if version.stage == "production" else version.stage,
-            version.created_at[:19],
-            f"{window['train_start']} .. {window['train_end']}",
+            version.created_at[:10],
+            f"{window['train_start']} +{_days(window['train_start'], window['train_end'])}d",
             f"{tested['average_precision']:.4f}",
             f"{tested['card_precision_at_100']:.4f}",
             f"{gate['average_precision']:.4f}" if gate else "–",

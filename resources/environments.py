@@ -8,6 +8,7 @@ ask which environment they run in; they receive resources.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource
 
 from resources.dbt import REPO_ROOT, dbt_project
-from resources.lake import LocalLake, S3Lake
+from resources.lake import Lake, LocalLake, S3Lake
 from resources.registry import ModelRegistry
 from resources.sources import SimulatorSource
 from resources.warehouse import Warehouse
@@ -53,12 +54,15 @@ def warehouse_path() -> str:
     return _absolute_path_setting("KEEL_WAREHOUSE_PATH", STATE_DIR / "warehouse.duckdb")
 
 
-def resources_for(environment: str) -> dict[str, Any]:
-    """The resources of ``environment``, keyed by the parameter names assets use."""
+def _check(environment: str) -> None:
     if environment not in ENVIRONMENTS:
         raise ValueError(f"unknown environment {environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
+
+
+def lake_for(environment: str) -> Lake:
+    _check(environment)
     if environment == "local":
-        lake = LocalLake(root=local_lake_root())
+        return LocalLake(root=local_lake_root())
     else:
         lake_root = os.environ.get("KEEL_LAKE_ROOT", "")
         if not lake_root.startswith("s3://"):
@@ -66,16 +70,31 @@ def resources_for(environment: str) -> dict[str, Any]:
                 f"KEEL_ENV={environment} keeps the lake on S3: set KEEL_LAKE_ROOT=s3://bucket/prefix"
             )
         bucket, _, prefix = lake_root.removeprefix("s3://").partition("/")
-        lake = S3Lake(
+        return S3Lake(
             bucket=bucket,
             prefix=prefix,
             s3=S3Resource(endpoint_url=os.environ.get("KEEL_S3_ENDPOINT_URL") or None),
         )
+
+
+def registry_for(environment: str) -> ModelRegistry:
+    """The model registry alone (what `keel models` needs, without dbt or the warehouse)."""
+    return ModelRegistry(lake=lake_for(environment))
+
+
+def resources_for(environment: str) -> dict[str, Any]:
+    """The resources of ``environment``, keyed by the parameter names assets use."""
+    lake = lake_for(environment)
     return {
         "lake": lake,
         "warehouse": Warehouse(path=warehouse_path()),
         "registry": ModelRegistry(lake=lake),
-        "dbt": DbtCliResource(project_dir=dbt_project, target=environment),
+        # The dbt of this Python environment, found without relying on PATH (a bare `.venv/bin/keel`).
+        "dbt": DbtCliResource(
+            project_dir=dbt_project,
+            target=environment,
+            dbt_executable=str(Path(sys.executable).with_name("dbt")),
+        ),
         # The reference source until a landing-zone source exists; its knobs come from the env.
         "source": SimulatorSource(
             n_customers=int(os.environ.get("KEEL_SIMULATOR_CUSTOMERS", "5000")),
