@@ -25,7 +25,7 @@ Pure module: pandas, numpy and pandera; SQL strings for DuckDB. No Dagster, no B
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import pandas as pd
 import pandera.pandas as pa
@@ -232,6 +232,25 @@ def transaction_features_sql(first: date, last: date, transactions: str = "trans
             and payments.transaction_date = terminal_windows.as_of_date
         order by payments.transaction_id
     """
+
+
+def require_days(connection, first: date, last: date) -> None:
+    """Fail, naming the first missing day, unless the feature table has rows for every day of
+    [first, last]: a model must not be trained or a day scored on a hole."""
+    present = {
+        row[0]
+        for row in connection.execute(
+            f"select distinct transaction_date from {FEATURE_TABLE} where transaction_date between ? and ?",
+            [first, last],
+        ).fetchall()
+    }
+    expected = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    missing = [day for day in expected if day not in present]
+    if missing:
+        raise LookupError(
+            f"{FEATURE_TABLE} has no rows for {len(missing)} of the {len(expected)} days {first} .. {last} "
+            f"(first missing: {missing[0]}): materialize features/transaction_features for them"
+        )
 
 
 def transaction_features(connection, first: date, last: date) -> pd.DataFrame:

@@ -42,14 +42,8 @@ def list_versions(console: Console) -> int:
     for version in versions:
         window = version.metadata["training_window"]
         tested = version.metadata["metrics"]
-        gate = next(
-            (
-                e.details["challenger"]
-                for e in reversed(version.history)
-                if e.stage in ("approved", "refused")
-            ),
-            None,
-        )
+        verdict = version.verdict()
+        gate = verdict.details["challenger"] if verdict else None
         table.add_row(
             version.tag,
             f"[bold green]{version.stage}[/]" if version.stage == "production" else version.stage,

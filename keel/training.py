@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keel.features import FEATURE_NAMES, FEATURE_TABLE
+from keel.features import FEATURE_NAMES, FEATURE_TABLE, require_days
 
 LABELS = "fraud_labels"  # the warehouse mart of fraud flags, one row per labelled payment
 
@@ -83,20 +83,7 @@ def labelled_features(connection, first: date, last: date) -> LabelledFeatures:
 
     Fails if any day of the window has no features, rather than training on a hole.
     """
-    days = connection.execute(
-        f"select distinct transaction_date from {FEATURE_TABLE} where transaction_date between ? and ?",
-        [first, last],
-    ).fetchall()
-    expected = (last - first).days + 1
-    if len(days) != expected:
-        present = {row[0] for row in days}
-        missing = [
-            first + timedelta(days=i) for i in range(expected) if first + timedelta(days=i) not in present
-        ]
-        raise LookupError(
-            f"{FEATURE_TABLE} has no rows for {len(missing)} day(s) of {first} .. {last} "
-            f"(first missing: {missing[0]}): materialize features/transaction_features for them"
-        )
+    require_days(connection, first, last)
     frame = connection.execute(
         f"""
         select features.*, cast(labels.is_fraud as integer) as is_fraud

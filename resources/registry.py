@@ -73,10 +73,15 @@ class ModelVersion:
     def version(self) -> str:
         return self.tag.partition(":")[2]
 
+    def verdict(self) -> Event | None:
+        """The promotion gate's latest evaluation of this version (approved or refused), if any."""
+        verdicts = [event for event in self.history if event.stage in (APPROVED, REFUSED)]
+        return verdicts[-1] if verdicts else None
+
     def approval(self) -> Event | None:
         """The gate's approval of this version, if its latest evaluation approved it."""
-        verdicts = [event for event in self.history if event.stage in (APPROVED, REFUSED)]
-        return verdicts[-1] if verdicts and verdicts[-1].stage == APPROVED else None
+        verdict = self.verdict()
+        return verdict if verdict is not None and verdict.stage == APPROVED else None
 
 
 class ModelRegistry(dg.ConfigurableResource):
@@ -153,14 +158,15 @@ class ModelRegistry(dg.ConfigurableResource):
         Only versions the gate approved can be promoted: a rollback re-promotes an earlier version,
         it never lets a refused or unevaluated one through.
         """
-        version = self.version(tag)
+        versions = self.versions()
+        version = self._find(versions, tag)
         approval = version.approval()
         if approval is None:
             raise RegistryError(
                 f"{tag} was never approved by the promotion gate, or its latest evaluation refused it "
                 f"(stage {version.stage}): only approved versions can be promoted"
             )
-        previous = self.champion()
+        previous = next((v for v in versions if v.stage == PRODUCTION), None)
         if previous is not None and previous.tag == tag:
             raise RegistryError(f"{tag} is already in production")
         promotion = self.record(
@@ -226,7 +232,10 @@ class ModelRegistry(dg.ConfigurableResource):
         return sorted(versions, key=lambda version: version.created_at)
 
     def version(self, tag: str) -> ModelVersion:
-        for version in self.versions():
+        return self._find(self.versions(), tag)
+
+    def _find(self, versions: list[ModelVersion], tag: str) -> ModelVersion:
+        for version in versions:
             if version.tag == tag:
                 return version
         raise RegistryError(f"no version {tag} in the registry at {self.uri}")

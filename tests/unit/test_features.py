@@ -200,3 +200,15 @@ def test_the_feature_list_is_what_the_model_and_the_table_use():
     assert [f.name for f in features.FEATURES] == features.FEATURE_NAMES
     assert len(set(features.FEATURE_NAMES)) == len(features.FEATURE_NAMES) == 3 + 2 * 3 + 2 * 3
     assert all(f.default is not None for f in features.CUSTOMER_FEATURES + features.TERMINAL_FEATURES)
+
+
+def test_a_window_with_a_missing_day_of_features_is_refused_naming_the_day():
+    connection = duckdb.connect()
+    connection.execute("create schema ml")
+    connection.execute(
+        f"create table {features.FEATURE_TABLE} as "
+        "select * from (values (date '2026-02-08'), (date '2026-02-10')) as days(transaction_date)"
+    )
+    features.require_days(connection, date(2026, 2, 10), date(2026, 2, 10))
+    with pytest.raises(LookupError, match=r"1 of the 3 days .* \(first missing: 2026-02-09\)"):
+        features.require_days(connection, date(2026, 2, 8), date(2026, 2, 10))

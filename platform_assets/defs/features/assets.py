@@ -4,27 +4,19 @@ The definitions and the SQL live in ``keel.features`` (shared with the online se
 runs them for a window of days, stores the result beside the dbt marts, and checks it.
 """
 
-from datetime import timedelta
-
 import dagster as dg
 import pandera.errors
 
 from keel import features
-from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
+from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.warehouse import Warehouse
 
-FEATURE_TABLE = features.FEATURE_TABLE
 # Day D's features read the entity marts of days D-30 .. D-1 (windows close the day before) and
 # only day D's own payments: the lineage says exactly which partitions a feature partition used.
 _LOOKBACK = dg.TimeWindowPartitionMapping(
     start_offset=-features.LOOKBACK_DAYS, end_offset=-1, allow_nonexistent_upstream_partitions=True
 )
-
-
-def _window(context: dg.AssetExecutionContext):
-    window = context.partition_time_window
-    return window.start.date(), (window.end - timedelta(days=1)).date()
 
 
 @dg.asset(
@@ -49,14 +41,15 @@ def transaction_features(context: dg.AssetExecutionContext, warehouse: Warehouse
     """One row per payment: its request features (amount, weekend, night) and its customer's and
     terminal's windows over the 1, 7 and 30 days before its day, using only fraud reports known by
     then. Table ``ml.transaction_features`` in the warehouse."""
-    first, last = _window(context)
+    first, last = partition_days(context)
     with warehouse.connect() as connection:
         table = features.transaction_features(connection, first, last)
-    warehouse.replace_days(FEATURE_TABLE, "transaction_date", first, last, table)
+    warehouse.replace_days(features.FEATURE_TABLE, "transaction_date", first, last, table)
 
     with warehouse.connect() as connection:  # check what was stored, not what was meant
         stored = connection.execute(
-            f"select * from {FEATURE_TABLE} where transaction_date between ? and ? order by transaction_id",
+            f"select * from {features.FEATURE_TABLE} "
+            "where transaction_date between ? and ? order by transaction_id",
             [first, last],
         ).df()
     try:
@@ -73,11 +66,10 @@ def transaction_features(context: dg.AssetExecutionContext, warehouse: Warehouse
             },
         )
 
-    per_day = stored.groupby(stored["transaction_date"].dt.date).size()
     metadata = {
-        "table": FEATURE_TABLE,
+        "table": features.FEATURE_TABLE,
         "window_rows": len(stored),
-        "days": len(per_day),
+        "days": stored["transaction_date"].nunique(),
         "feature_set_version": features.FEATURE_SET_VERSION,
         "new_customer_share": float(stored["customer_is_new"].mean()) if len(stored) else 0.0,
         "new_terminal_share": float(stored["terminal_is_new"].mean()) if len(stored) else 0.0,

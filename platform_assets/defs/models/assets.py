@@ -164,7 +164,7 @@ def fraud_model(
             "baseline_average_precision": baseline_metrics.average_precision,
             "baseline_card_precision_at_100": baseline_metrics.card_precision_at_100,
             "metrics": _metrics_table({"model": metrics, "baseline (logistic regression)": baseline_metrics}),
-            **{name: value for name, value in window.as_dict().items()},
+            **window.as_dict(),
             "train_rows": len(train.frame),
             "train_fraud_rate": float(train.frame["is_fraud"].mean()),
             "test_rows": len(test.frame),

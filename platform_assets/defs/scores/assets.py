@@ -1,13 +1,12 @@
 """Scores: each day's payments scored by the model in production, in the lake and the warehouse."""
 
 import time
-from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
 
 from keel import features, training
-from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
+from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import FEATURES, PRODUCTION_MODEL
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.lake import Lake
@@ -39,22 +38,14 @@ def transaction_scores(
         )
     started = time.monotonic()
     model = registry.load(champion.tag)
-    window = context.partition_time_window
-    first, last = window.start.date(), (window.end - timedelta(days=1)).date()
+    first, last = partition_days(context)
     with warehouse.connect() as connection:
+        features.require_days(connection, first, last)
         frame = connection.execute(
             f"select * from {features.FEATURE_TABLE} "
             "where transaction_date between ? and ? order by transaction_id",
             [first, last],
         ).df()
-    days = sorted(frame["transaction_date"].dt.date.unique())
-    if len(days) != (last - first).days + 1:
-        raise LookupError(
-            f"{features.FEATURE_TABLE} covers {len(days)} of the {(last - first).days + 1} days "
-            f"{first} .. {last}: "
-            "materialize features/transaction_features for the missing days first"
-        )
-
     scoring_started = time.monotonic()
     probabilities = training.fraud_scores(model, frame)
     scoring_seconds = time.monotonic() - scoring_started

@@ -9,13 +9,12 @@ dbt tests become asset checks on the models they test.
 
 import json
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
+from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from resources.dbt import dbt_project
 
 DAILY_MODELS = "tag:daily"
@@ -67,11 +66,8 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     pool=WAREHOUSE_POOL,
 )
 def warehouse_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    window = context.partition_time_window
-    days = {
-        "min_date": window.start.date().isoformat(),
-        "max_date": (window.end - timedelta(days=1)).date().isoformat(),  # vars are inclusive
-    }
+    first, last = partition_days(context)
+    days = {"min_date": first.isoformat(), "max_date": last.isoformat()}  # inclusive, as the vars are
     yield from dbt.cli(
         ["build", "--vars", json.dumps(days)], context=context, target_path=_target_path(context)
     ).stream()
