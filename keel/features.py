@@ -240,7 +240,9 @@ def require_days(connection, first: date, last: date) -> None:
     present = {
         row[0]
         for row in connection.execute(
-            f"select distinct transaction_date from {FEATURE_TABLE} where transaction_date between ? and ?",
+            # The stored column is a timestamp (pandas datetime64): compare calendar days.
+            f"select distinct cast(transaction_date as date) from {FEATURE_TABLE} "
+            "where transaction_date between ? and ?",
             [first, last],
         ).fetchall()
     }

@@ -207,7 +207,8 @@ def test_a_window_with_a_missing_day_of_features_is_refused_naming_the_day():
     connection.execute("create schema ml")
     connection.execute(
         f"create table {features.FEATURE_TABLE} as "
-        "select * from (values (date '2026-02-08'), (date '2026-02-10')) as days(transaction_date)"
+        # stored as the feature asset stores it: a timestamp column
+        "select * from (values (timestamp '2026-02-08'), (timestamp '2026-02-10')) as days(transaction_date)"
     )
     features.require_days(connection, date(2026, 2, 10), date(2026, 2, 10))
     with pytest.raises(LookupError, match=r"1 of the 3 days .* \(first missing: 2026-02-09\)"):
