@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -270,6 +271,54 @@ def transaction_features(connection, first: date, last: date) -> pd.DataFrame:
     return frame[[*KEY_COLUMNS, *FEATURE_NAMES, "customer_is_new", "terminal_is_new"]]
 
 
+ENTITY_FLAGS = {"customer": "customer_is_new", "terminal": "terminal_is_new"}
+
+
+def entity_snapshot(connection, closed_day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The entity features that payments of the day after ``closed_day`` get: one row per customer
+    (``customer_id`` + ``CUSTOMER_FEATURES``) and per terminal with history in the lookback, as of the
+    close of ``closed_day``. What the online store serves all that next day."""
+    serving_day = closed_day + timedelta(days=1)
+    frames = []
+    for sql, key, entity_features in (
+        (customer_features_sql, "customer_id", CUSTOMER_FEATURES),
+        (terminal_features_sql, "terminal_id", TERMINAL_FEATURES),
+    ):
+        frame = connection.execute(f"{sql(serving_day, serving_day)} order by {key}").df()
+        frame = frame.drop(columns="as_of_date").astype(
+            {key: "int64", **{feature.name: feature.dtype for feature in entity_features}}
+        )
+        frames.append(frame.reset_index(drop=True))
+    return frames[0], frames[1]
+
+
+def online_features(payments: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
+    """Feature rows for payments scored online, built as ``transaction_features`` builds them offline.
+
+    ``payments`` has the raw facts (``amount``, ``transacted_at``); ``entities`` is aligned with it and
+    holds the looked-up entity features, NaN where the snapshot has no row for the customer or the
+    terminal: that entity then takes the defaults and is flagged new.
+    """
+    # Whole-array operations: this runs for every request, often on a single row.
+    entity_features = CUSTOMER_FEATURES + TERMINAL_FEATURES
+    values = entities[[feature.name for feature in entity_features]].to_numpy(dtype="float64")
+    missing = np.isnan(values)
+    defaults = np.array([feature.default for feature in entity_features], dtype="float64")
+    filled = pd.DataFrame(
+        np.where(missing, defaults, values), columns=[f.name for f in entity_features], index=payments.index
+    ).astype({feature.name: feature.dtype for feature in entity_features})
+    # A snapshot row is complete (counts are never null), so one null column means "no row".
+    flags = pd.DataFrame(
+        {
+            ENTITY_FLAGS["customer"]: missing[:, 0],
+            ENTITY_FLAGS["terminal"]: missing[:, len(CUSTOMER_FEATURES)],
+        },
+        index=payments.index,
+    )
+    frame = pd.concat([request_features(payments), filled, flags], axis=1)
+    return frame[[*FEATURE_NAMES, *ENTITY_FLAGS.values()]]
+
+
 def _feature_column(feature: Feature) -> pa.Column:
     checks = []
     if feature.name.startswith("is_"):
@@ -279,6 +328,21 @@ def _feature_column(feature: Feature) -> pa.Column:
     else:
         checks.append(pa.Check.ge(0))
     return pa.Column(feature.dtype, checks=checks, nullable=False, description=feature.description)
+
+
+def _windows_are_nested(*entities: str) -> pa.Check:
+    """The 30-day count is at least the 7-day count, at least the 1-day count."""
+    return pa.Check(
+        lambda frame: pd.concat(
+            [
+                frame[f"{entity}_transactions_{short}d"] <= frame[f"{entity}_transactions_{long}d"]
+                for entity in entities
+                for short, long in zip(WINDOWS_DAYS, WINDOWS_DAYS[1:], strict=False)
+            ],
+            axis=1,
+        ).all(axis=1),
+        name="windows_are_nested",
+    )
 
 
 FEATURE_TABLE_SCHEMA = pa.DataFrameSchema(
@@ -300,21 +364,25 @@ FEATURE_TABLE_SCHEMA = pa.DataFrameSchema(
             ).all(axis=1),
             name="customer_mean_needs_payments",
         ),
-        # Windows are nested: the 30-day count is at least the 7-day count, at least the 1-day count.
-        pa.Check(
-            lambda frame: pd.concat(
-                [
-                    frame[f"{entity}_transactions_{short}d"] <= frame[f"{entity}_transactions_{long}d"]
-                    for entity in ("customer", "terminal")
-                    for short, long in zip(WINDOWS_DAYS, WINDOWS_DAYS[1:], strict=False)
-                ],
-                axis=1,
-            ).all(axis=1),
-            name="windows_are_nested",
-        ),
+        _windows_are_nested("customer", "terminal"),
     ],
     unique=["transaction_id"],
     strict=True,
     ordered=True,
     name="transaction_features",
 )
+
+
+# What the online store may be given: one row per entity, every feature in range.
+SNAPSHOT_SCHEMAS = {
+    entity: pa.DataFrameSchema(
+        {
+            f"{entity}_id": pa.Column("int64", pa.Check.ge(0), unique=True),
+            **{feature.name: _feature_column(feature) for feature in entity_features},
+        },
+        checks=[_windows_are_nested(entity)],
+        strict=True,
+        name=f"{entity}_snapshot",
+    )
+    for entity, entity_features in (("customer", CUSTOMER_FEATURES), ("terminal", TERMINAL_FEATURES))
+}

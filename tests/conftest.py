@@ -1,5 +1,8 @@
 """Shared test setup: tests choose their environment explicitly."""
 
+import os
+import socket
+
 import pytest
 
 KEEL_SETTINGS = (
@@ -11,7 +14,22 @@ KEEL_SETTINGS = (
     "KEEL_SIMULATOR_CUSTOMERS",
     "KEEL_SIMULATOR_TERMINALS",
     "KEEL_USER",
+    "KEEL_ONLINE_STORE_URL",
+    "KEEL_PREDICTION_LOG_URI",
+    "KEEL_DECISION_THRESHOLD",
 )
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip unless ``name`` answers on host:port; under CI=true its absence is a failure instead."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return
+    except OSError as error:
+        reason = f"{name} is not reachable on {host}:{port} ({error})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI runs every service test")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,3 +46,10 @@ def _no_inherited_keel_settings(tmp_path_factory):
         patch.setenv("DAGSTER_HOME", str(tmp_path_factory.mktemp("dagster_home")))
         patch.setenv("BENTOML_DO_NOT_TRACK", "true")
         yield
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The local Redis server (database 15, which nothing else here uses); tests use their own prefixes."""
+    require_service("Redis", "127.0.0.1", 6379)
+    return "redis://127.0.0.1:6379/15"

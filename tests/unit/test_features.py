@@ -163,6 +163,48 @@ def test_the_entity_snapshot_of_a_day_is_what_that_days_payments_carry():
         assert terminal[feature.name] == offline[feature.name], feature.name
 
 
+def test_online_feature_rows_equal_the_offline_table_through_the_store(tmp_path):
+    """Day D's payments, scored online against the snapshot of D-1's close, get exactly the feature
+    rows (values, dtypes, new-entity flags) that the offline table gives them."""
+    from keel.online_store import SqliteOnlineStore
+
+    rng = np.random.default_rng(3)
+    days = [D - timedelta(days=i) for i in range(35)]
+    payments = [
+        payment(i, days[rng.integers(len(days))], int(rng.integers(40)), int(rng.integers(40)), 1 + i % 97)
+        for i in range(800)
+    ] + [payment(900, D, customer_id=555, terminal_id=777)]  # both never seen before
+    reports = [
+        report(day, t, labelled=10, frauds=int(rng.integers(0, 3))) for day in days[1:] for t in range(40)
+    ]
+    connection = warehouse(payments, reports)
+    offline = features.transaction_features(connection, D, D)
+    store = SqliteOnlineStore(tmp_path / "online.sqlite")
+    store.publish(D - timedelta(days=1), *features.entity_snapshot(connection, D - timedelta(days=1)))
+
+    facts = offline[["transaction_id", "transacted_at", "customer_id", "terminal_id"]].assign(
+        amount=offline["amount"]
+    )
+    looked_up = store.lookup(facts["customer_id"].tolist(), facts["terminal_id"].tolist())
+    online = features.online_features(facts, looked_up.entities)
+
+    assert looked_up.snapshot.closed_day == D - timedelta(days=1)
+    assert offline["customer_is_new"].any() and offline["terminal_is_new"].any()
+    pd.testing.assert_frame_equal(online, offline[online.columns.tolist()])
+
+
+def test_every_snapshot_row_passes_its_contract_and_a_broken_one_does_not():
+    connection = warehouse(
+        [payment(1, D - timedelta(days=2), amount=40.0), payment(2, D - timedelta(days=1), amount=9.0)],
+        [report(D - timedelta(days=1), labelled=2, frauds=1)],
+    )
+    customers, terminals = features.entity_snapshot(connection, D - timedelta(days=1))
+    features.SNAPSHOT_SCHEMAS["customer"].validate(customers)
+    features.SNAPSHOT_SCHEMAS["terminal"].validate(terminals)
+    with pytest.raises(pandera.errors.SchemaError):
+        features.SNAPSHOT_SCHEMAS["terminal"].validate(terminals.assign(terminal_fraud_rate_1d=1.5))
+
+
 @pytest.mark.parametrize(
     ("at", "weekend", "night"),
     [

@@ -1,0 +1,22 @@
+"""The online feature store as a Dagster resource: the store a URL names (``keel.online_store``).
+
+``sqlite:////abs/path`` locally, ``redis://host:port/db`` in production; ``resources/environments.py``
+chooses. The scoring service opens the same URL itself (``KEEL_ONLINE_STORE_URL``), without Dagster.
+"""
+
+import dagster as dg
+
+from keel.online_store import OnlineStore, open_store
+
+
+class OnlineFeatureStore(dg.ConfigurableResource):
+    url: str
+    # A publish writes every entity: give it longer than a lookup on the request path gets.
+    timeout_seconds: float = 10.0
+
+    def open(self) -> OnlineStore:
+        return open_store(self.url, timeout_seconds=self.timeout_seconds)
+
+    @property
+    def uri(self) -> str:
+        return self.open().uri

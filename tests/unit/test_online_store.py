@@ -1,0 +1,153 @@
+"""The online feature store, the same behaviour from the SQLite file and from a real Redis server."""
+
+import threading
+import uuid
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from keel.features import FEATURE_SET_VERSION
+from keel.online_store import (
+    ENTITIES,
+    NoSnapshot,
+    RedisOnlineStore,
+    SqliteOnlineStore,
+    StoreUnavailable,
+    open_store,
+)
+
+CUSTOMER_NAMES = ENTITIES["customer"][1]
+TERMINAL_NAMES = ENTITIES["terminal"][1]
+
+
+def snapshot(value: float, customers=(1, 2, 3), terminals=(10, 20)):
+    """Entity frames whose every feature equals ``value`` (so a mix of snapshots would show)."""
+    return (
+        pd.DataFrame({"customer_id": list(customers), **{n: value for n in CUSTOMER_NAMES}}),
+        pd.DataFrame({"terminal_id": list(terminals), **{n: value for n in TERMINAL_NAMES}}),
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        opened = SqliteOnlineStore(tmp_path / "online.sqlite")
+        yield opened
+    else:
+        opened = RedisOnlineStore(request.getfixturevalue("redis_url"), prefix=f"{{test-{uuid.uuid4().hex}}}")
+        yield opened
+        keys = list(opened.client.scan_iter(f"{opened.prefix}*"))
+        if keys:
+            opened.client.delete(*keys)
+    opened.close()
+
+
+def test_a_lookup_returns_each_entitys_features_and_nan_for_ids_the_snapshot_lacks(store):
+    store.publish(date(2026, 1, 10), *snapshot(3.0))
+
+    found = store.lookup([1, 99, 3], [20, 20, 77])
+
+    assert found.snapshot.closed_day == date(2026, 1, 10)
+    assert found.snapshot.feature_set_version == FEATURE_SET_VERSION
+    assert found.snapshot.customers == 3 and found.snapshot.terminals == 2
+    customers, terminals = found.entities[list(CUSTOMER_NAMES)], found.entities[list(TERMINAL_NAMES)]
+    assert customers.iloc[[0, 2]].eq(3.0).all().all() and customers.iloc[1].isna().all()
+    assert terminals.iloc[[0, 1]].eq(3.0).all().all() and terminals.iloc[2].isna().all()
+
+
+def test_a_newer_day_replaces_the_snapshot_and_an_older_one_is_refused(store):
+    store.publish(date(2026, 1, 10), *snapshot(1.0))
+    newer = store.publish(date(2026, 1, 11), *snapshot(2.0, customers=(1,)))
+    older = store.publish(date(2026, 1, 9), *snapshot(9.0))
+
+    assert newer.published and not older.published
+    assert older.current.closed_day == date(2026, 1, 11)
+    found = store.lookup([1, 2], [10, 10])
+    assert found.snapshot.version == newer.snapshot.version
+    assert found.entities.iloc[0].eq(2.0).all()
+    assert found.entities.loc[1, list(CUSTOMER_NAMES)].isna().all()  # gone with the old snapshot
+
+
+def test_the_same_day_again_replaces_it(store):
+    store.publish(date(2026, 1, 10), *snapshot(1.0))
+    again = store.publish(date(2026, 1, 10), *snapshot(5.0))
+
+    assert again.published
+    assert store.lookup([1], [10]).entities.iloc[0].eq(5.0).all()
+
+
+def test_a_store_with_nothing_published_says_so(store):
+    assert store.current() is None
+    with pytest.raises(NoSnapshot, match="materialize serving/online_features"):
+        store.lookup([1], [10])
+
+
+def test_a_snapshot_missing_a_feature_is_refused_before_anything_is_written(store):
+    customers, terminals = snapshot(1.0)
+    with pytest.raises(ValueError, match="customer snapshot lacks columns"):
+        store.publish(date(2026, 1, 10), customers.drop(columns=CUSTOMER_NAMES[0]), terminals)
+    assert store.current() is None
+
+
+def test_readers_never_see_half_a_snapshot_while_another_is_published(store):
+    """Each snapshot has one value everywhere; a lookup mixing two values would be a torn read."""
+    customers = range(2000)
+    store.publish(date(2026, 1, 1), *snapshot(0.0, customers=customers))
+    torn, lookups, done = [], [0], threading.Event()
+
+    def read():
+        while not done.is_set():
+            values = store.lookup([0, 1999, 1000], [10, 20, 10]).entities.to_numpy()
+            lookups[0] += 1
+            if len(np.unique(values)) != 1:
+                torn.append(values)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for day in range(2, 8):
+        store.publish(date(2026, 1, day), *snapshot(float(day), customers=customers))
+    done.set()
+    reader.join()
+
+    assert lookups[0] > 0 and torn == []
+    assert store.lookup([0], [10]).entities.iloc[0].eq(7.0).all()
+
+
+@pytest.mark.redis
+def test_redis_keeps_only_the_current_snapshots_keys(redis_url):
+    store = RedisOnlineStore(redis_url, prefix=f"{{test-{uuid.uuid4().hex}}}")
+    try:
+        first = store.publish(date(2026, 1, 1), *snapshot(1.0))
+        second = store.publish(date(2026, 1, 2), *snapshot(2.0))
+        keys = {key.decode() for key in store.client.scan_iter(f"{store.prefix}*")}
+        assert keys == {
+            f"{store.prefix}:current",
+            f"{store.prefix}:versions",
+            f"{store.prefix}:current:{second.snapshot.version}:customer",
+            f"{store.prefix}:current:{second.snapshot.version}:terminal",
+        }
+        assert first.snapshot.version not in "".join(keys)
+    finally:
+        store.client.delete(*store.client.scan_iter(f"{store.prefix}*"))
+        store.close()
+
+
+def test_an_unreachable_store_is_an_error_that_names_it(tmp_path):
+    missing = SqliteOnlineStore(tmp_path / "missing.sqlite")
+    with pytest.raises(NoSnapshot, match="missing.sqlite"):
+        missing.lookup([1], [1])
+    assert not (tmp_path / "missing.sqlite").exists()  # a wrong path is not silently created
+    closed_port = RedisOnlineStore("redis://127.0.0.1:1/0", timeout_seconds=0.2)
+    with pytest.raises(StoreUnavailable, match="127.0.0.1:1"):
+        closed_port.lookup([1], [1])
+
+
+def test_the_url_chooses_the_store_and_a_relative_sqlite_path_is_refused():
+    assert isinstance(open_store("sqlite:////tmp/x.sqlite"), SqliteOnlineStore)
+    assert isinstance(open_store("redis://127.0.0.1:6379/0"), RedisOnlineStore)
+    with pytest.raises(ValueError, match="must be absolute"):
+        open_store("sqlite:///relative.sqlite")
+    with pytest.raises(ValueError, match="expected sqlite"):
+        open_store("postgres://somewhere")
