@@ -19,12 +19,12 @@ RUN := $(UV) run --frozen --no-sync
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros -type f) dbt_project/dbt_project.yml dbt_project/profiles.yml
 MANIFEST := $(STATE)/dbt/target/manifest.json
 
-.PHONY: help demo test dev lint clean install
+.PHONY: help demo test dev serve serving-requirements lint clean install
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
-demo: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## simulate six weeks, build lake and warehouse, print a summary
+demo: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## simulate six weeks, run the whole lifecycle, build the Bento
 	$(RUN) keel demo
 
 test: install $(MANIFEST)  ## run the test suite
@@ -32,6 +32,13 @@ test: install $(MANIFEST)  ## run the test suite
 
 dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon on http://127.0.0.1:$(PORT)
 	$(RUN) dg dev --host 127.0.0.1 --port $(PORT)
+
+serve: install  ## serve the latest Bento on http://127.0.0.1:$(PORT) (BENTO=fraud_scorer:<version> for another)
+	$(RUN) keel serve --port $(PORT) $(if $(BENTO),--bento $(BENTO))
+
+serving-requirements:  ## re-pin serving/requirements.txt (what the Bento installs) from uv.lock
+	$(UV) export --frozen --only-group serving --no-hashes --no-emit-project --no-annotate \
+		--output-file serving/requirements.txt
 
 lint: install $(MANIFEST)  ## ruff (Python) and sqlfluff (dbt SQL)
 	$(RUN) ruff check .

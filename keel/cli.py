@@ -1,6 +1,7 @@
-"""The ``keel`` command: the demo, and the model registry (list versions, promote or roll back)."""
+"""The ``keel`` command: the demo, the model registry (list, promote, roll back), and serving."""
 
 import argparse
+import os
 import sys
 from datetime import date
 
@@ -30,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     promote.add_argument("tag", help="the version, e.g. fraud_detector:abc123 (see `keel models list`)")
     promote.add_argument("--reason", required=True, help="why, for the record")
+    serve = commands.add_parser(
+        "serve", help="serve a Bento of the scoring service (default: the latest built)"
+    )
+    serve.add_argument("--bento", default="fraud_scorer:latest", help="Bento tag (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     args = parser.parse_args(argv)
 
     from resources.environments import use_local_homes
@@ -47,11 +54,27 @@ def main(argv: list[str] | None = None) -> int:
         # The console keeps the real stdout (the demo sends step output, dbt's, to a log file).
         return demo_module.run(demo_module.Window(args.start, args.days), _console())
 
+    if args.command == "serve":
+        return _serve(args.bento, args.host, args.port)
+
     from keel import registry_commands
 
     if args.action == "list":
         return registry_commands.list_versions(_console())
     return registry_commands.promote(args.tag, args.reason, _console())
+
+
+def _serve(bento: str, host: str, port: int) -> int:
+    """Replace this process by `bentoml serve`, with the environment's online store and log settings."""
+    from pathlib import Path
+
+    from resources.environments import current_environment, service_settings
+
+    environment = {**os.environ, **service_settings(current_environment())}
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    command = [bentoml, "serve", bento, "--host", host, "--port", str(port)]
+    print(f"serving {bento} on http://{host}:{port} ({' '.join(command[1:])})", flush=True)
+    os.execve(bentoml, command, environment)
 
 
 if __name__ == "__main__":

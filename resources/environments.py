@@ -18,9 +18,11 @@ from dagster_dbt import DbtCliResource
 
 from resources.dbt import REPO_ROOT, dbt_project
 from resources.lake import Lake, LocalLake, S3Lake
+from resources.online_store import OnlineFeatureStore
 from resources.registry import ModelRegistry
 from resources.sources import SimulatorSource
 from resources.warehouse import Warehouse
+from serving.prediction_log import SPOOL as PREDICTION_LOG_SPOOL
 
 ENVIRONMENTS = ("local", "staging", "prod")
 STATE_DIR = REPO_ROOT / ".keel"  # generated state of the local environment (git-ignored)
@@ -52,6 +54,28 @@ def local_lake_root() -> str:
 
 def warehouse_path() -> str:
     return _absolute_path_setting("KEEL_WAREHOUSE_PATH", STATE_DIR / "warehouse.duckdb")
+
+
+def online_store_url(environment: str) -> str:
+    """Where the online features live: ``KEEL_ONLINE_STORE_URL``, or locally a SQLite file in .keel/."""
+    _check(environment)
+    url = os.environ.get("KEEL_ONLINE_STORE_URL")
+    if url:
+        return url
+    if environment != "local":
+        raise ValueError(
+            f"KEEL_ENV={environment} serves features from Redis: set KEEL_ONLINE_STORE_URL=redis://..."
+        )
+    return f"sqlite:///{STATE_DIR / 'online_features.sqlite'}"
+
+
+def service_settings(environment: str) -> dict[str, str]:
+    """The settings the scoring service reads (serving/service.py), for ``keel serve`` and the tests."""
+    lake = lake_for(environment)
+    return {
+        "KEEL_ONLINE_STORE_URL": online_store_url(environment),
+        "KEEL_PREDICTION_LOG_URI": f"{lake.uri}/{PREDICTION_LOG_SPOOL}",
+    }
 
 
 def _check(environment: str) -> None:
@@ -89,6 +113,7 @@ def resources_for(environment: str) -> dict[str, Any]:
         "lake": lake,
         "warehouse": Warehouse(path=warehouse_path()),
         "registry": ModelRegistry(lake=lake),
+        "online_store": OnlineFeatureStore(url=online_store_url(environment)),
         # The dbt of this Python environment, found without relying on PATH (a bare `.venv/bin/keel`).
         "dbt": DbtCliResource(
             project_dir=dbt_project,

@@ -7,7 +7,7 @@ import pytest
 from dagster_dbt import DbtCliResource
 
 from resources.dbt import REPO_ROOT
-from resources.environments import current_environment, resources_for
+from resources.environments import current_environment, resources_for, service_settings
 from resources.lake import LocalLake, S3Lake
 from resources.sources import SimulatorSource
 from resources.warehouse import Warehouse
@@ -62,11 +62,21 @@ def test_the_malformed_row_rate_of_the_source_is_read_from_the_environment(monke
 @pytest.mark.parametrize("name", ["staging", "prod"])
 def test_deployed_environments_keep_the_lake_on_s3(monkeypatch, name):
     monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
+    monkeypatch.setenv("KEEL_ONLINE_STORE_URL", "redis://redis:6379/0")
     resources = resources_for(name)
     assert isinstance(resources["lake"], S3Lake)
     assert (resources["lake"].bucket, resources["lake"].prefix) == ("bucket", "some/prefix")
     assert resources["lake"].uri == "s3://bucket/some/prefix"
     assert resources["dbt"].target == name
+    assert resources["online_store"].url == "redis://redis:6379/0"
+    assert service_settings(name)["KEEL_PREDICTION_LOG_URI"] == "s3://bucket/some/prefix/prediction_log_spool"
+
+
+@pytest.mark.parametrize("name", ["staging", "prod"])
+def test_deployed_environments_refuse_to_guess_the_online_store(monkeypatch, name):
+    monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
+    with pytest.raises(ValueError, match="KEEL_ONLINE_STORE_URL"):
+        resources_for(name)
 
 
 @pytest.mark.parametrize("lake_root", [None, "/data/lake"])

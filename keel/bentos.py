@@ -1,0 +1,120 @@
+"""Bentos: the scoring service's immutable deployable, one per model version and serving code.
+
+``build(model_tag)`` runs ``bentoml build -f serving/bentofile.yaml --arg model_tag=<tag>`` from the
+repo root. The Bento's version is ``<model version>-<digest of the files it packs>``: the same model
+and code always give the same tag (a re-run reuses it), another model or another line of serving code
+gives a new one, and an old tag keeps serving what it always served. Rolling back is serving the
+previous tag (``make serve BENTO=fraud_scorer:<version>``).
+
+No Dagster here; ``bentoml`` is imported inside the functions (it is slow to import).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENTOFILE = REPO_ROOT / "serving" / "bentofile.yaml"
+BENTO_NAME = "fraud_scorer"  # the API service's name (serving/service.py)
+
+
+@dataclass(frozen=True)
+class Bento:
+    tag: str
+    model_tag: str
+    created: datetime
+    path: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Build:
+    bento: Bento
+    reused: bool  # the same model and code were already built: nothing was built
+    seconds: float
+
+
+def packed_files() -> list[Path]:
+    """The files a Bento packs from the repo: the bentofile's includes, its requirements, itself."""
+    config = yaml.safe_load(BENTOFILE.read_text())
+    files = {BENTOFILE, REPO_ROOT / config["python"]["requirements_txt"]}
+    for pattern in config["include"]:
+        files.update(REPO_ROOT.glob(pattern))
+    return sorted(files)
+
+
+def source_digest() -> str:
+    digest = hashlib.sha256()
+    for path in packed_files():
+        digest.update(str(path.relative_to(REPO_ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def bento_version(model_tag: str) -> str:
+    model_version = model_tag.partition(":")[2]
+    if not model_version:
+        raise ValueError(f"model tag {model_tag!r}: expected name:version")
+    return f"{model_version}-{source_digest()[:10]}"
+
+
+def _describe(bento) -> Bento:
+    size = sum(path.stat().st_size for path in Path(bento.path).rglob("*") if path.is_file())
+    return Bento(
+        tag=str(bento.tag),
+        model_tag=bento.info.labels.get("model_tag", ""),
+        created=bento.info.creation_time,
+        path=bento.path,
+        size_bytes=size,
+    )
+
+
+def build(model_tag: str, labels: dict[str, str] | None = None) -> Build:
+    """The Bento serving ``model_tag`` (which must be in the local BentoML store), built if new."""
+    import bentoml
+
+    started = time.monotonic()
+    tag = f"{BENTO_NAME}:{bento_version(model_tag)}"
+    try:
+        return Build(_describe(bentoml.bentos.get(tag)), reused=True, seconds=time.monotonic() - started)
+    except bentoml.exceptions.NotFound:
+        pass
+    command = [
+        str(Path(sys.executable).with_name("bentoml")),
+        "build",
+        "--bentofile",
+        str(BENTOFILE),
+        "--version",
+        tag.partition(":")[2],
+        "--arg",
+        f"model_tag={model_tag}",
+        "--label",
+        f"model_tag={model_tag}",
+        *(arg for key, value in (labels or {}).items() for arg in ("--label", f"{key}={value}")),
+        "--output",
+        "tag",
+        str(REPO_ROOT),
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=os.environ.copy())
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"bentoml build failed (exit {result.returncode}) for {model_tag}:\n{result.stderr[-4000:]}"
+        )
+    return Build(_describe(bentoml.bentos.get(tag)), reused=False, seconds=time.monotonic() - started)
+
+
+def built() -> list[Bento]:
+    """Every Bento of the scoring service in the local store, oldest first."""
+    import bentoml
+
+    bentos = [bento for bento in bentoml.bentos.list(BENTO_NAME) if bento.tag.name == BENTO_NAME]
+    return sorted((_describe(bento) for bento in bentos), key=lambda bento: bento.created)

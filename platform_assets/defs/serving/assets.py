@@ -1,0 +1,161 @@
+"""Serving: what the scoring service reads (online features, its Bento) and what it leaves (the log).
+
+The service itself is ``serving/`` (BentoML); these assets feed it and collect from it.
+"""
+
+import io
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+import pandera.errors
+
+from keel import bentos, features
+from keel.provenance import code_version
+from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.defs.models.assets import PRODUCTION_MODEL
+from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
+from resources.lake import Lake
+from resources.online_store import OnlineFeatureStore
+from resources.registry import ModelRegistry, RegistryError
+from resources.warehouse import Warehouse
+from serving.prediction_log import SPOOL, day_folder
+
+PREDICTION_LOG = "prediction_log"  # lake table
+
+# The snapshot of day D's close holds windows over D-29 .. D (it serves the payments of D+1).
+_SNAPSHOT_WINDOW = dg.TimeWindowPartitionMapping(
+    start_offset=-(features.LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+)
+
+
+@dg.asset(
+    key=["serving", "online_features"],
+    group_name="serving",
+    partitions_def=daily_partitions,
+    backfill_policy=one_run_per_backfill,
+    pool=WAREHOUSE_POOL,
+    code_version=features.FEATURE_SET_VERSION,
+    deps=[
+        dg.AssetDep(["warehouse", mart], partition_mapping=_SNAPSHOT_WINDOW)
+        for mart in (features.CUSTOMER_ACTIVITY, features.TERMINAL_ACTIVITY, features.TERMINAL_FRAUD_REPORTS)
+    ],
+    kinds={"duckdb", "redis", "sqlite"},
+)
+def online_features(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, online_store: OnlineFeatureStore
+):
+    """Every customer's and terminal's features as of the close of the day, published to the online
+    store for the scoring service to use all the next day. The store only moves forward: a run for
+    an older day than the store holds publishes nothing (and says so); for a range, the last day
+    is published."""
+    _, closed_day = partition_days(context)
+    with warehouse.connect() as connection:
+        customers, terminals = features.entity_snapshot(connection, closed_day)
+    try:
+        for entity, frame in (("customer", customers), ("terminal", terminals)):
+            features.SNAPSHOT_SCHEMAS[entity].validate(frame, lazy=True)
+    except pandera.errors.SchemaErrors as errors:
+        raise dg.Failure(
+            description=f"the snapshot of {closed_day} breaks its contract: nothing was published",
+            metadata={"failures": dg.MetadataValue.md(errors.failure_cases.head(20).to_markdown())},
+        ) from errors
+
+    store = online_store.open()
+    try:
+        publication = store.publish(closed_day, customers, terminals)
+    finally:
+        store.close()
+    if not publication.published:
+        context.log.warning(
+            f"not published: the store holds the snapshot of {publication.current.closed_day}, "
+            f"newer than {closed_day}"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "closed_day": closed_day.isoformat(),
+            "serves_payments_of": (closed_day + timedelta(days=1)).isoformat(),
+            "published": publication.published,
+            "store": store.uri,
+            "store_holds": publication.current.closed_day.isoformat(),
+            "snapshot_version": publication.current.version,
+            "customers": len(customers),
+            "terminals": len(terminals),
+            "feature_set_version": features.FEATURE_SET_VERSION,
+        }
+    )
+
+
+@dg.asset(
+    key=["serving", "fraud_scorer_bento"],
+    group_name="serving",
+    deps=[PRODUCTION_MODEL],
+    # Also after a promotion outside a run (`keel models promote`), when the daemon runs.
+    automation_condition=dg.AutomationCondition.eager(),
+    kinds={"bentoml"},
+)
+def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistry):
+    """The scoring service packed with the model in production: a Bento in the local BentoML store,
+    tagged ``fraud_scorer:<model version>-<code digest>``. Rebuilt when the production model or the
+    serving code changes; older Bentos stay, so rolling back is serving the previous tag."""
+    champion = registry.champion()
+    if champion is None:
+        raise RegistryError(f"no model in production in {registry.uri}: materialize models/production_model")
+    registry.load(champion.tag)  # into the local BentoML store, from the lake if it is not there
+    code = code_version()
+    build = bentos.build(
+        champion.tag,
+        labels={"git_commit": str(code["git_commit"]), "git_dirty": str(code["git_dirty"]).lower()},
+    )
+    history = bentos.built()
+    context.log.info(f"{'reused' if build.reused else 'built'} {build.bento.tag} in {build.seconds:.1f} s")
+    return dg.MaterializeResult(
+        metadata={
+            "bento": build.bento.tag,
+            "model_version": champion.tag,
+            "reused": build.reused,
+            "build_seconds": round(build.seconds, 2),
+            "size_mb": round(build.bento.size_bytes / 1e6, 2),
+            "path": dg.MetadataValue.path(build.bento.path),
+            "serve": dg.MetadataValue.md(f"`make serve BENTO={build.bento.tag}`"),
+            "bentos": dg.MetadataValue.md(
+                pd.DataFrame(
+                    [{"bento": b.tag, "model": b.model_tag, "built": b.created.isoformat()} for b in history]
+                ).to_markdown(index=False)
+            ),
+        }
+    )
+
+
+@dg.asset(
+    key=["serving", PREDICTION_LOG],
+    group_name="serving",
+    partitions_def=daily_partitions,
+    kinds={"parquet"},
+)
+def prediction_log(context: dg.AssetExecutionContext, lake: Lake):
+    """Every payment the scoring service scored on the day: its facts, the features it used, the
+    score, decision, model version, snapshot and latency. The service writes small files to the
+    lake's ``prediction_log_spool/``; this compacts a day's files into the lake table
+    ``prediction_log`` (re-runnable: the files stay, duplicates are dropped by prediction id)."""
+    metadata = {}
+    for day in pd.date_range(*partition_days(context)).date:
+        prefix = f"{SPOOL}/{day_folder(day)}/"
+        files = [f for f in lake.list_files(prefix) if not f.rsplit("/", 1)[-1].startswith(("_", "."))]
+        if not files:
+            context.log.warning(f"nothing was scored on {day}: no files under {lake.uri}/{prefix}")
+            metadata[day.isoformat()] = 0
+            continue
+        frame = pd.concat([pd.read_parquet(io.BytesIO(lake.read_file(f))) for f in files], ignore_index=True)
+        logged = frame.drop_duplicates("prediction_id").sort_values(["scored_at", "transaction_id"])
+        lake.write_partition(PREDICTION_LOG, day, logged.reset_index(drop=True))
+        metadata[day.isoformat()] = len(logged)
+    rows = sum(metadata.values())
+    return dg.MaterializeResult(
+        metadata={
+            "rows": rows,
+            "rows_per_day": dg.MetadataValue.json(metadata),
+            **({"dagster/row_count": rows} if len(metadata) == 1 else {}),
+            "lake_table": f"{lake.uri}/{PREDICTION_LOG}",
+        }
+    )

@@ -1,0 +1,68 @@
+"""The service's prediction log: off the request path, one file per flush and day, nothing lost."""
+
+import time
+import uuid
+
+import pandas as pd
+import pytest
+
+from serving.prediction_log import PredictionLog
+
+
+def scored(n: int, day: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "prediction_id": [uuid.uuid4().hex for _ in range(n)],
+            "transaction_id": range(n),
+            "transacted_at": pd.Timestamp(day) + pd.to_timedelta(range(n), unit="min"),
+            "fraud_probability": 0.25,
+        }
+    )
+
+
+def written(folder) -> pd.DataFrame:
+    # Files still being written have a leading underscore: readers skip them, as the asset does.
+    files = sorted(f for f in folder.rglob("*.parquet") if not f.name.startswith("_"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+
+
+def test_close_writes_every_buffered_row_under_its_days_folder(tmp_path):
+    log = PredictionLog(str(tmp_path), flush_seconds=3600)  # only close() writes
+    log.append(scored(3, "2026-02-10 23:58"))  # two before midnight, one after
+    log.append(scored(2, "2026-02-11 08:00"))
+    assert log.pending == 5 and written(tmp_path).empty
+
+    log.close()
+
+    assert log.pending == 0
+    assert len(written(tmp_path / "date=2026-02-10")) == 2
+    assert len(written(tmp_path / "date=2026-02-11")) == 3
+    assert not list(tmp_path.rglob("_*"))  # no half-written file left behind
+
+
+def test_the_background_thread_writes_without_being_asked(tmp_path):
+    log = PredictionLog(str(tmp_path), flush_seconds=0.05)
+    log.append(scored(4, "2026-02-10 12:00"))
+    try:
+        for _ in range(100):
+            if len(written(tmp_path)) == 4:
+                break
+            time.sleep(0.05)
+        assert len(written(tmp_path)) == 4
+    finally:
+        log.close()
+
+
+def test_rows_that_cannot_be_written_stay_queued_and_the_final_flush_fails_loudly(tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the log's folder should be")
+    log = PredictionLog(str(blocked), flush_seconds=3600)
+    log.append(scored(3, "2026-02-10 12:00"))
+
+    with pytest.raises(OSError):
+        log.flush()
+    assert log.pending == 3
+
+    with pytest.raises(OSError):
+        log.close()
+    assert log.pending == 3
