@@ -5,6 +5,7 @@ afterwards (``make dev``) exactly like a run launched from there.
 """
 
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -188,8 +189,17 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
         f"{warehouse.row_count(scores['warehouse_table']):,}",
         f"{scores['rows_per_second']:,} rows/s, model {scores['model_version']}",
     )
+    online = metadata.get("serving/online_features")
+    if online:
+        table.add_row(
+            "serving",
+            "online_features",
+            f"{online['customers'] + online['terminals']:,}",
+            f"customers and terminals at the close of {online['store_holds']}",
+        )
     console.print(table)
     _models_summary(metadata, console)
+    _serving_summary(metadata, warehouse, console)
     for quarantine in ("quarantined_transactions", "quarantined_fraud_labels"):
         reasons = metadata[f"lake/{quarantine}"]["reasons"]
         if reasons:
@@ -212,7 +222,37 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
     console.print(f'           cd dbt_project && uv run dbt show --inline "{query}"')
     console.print(
         "UI:        make dev, then open http://127.0.0.1:3000 "
-        "(Lineage: lake -> warehouse -> features -> models -> scores)"
+        "(Lineage: lake -> warehouse -> features -> models -> scores -> serving)"
+    )
+
+
+def _serving_summary(metadata, warehouse, console: Console) -> None:
+    bento, online = metadata.get("serving/fraud_scorer_bento"), metadata.get("serving/online_features")
+    if not (bento and online):
+        return
+    with warehouse.connect() as connection:
+        # The riskiest card and terminal of the last day, paying again the next morning.
+        customer_id, terminal_id, amount = connection.execute(
+            "select f.customer_id, f.terminal_id, f.amount from ml.transaction_scores s "
+            "join ml.transaction_features f using (transaction_id) "
+            "where f.transaction_date = ? order by s.fraud_probability desc limit 1",
+            [online["closed_day"]],
+        ).fetchone()
+    payment = json.dumps(
+        {
+            "transaction_id": 1,
+            "transacted_at": f"{online['serves_payments_of']}T09:30:00",
+            "customer_id": int(customer_id),
+            "terminal_id": int(terminal_id),
+            "amount": round(float(amount), 2),
+        }
+    )
+    console.print(
+        f"[bold green]Bento:[/] {bento['bento']} ({'unchanged' if bento['reused'] else 'built'} in "
+        f"{bento['build_seconds']:.1f} s); online features of {online['store_holds']} in {online['store']}\n"
+        "Serve:     make serve   (then, in another shell)\n"
+        f"           curl -s -X POST http://127.0.0.1:3000/score -H 'content-type: application/json' "
+        f"-d '{payment}'"
     )
 
 

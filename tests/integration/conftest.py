@@ -56,6 +56,7 @@ def keel_state(tmp_path_factory, world):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KEEL_LAKE_ROOT", str(root / "lake"))
         patch.setenv("KEEL_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
+        patch.setenv("KEEL_ONLINE_STORE_URL", f"sqlite:///{root / 'online_features.sqlite'}")
         patch.setenv("KEEL_SIMULATOR_CUSTOMERS", str(world.source.n_customers))
         patch.setenv("KEEL_SIMULATOR_TERMINALS", str(world.source.n_terminals))
         patch.setenv("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", str(world.source.malformed_rows_per_day))

@@ -9,7 +9,7 @@ import dagster as dg
 from platform_assets.defs.lake.partitions import daily_partitions
 
 
-def test_lake_warehouse_features_models_and_scores_form_one_lineage_graph(definitions):
+def test_lake_warehouse_features_models_scores_and_serving_form_one_lineage_graph(definitions):
     graph = definitions.resolve_asset_graph()
     chain = [
         ["lake", "raw_transactions"],
@@ -25,6 +25,10 @@ def test_lake_warehouse_features_models_and_scores_form_one_lineage_graph(defini
         assert dg.AssetKey(parent) in graph.get(dg.AssetKey(child)).parent_keys, (parent, child)
     labels_path = graph.get(dg.AssetKey(["models", "fraud_model"])).parent_keys
     assert dg.AssetKey(["warehouse", "fraud_labels"]) in labels_path
+    bento = graph.get(dg.AssetKey(["serving", "fraud_scorer_bento"])).parent_keys
+    assert bento == {dg.AssetKey(["models", "production_model"])}
+    online = graph.get(dg.AssetKey(["serving", "online_features"])).parent_keys
+    assert dg.AssetKey(["warehouse", "terminal_daily_fraud_reports"]) in online
 
 
 def test_a_feature_partition_depends_on_the_thirty_days_before_it_and_its_own_payments(definitions):
@@ -41,6 +45,16 @@ def test_a_feature_partition_depends_on_the_thirty_days_before_it_and_its_own_pa
     assert list(payments) == [day]
 
 
+def test_the_online_snapshot_of_a_day_reads_the_thirty_days_up_to_and_including_it(definitions):
+    graph = definitions.resolve_asset_graph()
+    activity = graph.get_parent_partition_keys_for_child(
+        "2026-02-10",
+        dg.AssetKey(["warehouse", "customer_daily_activity"]),
+        dg.AssetKey(["serving", "online_features"]),
+    ).partitions_subset.get_partition_keys()
+    assert (min(activity), max(activity), len(activity)) == ("2026-01-12", "2026-02-10", 30)
+
+
 def test_daily_assets_share_one_partitions_definition(definitions):
     graph = definitions.resolve_asset_graph()
     for key in (
@@ -50,6 +64,8 @@ def test_daily_assets_share_one_partitions_definition(definitions):
         ["warehouse", "terminal_daily_fraud_reports"],
         ["features", "transaction_features"],
         ["scores", "transaction_scores"],
+        ["serving", "online_features"],
+        ["serving", "prediction_log"],
     ):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily_partitions, key
     assert graph.get(dg.AssetKey(["warehouse", "customers"])).partitions_def is None
@@ -57,7 +73,9 @@ def test_daily_assets_share_one_partitions_definition(definitions):
 
 def test_each_layer_is_its_own_asset_group(definitions):
     groups = {node.key.path[0]: node.group_name for node in definitions.resolve_asset_graph().asset_nodes}
-    assert groups == {layer: layer for layer in ("lake", "warehouse", "features", "models", "scores")}
+    assert groups == {
+        layer: layer for layer in ("lake", "warehouse", "features", "models", "scores", "serving")
+    }
 
 
 def test_dg_check_defs_passes(keel_state):
@@ -105,6 +123,7 @@ def test_a_ui_backfill_of_some_days_rebuilds_those_days_and_the_features_that_re
     windowed = {
         dg.AssetKey(["features", "transaction_features"]),
         dg.AssetKey(["scores", "transaction_scores"]),
+        dg.AssetKey(["serving", "online_features"]),
     }
     for key in daily - windowed:
         assert sorted(target.get_partitions_subset(key).get_partition_keys()) == days, key

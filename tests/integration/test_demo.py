@@ -17,6 +17,7 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
         "KEEL_LAKE_ROOT": str(tmp_path / "lake"),
         "KEEL_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
         "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "KEEL_ONLINE_STORE_URL": f"sqlite:///{tmp_path / 'online_features.sqlite'}",
         # A smaller world than the default (5,000 cards) over the shortest window training accepts.
         "KEEL_SIMULATOR_CUSTOMERS": "2000",
         "KEEL_SIMULATOR_TERMINALS": "4000",
@@ -27,7 +28,7 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
 
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     out = demo.stdout
-    assert "[11/11]" in out  # every step reported as it finished
+    assert "[13/13]" in out  # every step reported as it finished
     for table in ("raw_transactions", "quarantined_transactions", "terminal_daily_fraud_reports"):
         assert table in out
     assert "by rule:" in out  # 3 malformed rows a day by default, each with its rule
@@ -38,6 +39,9 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
     assert "logistic regression (baseline)" in out and "Promotion gate: approved" in out
     assert "In production: fraud_detector:" in out
     assert "ml.transaction_scores" in out
+    # ... and the scoring service, packed and fed: a Bento and the last day's online features
+    assert "Bento: fraud_scorer:" in out and "make serve" in out and "curl -s -X POST" in out
+    assert (tmp_path / "online_features.sqlite").exists()
 
 
 def test_the_demo_refuses_a_window_too_short_to_train_on():
