@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from keel.provenance import REPO_ROOT
+
 BENTOFILE = REPO_ROOT / "serving" / "bentofile.yaml"
 BENTO_NAME = "fraud_scorer"  # the API service's name (serving/service.py)
 

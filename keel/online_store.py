@@ -174,9 +174,7 @@ class SqliteOnlineStore(OnlineStore):
         )
 
     @staticmethod
-    def _snapshot(connection: sqlite3.Connection | None) -> SnapshotInfo | None:
-        if connection is None:  # no file: nothing was ever published there
-            return None
+    def _snapshot(connection: sqlite3.Connection) -> SnapshotInfo | None:
         has_table = connection.execute(
             "select 1 from sqlite_master where type = 'table' and name = 'snapshot'"
         ).fetchone()
@@ -220,8 +218,8 @@ class SqliteOnlineStore(OnlineStore):
 
     def _read(self, read):
         if not self.path.exists():
-            # Opening would create an empty file here, and hide a wrong path behind "nothing published".
-            return read(None)
+            # Not opened: that would create an empty file and hide a wrong path.
+            raise NoSnapshot(f"no file at {self.path}: materialize serving/online_features to publish one")
         with self._lock:
             if self._reader is None:
                 self._reader = self._connect()
@@ -235,14 +233,16 @@ class SqliteOnlineStore(OnlineStore):
                 raise StoreUnavailable(f"online store {self.path}: {error}") from error
 
     def current(self) -> SnapshotInfo | None:
-        return self._read(self._snapshot)
+        try:
+            return self._read(self._snapshot)
+        except NoSnapshot:
+            return None
 
     def _rows(self, customer_ids, terminal_ids):
         def read(connection):
             snapshot = self._snapshot(connection)
             if snapshot is None:
                 raise NoSnapshot(f"nothing published to {self.uri}: materialize serving/online_features")
-            assert connection is not None
             found = []
             for entity, ids in (("customer", customer_ids), ("terminal", terminal_ids)):
                 key, names = ENTITIES[entity]

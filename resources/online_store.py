@@ -16,7 +16,3 @@ class OnlineFeatureStore(dg.ConfigurableResource):
 
     def open(self) -> OnlineStore:
         return open_store(self.url, timeout_seconds=self.timeout_seconds)
-
-    @property
-    def uri(self) -> str:
-        return self.open().uri
