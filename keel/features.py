@@ -292,31 +292,65 @@ def entity_snapshot(connection, closed_day: date) -> tuple[pd.DataFrame, pd.Data
     return frames[0], frames[1]
 
 
-def online_features(payments: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
-    """Feature rows for payments scored online, built as ``transaction_features`` builds them offline.
+@dataclass(frozen=True)
+class OnlineFeatures:
+    """Feature rows of payments scored online, as plain arrays (the service's hot path)."""
 
-    ``payments`` has the raw facts (``amount``, ``transacted_at``); ``entities`` is aligned with it and
-    holds the looked-up entity features, NaN where the snapshot has no row for the customer or the
-    terminal: that entity then takes the defaults and is flagged new.
+    values: np.ndarray  # one row per payment, FEATURE_NAMES columns, float64
+    customer_is_new: np.ndarray  # bool: the snapshot has no row for the customer (defaults used)
+    terminal_is_new: np.ndarray
+
+    def frame(self, index: pd.Index | None = None) -> pd.DataFrame:
+        """The rows typed as the offline feature table types them, plus the two flags."""
+        frame = pd.DataFrame(self.values, columns=FEATURE_NAMES, index=index).astype(
+            {feature.name: feature.dtype for feature in FEATURES}
+        )
+        frame[ENTITY_FLAGS["customer"]] = self.customer_is_new
+        frame[ENTITY_FLAGS["terminal"]] = self.terminal_is_new
+        return frame
+
+
+_ENTITY_DEFAULTS = np.array([f.default for f in CUSTOMER_FEATURES + TERMINAL_FEATURES], dtype="float64")
+
+
+def online_feature_values(
+    amount: np.ndarray, transacted_at: np.ndarray, entity_values: np.ndarray
+) -> OnlineFeatures:
+    """What ``transaction_features`` computes offline, for payments scored one or a few at a time.
+
+    ``amount`` and ``transacted_at`` (naive ``datetime64``) are the payments' facts; ``entity_values``
+    holds, per payment, the looked-up customer then terminal features (the store's column order), NaN
+    where the snapshot has no row for that entity: it then takes the defaults and is flagged new.
+    numpy only: this runs for every request, usually on one row, where pandas costs milliseconds.
     """
-    # Whole-array operations: this runs for every request, often on a single row.
-    entity_features = CUSTOMER_FEATURES + TERMINAL_FEATURES
-    values = entities[[feature.name for feature in entity_features]].to_numpy(dtype="float64")
-    missing = np.isnan(values)
-    defaults = np.array([feature.default for feature in entity_features], dtype="float64")
-    filled = pd.DataFrame(
-        np.where(missing, defaults, values), columns=[f.name for f in entity_features], index=payments.index
-    ).astype({feature.name: feature.dtype for feature in entity_features})
+    at = np.asarray(transacted_at, dtype="datetime64[s]")
+    day = at.astype("datetime64[D]")
+    weekday = (day.astype("int64") + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0, as in pandas
+    hour = (at - day).astype("timedelta64[h]").astype("int64")
+    missing = np.isnan(entity_values)
+    values = np.empty((len(at), len(FEATURE_NAMES)), dtype="float64")
+    request = {
+        "amount": amount,
+        "is_weekend": weekday >= 5,
+        "is_night": (hour >= NIGHT_HOURS[0]) & (hour < NIGHT_HOURS[1]),
+    }
+    for column, feature in enumerate(REQUEST_FEATURES):
+        values[:, column] = request[feature.name]
+    values[:, len(REQUEST_FEATURES) :] = np.where(missing, _ENTITY_DEFAULTS, entity_values)
     # A snapshot row is complete (counts are never null), so one null column means "no row".
-    flags = pd.DataFrame(
-        {
-            ENTITY_FLAGS["customer"]: missing[:, 0],
-            ENTITY_FLAGS["terminal"]: missing[:, len(CUSTOMER_FEATURES)],
-        },
-        index=payments.index,
+    return OnlineFeatures(values, missing[:, 0].copy(), missing[:, len(CUSTOMER_FEATURES)].copy())
+
+
+def online_features(payments: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
+    """``online_feature_values`` for a frame of payments and the looked-up ``entities`` (aligned,
+    entity feature columns, NaN where unknown), typed as the offline table: for tests and notebooks."""
+    entity_names = [feature.name for feature in CUSTOMER_FEATURES + TERMINAL_FEATURES]
+    computed = online_feature_values(
+        payments["amount"].to_numpy(dtype="float64"),
+        pd.to_datetime(payments["transacted_at"]).to_numpy(),
+        entities[entity_names].to_numpy(dtype="float64"),
     )
-    frame = pd.concat([request_features(payments), filled, flags], axis=1)
-    return frame[[*FEATURE_NAMES, *ENTITY_FLAGS.values()]]
+    return computed.frame(payments.index)
 
 
 def _feature_column(feature: Feature) -> pa.Column:

@@ -80,7 +80,11 @@ class Publication:
 @dataclass(frozen=True)
 class Lookup:
     snapshot: SnapshotInfo
-    entities: pd.DataFrame  # one row per id pair asked, ENTITY_FEATURE_NAMES, NaN where unknown
+    values: np.ndarray  # one row per id pair asked, ENTITY_FEATURE_NAMES columns, NaN where unknown
+
+    @property
+    def entities(self) -> pd.DataFrame:
+        return pd.DataFrame(self.values, columns=list(ENTITY_FEATURE_NAMES))
 
 
 def _new_snapshot(closed_day: date, customers: pd.DataFrame, terminals: pd.DataFrame) -> SnapshotInfo:
@@ -147,7 +151,7 @@ class OnlineStore(ABC):
         values = np.hstack(
             [_aligned(customers, len(customer_names)), _aligned(terminals, len(terminal_names))]
         )
-        return Lookup(_check_feature_set(snapshot), pd.DataFrame(values, columns=list(ENTITY_FEATURE_NAMES)))
+        return Lookup(_check_feature_set(snapshot), values)
 
     def close(self) -> None:  # noqa: B027 (a store without connections has nothing to close)
         pass

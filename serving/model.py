@@ -1,46 +1,55 @@
-"""The fraud model behind the API, as its own BentoML service so that its calls are batched.
-
-Every scoring request, one payment or a thousand, reaches ``predict_proba`` here; BentoML's adaptive
-batching merges the rows of concurrent requests into one model call (up to ``MAX_BATCH_ROWS`` rows),
-waiting for company only as long as recent traffic says it pays, which is what makes many single
-requests cheap.
+"""The fraud model inside the service: which one (a Bento argument), and the fastest faithful call.
 
 Which model: the Bento argument ``model_tag`` (``bentoml build --arg model_tag=fraud_detector:<v>``),
 recorded in the Bento, so that a built Bento always serves the version it was built with.
+
+The registry's models are scikit-learn pipelines that pick ``FEATURE_NAMES`` from a frame by name,
+then classify. The service already holds the features as a matrix in that order, and building a
+one-row DataFrame for the pipeline's column selector costs more than the trees themselves (about
+1.3 of 3.5 ms here). So when the steps before the classifier leave such a matrix unchanged, checked
+on probe rows when the model loads, the service calls the classifier directly; any other model
+(a scaler in front, say) goes through its whole pipeline.
 """
 
 from __future__ import annotations
 
-import bentoml
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from keel.features import FEATURE_NAMES
 
-MAX_BATCH_ROWS = 2000
-# Not how long a call waits for company (BentoML adapts that to the traffic) but when it gives up:
-# a call whose estimated latency passes this is refused with a 503.
-MAX_LATENCY_MS = 500
-
 
 class BentoArguments(BaseModel):
     model_tag: str  # fraud_detector:<version>, a version in the local BentoML store
 
 
-ARGUMENTS = bentoml.use_arguments(BentoArguments)
+def _probe_rows() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    scales = rng.uniform(0.5, 500, size=len(FEATURE_NAMES))
+    return np.vstack([np.zeros(len(FEATURE_NAMES)), rng.uniform(0, 1, (64, len(FEATURE_NAMES))) * scales])
 
 
-@bentoml.service(name="fraud_model", workers=1, traffic={"timeout": 30})
 class FraudModel:
-    # At class scope, so that `bentoml build` packs this model into the Bento.
-    model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.classifier = self._classifier_if_steps_are_identity(pipeline)
 
-    def __init__(self) -> None:
-        self.model = bentoml.sklearn.load_model(self.model_ref)  # resolved to the stored model by now
+    @staticmethod
+    def _classifier_if_steps_are_identity(pipeline):
+        steps = getattr(pipeline, "steps", None)
+        if not steps or len(steps) < 2:
+            return None
+        probe = _probe_rows()
+        preprocessed = pipeline[:-1].transform(pd.DataFrame(probe, columns=FEATURE_NAMES))
+        if not (isinstance(preprocessed, np.ndarray) and np.array_equal(preprocessed, probe)):
+            return None
+        classifier = pipeline[-1]
+        whole = pipeline.predict_proba(pd.DataFrame(probe, columns=FEATURE_NAMES))
+        return classifier if np.array_equal(classifier.predict_proba(probe), whole) else None
 
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=MAX_BATCH_ROWS, max_latency_ms=MAX_LATENCY_MS)
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        """Fraud probability per row of ``features`` (columns in ``keel.features.FEATURE_NAMES`` order)."""
-        # The model's pipeline selects its columns by name, as in training.
-        return self.model.predict_proba(pd.DataFrame(features, columns=FEATURE_NAMES))[:, 1]
+    def predict_proba(self, values: np.ndarray) -> np.ndarray:
+        """Fraud probability per row of ``values`` (columns in ``FEATURE_NAMES`` order)."""
+        if self.classifier is not None:
+            return self.classifier.predict_proba(values)[:, 1]
+        return self.pipeline.predict_proba(pd.DataFrame(values, columns=FEATURE_NAMES))[:, 1]

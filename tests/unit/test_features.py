@@ -255,3 +255,21 @@ def test_a_window_with_a_missing_day_of_features_is_refused_naming_the_day():
     features.require_days(connection, date(2026, 2, 10), date(2026, 2, 10))
     with pytest.raises(LookupError, match=r"1 of the 3 days .* \(first missing: 2026-02-09\)"):
         features.require_days(connection, date(2026, 2, 8), date(2026, 2, 10))
+
+
+def test_online_calendar_features_match_the_offline_ones_at_every_hour():
+    # Two weeks of hours, either side of 1970 and of a leap day: weekday and night from numpy alone.
+    at = pd.Series(
+        pd.date_range("1969-12-25", periods=24 * 14, freq="h").append(
+            pd.date_range("2028-02-25 00:30", periods=24 * 14, freq="h")
+        )
+    )
+    payments = pd.DataFrame({"amount": 1.0, "transacted_at": at})
+    unknown = np.full((len(at), len(features.CUSTOMER_FEATURES) + len(features.TERMINAL_FEATURES)), np.nan)
+    online = features.online_feature_values(payments["amount"].to_numpy(), at.to_numpy(), unknown)
+    offline = features.request_features(payments)
+
+    frame = online.frame()
+    pd.testing.assert_frame_equal(frame[offline.columns.tolist()], offline)
+    assert online.customer_is_new.all() and online.terminal_is_new.all()
+    assert frame["customer_transactions_30d"].eq(0).all()

@@ -2,7 +2,9 @@
 
 import time
 import uuid
+from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,3 +68,37 @@ def test_rows_that_cannot_be_written_stay_queued_and_the_final_flush_fails_loudl
     with pytest.raises(OSError):
         log.close()
     assert log.pending == 3
+
+
+def test_rows_given_as_columns_become_a_frame_with_the_scalars_repeated(tmp_path):
+    log = PredictionLog(str(tmp_path), flush_seconds=3600)
+    log.append(
+        {
+            "prediction_id": ["a", "b"],
+            "transacted_at": np.array(["2026-02-10T08:00", "2026-02-11T09:00"], dtype="datetime64[ns]"),
+            "fraud_probability": np.array([0.1, 0.9]),
+            "model_version": "fraud_detector:v1",
+            "feature_snapshot_date": date(2026, 2, 9),
+            "threshold": 0.5,
+            "scored_at": np.datetime64("2026-02-11T09:00:01", "ns"),
+        }
+    )
+    log.append(
+        {
+            "prediction_id": ["c"],
+            "transacted_at": np.array(["2026-02-11T10:00"], dtype="datetime64[ns]"),
+            "fraud_probability": np.array([0.5]),
+            "model_version": "fraud_detector:v2",
+            "feature_snapshot_date": date(2026, 2, 9),
+            "threshold": 0.5,
+            "scored_at": np.datetime64("2026-02-11T10:00:01", "ns"),
+        }
+    )
+    assert log.pending == 3
+    log.close()
+    rows = written(tmp_path).sort_values("prediction_id")
+    assert rows["model_version"].tolist() == ["fraud_detector:v1"] * 2 + ["fraud_detector:v2"]
+    assert rows["fraud_probability"].tolist() == [0.1, 0.9, 0.5]
+    assert rows["threshold"].dtype == "float64" and rows["scored_at"].dtype.kind == "M"
+    assert rows["feature_snapshot_date"].tolist() == [date(2026, 2, 9)] * 3
+    assert {p.parent.name for p in tmp_path.rglob("*.parquet")} == {"date=2026-02-10", "date=2026-02-11"}

@@ -1,0 +1,114 @@
+import asyncio
+import threading
+
+import pytest
+
+from serving.batching import MicroBatcher
+
+
+class Recorder:
+    """A scoring function that records the calls it got; ``gate`` holds a call until it is set."""
+
+    def __init__(self):
+        self.calls: list[list[list[int]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, requests):
+        self.gate.wait(5)
+        self.calls.append(requests)
+        if any(-1 in request for request in requests):
+            raise ValueError("row -1 is invalid")
+        return [[row * 10 for row in request] for request in requests]
+
+
+def batcher(function, max_rows=100):
+    return MicroBatcher(function, rows=len, max_rows=max_rows)
+
+
+def test_one_request_alone_gets_a_call_of_its_own():
+    function = Recorder()
+
+    async def main():
+        return await batcher(function)([1, 2])
+
+    assert asyncio.run(main()) == [10, 20]
+    assert function.calls == [[[1, 2]]]
+
+
+def test_requests_that_arrive_during_a_call_share_the_next_one_and_get_their_own_results():
+    function = Recorder()
+
+    async def main():
+        score = batcher(function)
+        function.gate.clear()
+        first = asyncio.create_task(score([0]))
+        await asyncio.sleep(0.05)  # the first call is running and blocked
+        rest = [asyncio.create_task(score([i, i + 100])) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        function.gate.set()
+        return await first, await asyncio.gather(*rest)
+
+    first, rest = asyncio.run(main())
+    assert first == [0]
+    assert rest == [[i * 10, (i + 100) * 10] for i in range(1, 6)]
+    assert [len(call) for call in function.calls] == [1, 5]
+
+
+def test_a_call_never_exceeds_max_rows_but_a_big_request_goes_alone():
+    function = Recorder()
+
+    async def main():
+        score = batcher(function, max_rows=4)
+        function.gate.clear()
+        first = asyncio.create_task(score([0]))
+        await asyncio.sleep(0.05)
+        rest = [
+            asyncio.create_task(score(request)) for request in ([1, 2], [3, 4], [5, 6, 7, 8, 9, 10], [11])
+        ]
+        await asyncio.sleep(0.05)
+        function.gate.set()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+    assert [sum(map(len, call)) for call in function.calls] == [1, 4, 6, 1]
+
+
+def test_a_failing_call_fails_its_requests_only():
+    function = Recorder()
+
+    async def main():
+        score = batcher(function)
+        function.gate.clear()
+        blocker = asyncio.create_task(score([0]))
+        await asyncio.sleep(0.05)
+        bad, good = asyncio.create_task(score([-1])), asyncio.create_task(score([2]))
+        await asyncio.sleep(0.05)
+        function.gate.set()
+        await blocker
+        with pytest.raises(ValueError, match="row -1 is invalid"):
+            await bad
+        with pytest.raises(ValueError):  # it shared the failed call
+            await good
+        return await score([3])  # the batcher keeps working
+
+    assert asyncio.run(main()) == [30]
+
+
+def test_a_request_cancelled_while_waiting_is_never_scored():
+    function = Recorder()
+
+    async def main():
+        score = batcher(function)
+        function.gate.clear()
+        blocker = asyncio.create_task(score([0]))
+        await asyncio.sleep(0.05)
+        gone = asyncio.create_task(score([7]))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        function.gate.set()
+        await blocker
+        await score([8])
+
+    asyncio.run(main())
+    assert [row for call in function.calls for request in call for row in request] == [0, 8]
