@@ -69,8 +69,14 @@ def _serve(bento: str, host: str, port: int) -> int:
     from pathlib import Path
 
     from resources.environments import current_environment, service_settings
+    from serving.auth import api_keys_from_env
 
     environment = {**os.environ, **service_settings(current_environment())}
+    try:
+        api_keys_from_env(environment)  # the service checks again; failing here is quicker to read
+    except RuntimeError as error:
+        print(f"keel serve: {error}", file=sys.stderr)
+        return 2
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     command = [bentoml, "serve", bento, "--host", host, "--port", str(port)]
     print(f"serving {bento} on http://{host}:{port} ({' '.join(command[1:])})", flush=True)

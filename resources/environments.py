@@ -73,6 +73,7 @@ def service_settings(environment: str) -> dict[str, str]:
     """The settings the scoring service reads (serving/service.py), for ``keel serve`` and the tests."""
     lake = lake_for(environment)
     return {
+        "KEEL_ENV": environment,  # staging and prod refuse to serve without API keys (serving/auth.py)
         "KEEL_ONLINE_STORE_URL": online_store_url(environment),
         "KEEL_PREDICTION_LOG_URI": f"{lake.uri}/{PREDICTION_LOG_SPOOL}",
     }
