@@ -19,7 +19,7 @@ RUN := $(UV) run --frozen --no-sync
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros -type f) dbt_project/dbt_project.yml dbt_project/profiles.yml
 MANIFEST := $(STATE)/dbt/target/manifest.json
 
-.PHONY: help demo test dev serve serving-requirements lint clean install
+.PHONY: help demo test dev serve bench-serving serving-requirements lint clean install
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon 
 
 serve: install  ## serve the latest Bento on http://127.0.0.1:$(PORT) (BENTO=fraud_scorer:<version> for another)
 	$(RUN) keel serve --port $(PORT) $(if $(BENTO),--bento $(BENTO))
+
+bench-serving: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## load-test the Bento against a naive baseline (runs the demo first if there is no Bento)
+	@test -d $(BENTOML_HOME)/bentos/fraud_scorer || $(MAKE) demo
+	$(RUN) python benchmarks/serving_load.py
 
 serving-requirements:  ## re-pin serving/requirements.txt (what the Bento installs) from uv.lock
 	$(UV) export --frozen --only-group serving --no-hashes --no-emit-project --no-annotate \

@@ -1,6 +1,7 @@
 """Shared test setup: tests choose their environment explicitly."""
 
 import os
+import shutil
 import socket
 
 import pytest
@@ -17,6 +18,11 @@ KEEL_SETTINGS = (
     "KEEL_ONLINE_STORE_URL",
     "KEEL_PREDICTION_LOG_URI",
     "KEEL_DECISION_THRESHOLD",
+    "KEEL_ONLINE_STORE_TIMEOUT_SECONDS",
+    "KEEL_ONLINE_STORE_RETRY_SECONDS",
+    "KEEL_API_KEYS",
+    "KEEL_API_KEYS_FILE",
+    "BENTOML_CONFIG_OPTIONS",
 )
 
 
@@ -29,6 +35,16 @@ def require_service(name: str, host: str, port: int) -> None:
         reason = f"{name} is not reachable on {host}:{port} ({error})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}: CI runs every service test")
+    pytest.skip(reason)
+
+
+def require_program(name: str) -> str:
+    """The path of program ``name``; skips without it, and under CI=true its absence is a failure."""
+    if path := shutil.which(name):
+        return path
+    reason = f"{name} is not installed"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI runs every test")
     pytest.skip(reason)
 
 
@@ -53,3 +69,9 @@ def redis_url() -> str:
     """The local Redis server (database 15, which nothing else here uses); tests use their own prefixes."""
     require_service("Redis", "127.0.0.1", 6379)
     return "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture(scope="session")
+def redis_server_program() -> str:
+    """The redis-server binary, for tests that need a Redis of their own to pause and kill."""
+    return require_program("redis-server")

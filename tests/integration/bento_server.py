@@ -1,5 +1,6 @@
-"""`bentoml serve` on loopback for tests: started in its own process group with default signal
-handlers (this machine's background processes may inherit ignored ones), stopped by pid."""
+"""Servers on loopback for tests, `bentoml serve` and a private `redis-server`: started in their own
+process group with default signal handlers (this machine's background processes may inherit ignored
+ones), stopped by pid."""
 
 import os
 import signal
@@ -7,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +25,27 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=30)
 
     def stop(self) -> int:
-        """SIGTERM, as Kubernetes stops a pod: the service drains and runs its shutdown hooks."""
+        """SIGTERM to the server's main process only, as Kubernetes stops a container: BentoML's
+        arbiter stops its workers, which drain and run their shutdown hooks."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.kill(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+                raise
+            finally:
+                _kill_group(self.process.pid)  # nothing of the server may outlive the test
         return self.process.returncode
 
 
-def _free_port() -> int:
+def _kill_group(pid: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -49,7 +59,7 @@ def _default_signals() -> None:
 @contextmanager
 def serving(bento: str, env: dict[str, str], log: Path, ready: str = "/readyz", timeout: float = 90):
     """Serve ``bento`` until the block ends; waits until ``ready`` answers 200."""
-    port = _free_port()
+    port = free_port()
     bentoml = Path(sys.executable).with_name("bentoml")
     with open(log, "w") as output:
         process = subprocess.Popen(
@@ -80,3 +90,30 @@ def serving(bento: str, env: dict[str, str], log: Path, ready: str = "/readyz", 
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def private_redis(program: str):
+    """A Redis server of the test's own on a free port (to stop, pause and kill at will); yields
+    (url, process)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_default_signals,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {port}") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        _kill_group(process.pid)
+        process.wait()

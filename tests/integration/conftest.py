@@ -85,3 +85,6 @@ def backfill(definitions, instance, world):
         instance=instance,
         tags=range_tags(world.first_day, world.last_day),
     )
+
+
+from serving_world import champion_bento, day, offline, store_of_the_day_before  # noqa: E402, F401

@@ -6,78 +6,20 @@ pipeline scored the same payments offline. They must agree.
 
 import io
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import bentoml
-import dagster as dg
 import pandas as pd
 import pytest
 from bento_server import serving
+from serving_world import BENTO, FACTS, ONLINE_FEATURES, as_json, metadata_of, publish_snapshot
 
 from keel import bentos
-from keel.features import FEATURE_TABLE
 from platform_assets.defs.models.assets import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
 from platform_assets.defs.serving import assets as serving_assets
-from resources.lake import LocalLake
-from resources.online_store import OnlineFeatureStore
 from serving.schemas import MAX_BATCH
 
 pytestmark = pytest.mark.slow
-
-BENTO = dg.AssetKey(["serving", "fraud_scorer_bento"])
-ONLINE_FEATURES = dg.AssetKey(["serving", "online_features"])
-SCORES = dg.AssetKey(["scores", "transaction_scores"])
-FACTS = ["transaction_id", "transacted_at", "customer_id", "terminal_id", "amount"]
-
-
-def metadata_of(run, key):
-    """The metadata of the run's materialization of ``key`` (of its last partition, for a range)."""
-    event = [e for e in run.get_asset_materialization_events() if e.asset_key == key][-1]
-    return {name: value.value for name, value in event.materialization.metadata.items()}
-
-
-def as_json(frame: pd.DataFrame) -> list[dict]:
-    return [
-        {**row, "transacted_at": row["transacted_at"].isoformat()} for row in frame[FACTS].to_dict("records")
-    ]
-
-
-@pytest.fixture(scope="module")
-def day(world):
-    return world.last_day
-
-
-@pytest.fixture(scope="module")
-def champion_bento(backfill, definitions, instance, world, day):
-    """The Bento of the model in production now, and that model's batch scores of day D."""
-    built = definitions.resolve_job_def("train_and_promote").execute_in_process(
-        instance=instance, asset_selection=[BENTO]
-    )
-    rescored = definitions.resolve_job_def("keel_pipeline").execute_in_process(
-        instance=instance, partition_key=day.isoformat(), asset_selection=[SCORES]
-    )
-    assert built.success and rescored.success
-    return metadata_of(built, BENTO)
-
-
-def publish_snapshot(definitions, instance, url: str, closed_day):
-    run = dg.materialize(
-        [serving_assets.online_features],
-        partition_key=closed_day.isoformat(),
-        resources={**definitions.resources, "online_store": OnlineFeatureStore(url=url)},
-        instance=instance,
-    )
-    assert run.success
-    return metadata_of(run, ONLINE_FEATURES)
-
-
-@pytest.fixture(scope="module")
-def store_of_the_day_before(definitions, instance, day, tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('online') / 'online_features.sqlite'}"
-    published = publish_snapshot(definitions, instance, url, day - timedelta(days=1))
-    assert published["published"] and published["closed_day"] == (day - timedelta(days=1)).isoformat()
-    return url
 
 
 @pytest.fixture(scope="module")
@@ -90,23 +32,6 @@ def server(champion_bento, store_of_the_day_before, spool, tmp_path_factory):
     env = {"KEEL_ONLINE_STORE_URL": store_of_the_day_before, "KEEL_PREDICTION_LOG_URI": str(spool)}
     with serving(champion_bento["bento"], env, tmp_path_factory.mktemp("serve") / "serve.log") as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def offline(definitions, champion_bento, day):
-    """A sample of day D's payments with the batch pipeline's scores and new-entity flags."""
-    with definitions.resources["warehouse"].connect() as connection:
-        frame = connection.execute(
-            f"select f.*, s.fraud_probability, s.model_version from {FEATURE_TABLE} f "
-            "join ml.transaction_scores s using (transaction_id) "
-            "where f.transaction_date = ? "
-            "and (f.transaction_id % 13 = 0 or f.customer_is_new or f.terminal_is_new) "
-            "order by f.transaction_id limit 400",
-            [day],
-        ).df()
-    assert len(frame) >= 200
-    assert set(frame["model_version"]) == {champion_bento["model_version"]}
-    return frame
 
 
 def test_the_main_job_built_a_bento_of_the_promoted_model_and_published_the_last_day(backfill, world):
@@ -161,48 +86,58 @@ def test_an_unknown_customer_and_terminal_get_the_defaults_and_are_flagged(serve
     assert 0 <= score["fraud_probability"] <= 1
 
 
+GOOD = {
+    "transaction_id": 1,
+    "transacted_at": "2026-02-04T10:00:00",
+    "customer_id": 1,
+    "terminal_id": 1,
+    "amount": 5.0,
+}
+
+
+def without(field):
+    return {k: v for k, v in GOOD.items() if k != field}
+
+
 @pytest.mark.parametrize(
     ("body", "names"),
     [
-        ({"transaction_id": 1, "customer_id": 1, "terminal_id": 1, "amount": 5.0}, "transacted_at"),
-        (
-            {
-                "transaction_id": 1,
-                "transacted_at": "2026-02-04T10:00:00",
-                "customer_id": 1,
-                "terminal_id": 1,
-                "amount": -3,
-            },
-            "amount",
-        ),
-        (
-            {
-                "transaction_id": 1,
-                "transacted_at": "2026-02-04T10:00:00",
-                "customer_id": 1,
-                "terminal_id": 1,
-                "amount": 3,
-                "is_fraud": 1,
-            },
-            "is_fraud",
-        ),
-        (
-            {
-                "transaction_id": 1,
-                "transacted_at": "2026-02-04T10:00:00+02:00",
-                "customer_id": 1,
-                "terminal_id": 1,
-                "amount": 3,
-            },
-            "transacted_at",
-        ),
+        (without("transacted_at"), "transacted_at"),
+        ({**GOOD, "amount": -3}, "amount"),
+        ({**GOOD, "amount": 2e9}, "amount"),  # absurd: above the contract's maximum
+        ({**GOOD, "is_fraud": 1}, "is_fraud"),  # extra fields are refused, not ignored
+        ({**GOOD, "transacted_at": "2026-02-04T10:00:00+02:00"}, "transacted_at"),
+        ({**GOOD, "transacted_at": "2999-01-01T00:00:00"}, "transacted_at"),  # far in the future
+        ({**GOOD, "transacted_at": "1970-01-01T00:00:00"}, "transacted_at"),
+        ({**GOOD, "transacted_at": "yesterday"}, "transacted_at"),
+        ({**GOOD, "customer_id": "17"}, "customer_id"),  # strict: no coercion from strings
+        ({**GOOD, "terminal_id": True}, "terminal_id"),
+        ({**GOOD, "transaction_id": 2**64}, "transaction_id"),  # beyond int64
+        ({**GOOD, "transaction_id": -1}, "transaction_id"),
+        ([GOOD], "Transaction"),  # a list where one payment is expected
     ],
 )
 def test_a_bad_payment_is_a_400_naming_the_field(server, body, names):
     with server.client() as client:
         answer = client.post("/score", json=body)
-    assert answer.status_code == 400
+    assert answer.status_code == 400, answer.text
     assert names in answer.text
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b'{"transaction_id": 1, "transacted_at": ', "application/json"),  # malformed JSON
+        (b"", "application/json"),
+        (b"\xff\xfe not utf-8", "application/json"),
+        (b"transaction_id=1&amount=5", "text/plain"),  # the wrong content type
+        (b'{"transaction_id": 1, "amount": NaN}', "application/json"),
+    ],
+)
+def test_a_body_that_is_not_a_payment_is_a_4xx_never_a_500(server, content, content_type):
+    with server.client() as client:
+        answer = client.post("/score", content=content, headers={"content-type": content_type})
+    assert 400 <= answer.status_code < 500, answer.text
 
 
 def test_score_batch_answers_in_order_and_refuses_an_oversized_batch(server, offline):
@@ -308,61 +243,6 @@ def test_the_service_gives_the_same_scores_from_a_real_redis(
     finally:
         client.flushdb()
         client.close()
-
-
-def test_every_scored_payment_is_in_the_prediction_log_after_a_sigterm(
-    server, spool, offline, definitions, instance, day
-):
-    """Stops the module's server: keep this after every test that uses it."""
-    first_id = 10**12  # transaction ids no other test (nor the simulator) uses
-    payments = [
-        {**payment, "transaction_id": first_id + i}
-        for i, payment in enumerate(as_json(offline.iloc[:50]) * 4)
-    ]
-
-    def score(payment):
-        with server.client() as client:
-            return client.post("/score", json=payment)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:  # concurrent, so the model batches them
-        answers = list(pool.map(score, payments))
-    assert server.stop() == 0  # right away: the last rows are still in the buffer
-
-    spooled = pd.concat(
-        [pd.read_parquet(f) for f in spool.rglob("*.parquet") if not f.name.startswith("_")],
-        ignore_index=True,
-    )
-    assert spooled["prediction_id"].is_unique
-    # Every payment that got a 200 is logged once, with the score it got; nothing else is.
-    scored = {
-        p["transaction_id"]: a.json()["fraud_probability"]
-        for p, a in zip(payments, answers, strict=True)
-        if a.status_code == 200
-    }
-    assert len(scored) > len(payments) / 2
-    ours = spooled[spooled["transaction_id"] >= first_id]
-    assert sorted(ours["transaction_id"]) == sorted(scored)
-    logged = ours.set_index("transaction_id").loc[list(scored)]
-    assert logged["fraud_probability"].tolist() == list(scored.values())
-    for column in (
-        "amount",
-        "customer_transactions_30d",
-        "terminal_fraud_rate_7d",
-        "latency_ms",
-        "model_version",
-    ):
-        assert logged[column].notna().all(), column
-
-    lake = LocalLake(root=str(spool.parent))  # the spool is a folder of this lake
-    collected = dg.materialize(
-        [serving_assets.prediction_log],
-        partition_key=day.isoformat(),
-        resources={**definitions.resources, "lake": lake},
-        instance=instance,
-    )
-    assert collected.success
-    log = lake.read_partition(serving_assets.PREDICTION_LOG, day)
-    assert len(log) == (spooled["transacted_at"].dt.date == day).sum()
 
 
 def test_a_promotion_builds_a_new_bento_and_the_previous_one_still_serves_its_model(
