@@ -4,7 +4,7 @@
 
 Sends real payments of the warehouse's last day (with the next day's date, as live traffic would
 be), one at a time to /score, then in batches of 100 to /score_batch, and prints percentiles as
-JSON. The load test with concurrency and a baseline is the serving-under-load issue's benchmark.
+JSON. The load test at 1 to 64 clients against a baseline is `serving_load.py` (`make bench-serving`).
 """
 
 import argparse
