@@ -40,8 +40,6 @@ class MicroBatcher(Generic[Request, Result]):
         self._thread = ThreadPoolExecutor(1, "micro-batcher", initializer=thread_initializer)
         self._waiting: deque[tuple[Request, asyncio.Future[Result]]] = deque()
         self._worker: asyncio.Task | None = None
-        self.calls = 0  # for tests and the benchmark: how many calls served how many requests
-        self.requests = 0
 
     async def __call__(self, request: Request) -> Result:
         future = asyncio.get_running_loop().create_future()
@@ -56,8 +54,6 @@ class MicroBatcher(Generic[Request, Result]):
             if not batch:
                 continue
             requests = [request for request, _ in batch]
-            self.calls += 1
-            self.requests += len(batch)
             try:
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._thread, self.function, requests

@@ -256,44 +256,49 @@ class FraudScorer:
         """One model call for the payments of several requests (the micro-batcher calls this in a
         worker thread): features from the online store, the model, the decision, the log."""
         payments = [payment for request in requests for payment in request.payments]
-        customers = [p.customer_id for p in payments]
-        terminals = [p.terminal_id for p in payments]
+        facts = {
+            name: np.fromiter((getattr(p, name) for p in payments), dtype, len(payments))
+            for name, dtype in (
+                ("transaction_id", "int64"),
+                ("customer_id", "int64"),
+                ("terminal_id", "int64"),
+                ("amount", "float64"),
+            )
+        }
+        facts["transacted_at"] = np.array([p.transacted_at for p in payments], dtype="datetime64[us]")
         try:
-            lookup = self.breaker.call(self.store.lookup, customers, terminals)
+            lookup = self.breaker.call(
+                self.store.lookup, facts["customer_id"].tolist(), facts["terminal_id"].tolist()
+            )
         except (StoreUnavailable, CircuitOpen, NoSnapshot) as error:
             store_failures.labels(reason=type(error).__name__).inc()
             raise ServiceUnavailable(f"online feature store: {error}") from error
-        amount = np.fromiter((p.amount for p in payments), dtype="float64", count=len(payments))
-        at = np.array([p.transacted_at for p in payments], dtype="datetime64[us]")
-        features = online_feature_values(amount, at, lookup.values)
+        features = online_feature_values(facts["amount"], facts["transacted_at"], lookup.values)
         probability = np.asarray(self.model.predict_proba(features.values), dtype="float64")
         decline = probability >= self.settings.threshold
-        self._log(requests, payments, at, features, probability, decline, lookup.snapshot.closed_day)
-        results, start = [], 0
-        for request in requests:
-            end = start + len(request.payments)
-            results.append(
-                Scored(
-                    probability[start:end],
-                    decline[start:end],
-                    features.customer_is_new[start:end],
-                    features.terminal_is_new[start:end],
-                    lookup.snapshot.closed_day,
-                )
+        ends = np.cumsum([len(request.payments) for request in requests]).tolist()
+        spans = list(zip([0, *ends[:-1]], ends, strict=True))  # each request's rows
+        self._log(requests, spans, facts, features, probability, decline, lookup.snapshot.closed_day)
+        return [
+            Scored(
+                probability[start:end],
+                decline[start:end],
+                features.customer_is_new[start:end],
+                features.terminal_is_new[start:end],
+                lookup.snapshot.closed_day,
             )
-            start = end
-        return results
+            for start, end in spans
+        ]
 
-    def _log(self, requests, payments, at, features, probability, decline, snapshot_day) -> None:
+    def _log(self, requests, spans, facts, features, probability, decline, snapshot_day) -> None:
         """Queue the scored rows for the prediction log (columns; the log's writer makes the frame)."""
         now = time.perf_counter()
-        sizes = [len(request.payments) for request in requests]
-        decisions = np.where(decline, "decline", "approve")
+        sizes = [end - start for start, end in spans]
         columns = {
-            "transaction_id": np.fromiter((p.transaction_id for p in payments), "int64", len(payments)),
-            "transacted_at": at.astype("datetime64[ns]"),
-            "customer_id": np.fromiter((p.customer_id for p in payments), "int64", len(payments)),
-            "terminal_id": np.fromiter((p.terminal_id for p in payments), "int64", len(payments)),
+            "transaction_id": facts["transaction_id"],
+            "transacted_at": facts["transacted_at"].astype("datetime64[ns]"),
+            "customer_id": facts["customer_id"],
+            "terminal_id": facts["terminal_id"],
             **{
                 feature.name: features.values[:, i].astype(feature.dtype)
                 for i, feature in enumerate(FEATURES)
@@ -301,21 +306,21 @@ class FraudScorer:
             ENTITY_FLAGS["customer"]: features.customer_is_new,
             ENTITY_FLAGS["terminal"]: features.terminal_is_new,
             "fraud_probability": probability,
-            "decision": decisions,
+            "decision": np.where(decline, "decline", "approve"),
             "threshold": self.settings.threshold,
             "model_version": self.model_version,
             "feature_snapshot_date": snapshot_day,
             "endpoint": np.repeat([request.endpoint for request in requests], sizes),
-            "prediction_id": [uuid.uuid4().hex for _ in payments],
+            "prediction_id": [uuid.uuid4().hex for _ in range(len(probability))],
             "scored_at": np.datetime64(time.time_ns(), "ns"),
             # Per payment: the request's time in the service, from parsed body to scored.
             "latency_ms": np.repeat([(now - request.received) * 1000 for request in requests], sizes),
         }
         self.log.append(columns)
-        for request, size, start in zip(requests, sizes, np.cumsum([0, *sizes[:-1]]), strict=True):
-            declined = int(decline[start : start + size].sum())
+        for request, (start, end) in zip(requests, spans, strict=True):
+            declined = int(decline[start:end].sum())
             scored_payments.labels(endpoint=request.endpoint, decision="decline").inc(declined)
-            scored_payments.labels(endpoint=request.endpoint, decision="approve").inc(size - declined)
+            scored_payments.labels(endpoint=request.endpoint, decision="approve").inc(end - start - declined)
         for entity, flag in ENTITY_FLAGS.items():
             if unknown := int(columns[flag].sum()):
                 new_entities.labels(entity=entity).inc(unknown)
