@@ -19,7 +19,7 @@ RUN := $(UV) run --frozen --no-sync
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros -type f) dbt_project/dbt_project.yml dbt_project/profiles.yml
 MANIFEST := $(STATE)/dbt/target/manifest.json
 
-.PHONY: help demo test dev serve bench-serving serving-requirements lint clean install
+.PHONY: help demo demo-drift land test dev serve bench-serving serving-requirements lint clean install
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -27,11 +27,24 @@ help:  ## list the targets
 demo: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## simulate six weeks, run the whole lifecycle, build the Bento
 	$(RUN) keel demo
 
+demo-drift: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## after the demo: land drifted days, watch drift -> retraining -> gate
+	@test -d $(STATE)/lake/registry || $(MAKE) demo
+	$(RUN) keel demo-drift
+
+land: install  ## land the next simulated day in the landing zone (DRIFT=1 for drifted spending and card testing)
+	$(RUN) keel land $(if $(DRIFT),--amount-scale 3 --card-testing)
+
 test: install $(MANIFEST)  ## run the test suite
 	$(RUN) pytest
 
-dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon on http://127.0.0.1:$(PORT)
-	$(RUN) dg dev --host 127.0.0.1 --port $(PORT)
+# The lake's reports (drift) are linked from the UI: a read-only file server on PORT+1 serves them.
+REPORTS_PORT := $(shell echo $$(($(PORT) + 1)))
+dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon on http://127.0.0.1:$(PORT), reports on PORT+1
+	@mkdir -p $(STATE)/lake
+	@trap 'kill $$reports 2>/dev/null' EXIT; \
+	$(RUN) python -m http.server --bind 127.0.0.1 --directory $(STATE)/lake $(REPORTS_PORT) >/dev/null 2>&1 & reports=$$!; \
+	KEEL_LAKE_PUBLIC_URL=http://127.0.0.1:$(REPORTS_PORT) DAGSTER_WEBSERVER_URL=http://127.0.0.1:$(PORT) \
+		$(RUN) dg dev --host 127.0.0.1 --port $(PORT)
 
 serve: install  ## serve the latest Bento on http://127.0.0.1:$(PORT) (BENTO=fraud_scorer:<version> for another)
 	$(RUN) keel serve --port $(PORT) $(if $(BENTO),--bento $(BENTO))

@@ -23,6 +23,22 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run the main job over a window of days and print a summary")
     demo.add_argument("--start", type=date.fromisoformat, default=WORLD_START, help="first day (YYYY-MM-DD)")
     demo.add_argument("--days", type=int, default=DEMO_DAYS, help="number of days (default: %(default)s)")
+    drift = commands.add_parser(
+        "demo-drift", help="after `keel demo`: land drifted days and run the monitoring loop on them"
+    )
+    drift.add_argument("--days", type=int, default=2, help="drifted days to land (default: %(default)s)")
+    drift.add_argument(
+        "--amount-scale", type=float, default=3.0, help="spending multiplier (default: %(default)s)"
+    )
+    land = commands.add_parser(
+        "land", help="deliver days from the simulator into the landing zone (the sensors take it from there)"
+    )
+    land.add_argument(
+        "--day", type=date.fromisoformat, help="first day (default: the day after the last landed)"
+    )
+    land.add_argument("--days", type=int, default=1, help="number of days (default: %(default)s)")
+    land.add_argument("--amount-scale", type=float, help="drift: multiply spending from the first day on")
+    land.add_argument("--card-testing", action="store_true", help="drift: add a card-testing fraud pattern")
     models = commands.add_parser("models", help="the model registry: versions, stages, promotion")
     actions = models.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="every version with its stage and metrics, oldest first")
@@ -54,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         # The console keeps the real stdout (the demo sends step output, dbt's, to a log file).
         return demo_module.run(demo_module.Window(args.start, args.days), _console())
 
+    if args.command == "demo-drift":
+        from keel import demo_drift
+
+        return demo_drift.run(_console(), days=args.days, amount_scale=args.amount_scale)
+
+    if args.command == "land":
+        return _land(args)
+
     if args.command == "serve":
         return _serve(args.bento, args.host, args.port)
 
@@ -62,6 +86,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         return registry_commands.list_versions(_console())
     return registry_commands.promote(args.tag, args.reason, _console())
+
+
+def _land(args) -> int:
+    """Deliver days from the source system (the simulator) into the landing zone of the environment."""
+    from datetime import timedelta
+
+    from resources.environments import current_environment, lake_for, upstream_source
+    from resources.sources import LandingZone
+
+    landing = LandingZone(lake=lake_for(current_environment()))
+    last = landing.last_day()
+    first = args.day or (last + timedelta(days=1) if last else WORLD_START)
+    upstream = upstream_source()
+    if args.amount_scale or args.card_testing:
+        upstream = upstream.model_copy(
+            update={
+                "drift_start": first.isoformat(),
+                "drift_amount_scale": args.amount_scale or 1.0,
+                "drift_card_testing": args.card_testing,
+            }
+        )
+    if landing.customers_missing():
+        for path in landing.deliver_reference(upstream):
+            print(f"landed {path}")
+    for i in range(args.days):
+        for path in landing.deliver_day(upstream, first + timedelta(days=i)):
+            print(f"landed {path}")
+    return 0
 
 
 def _serve(bento: str, host: str, port: int) -> int:

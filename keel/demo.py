@@ -66,6 +66,9 @@ def run(window: Window, console: Console) -> int:
         f"environment [bold]{current_environment()}[/]"
     )
     definitions = defs()
+    landing, upstream = definitions.resources["landing"], definitions.resources["upstream"]
+    landing.deliver(upstream, [window.start + timedelta(days=i) for i in range(window.days)])
+    console.print(f"Landed {window.days} days from the simulator in {landing.lake.uri}/{landing.prefix}/")
     job = definitions.resolve_job_def(JOB_NAME)
     instance = dg.DagsterInstance.get()
     run_id = str(uuid.uuid4())  # chosen here so the watcher can follow the run while it runs

@@ -16,11 +16,13 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource
 
+from resources.alerts import Alerts, LogAlerts, WebhookAlerts
 from resources.dbt import REPO_ROOT, dbt_project
 from resources.lake import Lake, LocalLake, S3Lake
 from resources.online_store import OnlineFeatureStore
 from resources.registry import ModelRegistry
-from resources.sources import SimulatorSource
+from resources.retraining import Retraining
+from resources.sources import LandingZone, SimulatorSource
 from resources.warehouse import Warehouse
 from serving.prediction_log import SPOOL as PREDICTION_LOG_SPOOL
 
@@ -86,8 +88,10 @@ def _check(environment: str) -> None:
 
 def lake_for(environment: str) -> Lake:
     _check(environment)
+    # Where people open the lake's reports in a browser (optional; `make dev` sets it locally).
+    public_base_url = os.environ.get("KEEL_LAKE_PUBLIC_URL") or None
     if environment == "local":
-        return LocalLake(root=local_lake_root())
+        return LocalLake(root=local_lake_root(), public_base_url=public_base_url)
     else:
         lake_root = os.environ.get("KEEL_LAKE_ROOT", "")
         if not lake_root.startswith("s3://"):
@@ -96,6 +100,7 @@ def lake_for(environment: str) -> Lake:
             )
         bucket, _, prefix = lake_root.removeprefix("s3://").partition("/")
         return S3Lake(
+            public_base_url=public_base_url,
             bucket=bucket,
             prefix=prefix,
             s3=S3Resource(endpoint_url=os.environ.get("KEEL_S3_ENDPOINT_URL") or None),
@@ -121,13 +126,37 @@ def resources_for(environment: str) -> dict[str, Any]:
             target=environment,
             dbt_executable=str(Path(sys.executable).with_name("dbt")),
         ),
-        # The reference source until a landing-zone source exists; its knobs come from the env.
-        "source": SimulatorSource(
-            n_customers=int(os.environ.get("KEEL_SIMULATOR_CUSTOMERS", "5000")),
-            n_terminals=int(os.environ.get("KEEL_SIMULATOR_TERMINALS", "10000")),
-            malformed_rows_per_day=int(os.environ.get("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", "3")),
+        # Ingestion reads what landed in the lake; the source system delivers it there.
+        "landing": LandingZone(lake=lake),
+        "upstream": upstream_source(),
+        "alerts": alerts_for(environment),
+        "retraining": Retraining(
+            labelled_days=int(os.environ.get("KEEL_RETRAIN_AFTER_LABELLED_DAYS", Retraining().labelled_days))
         ),
     }
+
+
+def alerts_for(environment: str) -> Alerts:
+    """A webhook (``KEEL_ALERT_WEBHOOK_URL``), required outside ``local``; locally the log unless set."""
+    url = os.environ.get("KEEL_ALERT_WEBHOOK_URL")
+    if url:
+        return WebhookAlerts(url=url)
+    if environment != "local":
+        raise ValueError(f"KEEL_ENV={environment} sends alerts to a webhook: set KEEL_ALERT_WEBHOOK_URL")
+    return LogAlerts()
+
+
+def upstream_source() -> SimulatorSource:
+    """The source system that delivers into the landing zone: the simulator, with its knobs from
+    ``KEEL_SIMULATOR_*`` (drift: ``KEEL_SIMULATOR_DRIFT_START`` and what changes from then on)."""
+    return SimulatorSource(
+        n_customers=int(os.environ.get("KEEL_SIMULATOR_CUSTOMERS", "5000")),
+        n_terminals=int(os.environ.get("KEEL_SIMULATOR_TERMINALS", "10000")),
+        malformed_rows_per_day=int(os.environ.get("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", "3")),
+        drift_start=os.environ.get("KEEL_SIMULATOR_DRIFT_START") or None,
+        drift_amount_scale=float(os.environ.get("KEEL_SIMULATOR_DRIFT_AMOUNT_SCALE", "1.0")),
+        drift_card_testing=os.environ.get("KEEL_SIMULATOR_DRIFT_CARD_TESTING", "false").lower() == "true",
+    )
 
 
 def environment_definitions() -> dg.Definitions:

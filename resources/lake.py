@@ -39,6 +39,10 @@ def _relative_path(table: str, day: date | None) -> str:
 class Lake(dg.ConfigurableResource):
     """Where raw and reference tables live. Local files or S3, behind the same methods."""
 
+    # Where people can open the lake's files in a browser (reports): a web server in front of the
+    # folder or bucket (`make dev` serves the local lake on loopback). Without it, links are URIs.
+    public_base_url: str | None = None
+
     @property
     @abstractmethod
     def uri(self) -> str:
@@ -51,7 +55,8 @@ class Lake(dg.ConfigurableResource):
     def _read(self, relative: str) -> bytes: ...
 
     @abstractmethod
-    def _list(self, prefix: str) -> list[str]: ...
+    def _list(self, prefix: str) -> dict[str, float]:
+        """Relative path -> last modification (POSIX seconds) of every file under ``prefix``."""
 
     def write_table(self, table: str, frame: pd.DataFrame) -> str:
         return self._write_frame(_relative_path(table, None), frame)
@@ -81,6 +86,19 @@ class Lake(dg.ConfigurableResource):
         """Relative paths of the files under the folder ``prefix``, sorted."""
         return sorted(self._list(prefix.strip("/") + "/"))
 
+    def modified_times(self, prefix: str) -> dict[str, float]:
+        """Relative path -> last modification time (POSIX seconds) of the files under ``prefix``."""
+        return dict(sorted(self._list(prefix.strip("/") + "/").items()))
+
+    def public_url(self, relative: str) -> str:
+        """A link to a file of the lake for people (the UI): through ``public_base_url`` when set."""
+        if self.public_base_url:
+            return f"{self.public_base_url.rstrip('/')}/{relative}"
+        return self._uri_of(relative)
+
+    def _uri_of(self, relative: str) -> str:
+        return f"{self.uri}/{relative}"
+
     def location(self, table: str, day: date | None = None) -> str:
         return f"{self.uri}/{_relative_path(table, day)}"
 
@@ -108,15 +126,18 @@ class LocalLake(Lake):
         partial.write_bytes(payload)
         os.replace(partial, target)
 
-    def _list(self, prefix: str) -> list[str]:
+    def _uri_of(self, relative: str) -> str:
+        return Path(self.uri, relative).as_uri()
+
+    def _list(self, prefix: str) -> dict[str, float]:
         folder = Path(self.uri, prefix)
         if not folder.is_dir():
-            return []
-        return [
-            path.relative_to(self.uri).as_posix()
+            return {}
+        return {
+            path.relative_to(self.uri).as_posix(): path.stat().st_mtime
             for path in folder.rglob("*")
             if path.is_file() and not path.name.endswith(".partial")
-        ]
+        }
 
     def _read(self, relative: str) -> bytes:
         path = Path(self.uri, relative)
@@ -149,12 +170,16 @@ class S3Lake(Lake):
         # A PUT replaces the object atomically: readers see the old or the new partition, never a mix.
         self._s3().put_object(Bucket=self.bucket, Key=self._key(relative), Body=payload)
 
-    def _list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str) -> dict[str, float]:
         pages = (
             self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
         )
         root = self._key("")
-        return [item["Key"][len(root) :] for page in pages for item in page.get("Contents", [])]
+        return {
+            item["Key"][len(root) :]: item["LastModified"].timestamp()
+            for page in pages
+            for item in page.get("Contents", [])
+        }
 
     def _read(self, relative: str) -> bytes:
         client = self._s3()

@@ -196,6 +196,12 @@ class ModelRegistry(dg.ConfigurableResource):
     def attachment_uri(self, tag: str, name: str) -> str:
         return f"{self.lake.uri}/{self._version_file(tag, name)}"
 
+    def attachment(self, tag: str, name: str) -> bytes:
+        try:
+            return self.lake.read_file(self._version_file(tag, name))
+        except LakeError:
+            raise RegistryError(f"{tag} has no {name} in the registry at {self.uri}") from None
+
     # Reading -------------------------------------------------------------------------------------
 
     def _manifest(self, tag: str) -> dict[str, Any]:

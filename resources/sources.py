@@ -1,14 +1,39 @@
-"""Where new data comes from. For now the reference source: Keel's card-payment simulator."""
+"""Where new data comes from: the landing zone that ingestion reads, and the system that fills it.
+
+A source system (here Keel's card-payment simulator, ``SimulatorSource``) delivers files into the
+landing zone of the lake; the lake's ingestion reads them from there (``LandingZone``). Both are
+``PaymentsSource``s, so a test can hand either to the ingestion assets. Layout of the landing zone::
+
+    <lake>/landing/customers/customers.parquet                     reference tables, replaced whole
+    <lake>/landing/terminals/terminals.parquet
+    <lake>/landing/transactions/date=YYYY-MM-DD/transactions.parquet   the payments of the day
+    <lake>/landing/fraud_labels/date=YYYY-MM-DD/fraud_labels.parquet   the flags reported that day
+
+Daily extracts are stored as text, as a source system sends them: the lake's contract parses them,
+so a malformed value reaches quarantine with the text it arrived as.
+"""
 
 from __future__ import annotations
 
+import io
+import re
 from abc import abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
 
 from keel import simulator
+from resources.lake import Lake, LakeError
+
+REFERENCE_FEEDS = ("customers", "terminals")
+DAILY_FEEDS = ("transactions", "fraud_labels")
+_LANDED = re.compile(
+    r"(?P<feed>customers|terminals)/(?P=feed)\.parquet"
+    r"|(?P<daily>transactions|fraud_labels)/date=(?P<day>\d{4}-\d{2}-\d{2})/(?P=daily)\.parquet"
+)
 
 
 class PaymentsSource(dg.ConfigurableResource):
@@ -72,3 +97,103 @@ class SimulatorSource(PaymentsSource):
     def fraud_labels(self, day: date) -> pd.DataFrame:
         transaction_day = day - timedelta(days=self.label_delay_days)
         return simulator.simulate_day(self.simulation(), transaction_day).labels
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    path: str  # relative to the lake's root
+    feed: str  # customers, terminals, transactions or fraud_labels
+    day: date | None  # the partition, for daily feeds
+    modified: float  # POSIX seconds: a re-delivered file is a new arrival
+
+    @property
+    def identity(self) -> str:
+        """Names this delivery of this file: the same file delivered again is a new identity."""
+        return f"{self.path}@{self.modified:.6f}"
+
+
+class LandingZone(PaymentsSource):
+    """The landing zone of the lake, read as a source: what a source system delivered, per feed and day."""
+
+    lake: Lake
+    prefix: str = "landing"
+
+    def _path(self, feed: str, day: date | None = None) -> str:
+        if day is None:
+            return f"{self.prefix}/{feed}/{feed}.parquet"
+        return f"{self.prefix}/{feed}/date={day.isoformat()}/{feed}.parquet"
+
+    def _read(self, feed: str, day: date | None = None) -> pd.DataFrame:
+        path = self._path(feed, day)
+        try:
+            payload = self.lake.read_file(path)
+        except LakeError as missing:
+            when = f" for {day}" if day else ""
+            raise LakeError(
+                f"nothing has landed in {self.lake.uri}/{path}: no {feed} delivered{when} "
+                "(`uv run keel land` delivers days from the simulator)"
+            ) from missing
+        return pd.read_parquet(io.BytesIO(payload))
+
+    def customers(self) -> pd.DataFrame:
+        return self._read("customers")
+
+    def terminals(self) -> pd.DataFrame:
+        return self._read("terminals")
+
+    def transactions(self, day: date) -> pd.DataFrame:
+        return self._read("transactions", day)
+
+    def fraud_labels(self, day: date) -> pd.DataFrame:
+        return self._read("fraud_labels", day)
+
+    # What a source system does: deliver files. The simulator uses these; so can tests.
+    def deliver_reference(self, upstream: PaymentsSource) -> list[str]:
+        return [
+            self.lake.write_file(self._path("customers"), _parquet(upstream.customers())),
+            self.lake.write_file(self._path("terminals"), _parquet(upstream.terminals())),
+        ]
+
+    def deliver_day(self, upstream: PaymentsSource, day: date) -> list[str]:
+        """Land ``day``'s payments and the flags reported that day, as text."""
+        return [
+            self.lake.write_file(self._path(feed, day), _parquet(extract.astype("string")))
+            for feed, extract in (
+                ("transactions", upstream.transactions(day)),
+                ("fraud_labels", upstream.fraud_labels(day)),
+            )
+        ]
+
+    def deliver(self, upstream: PaymentsSource, days: Iterable[date]) -> list[str]:
+        return self.deliver_reference(upstream) + [p for day in days for p in self.deliver_day(upstream, day)]
+
+    def landed(self) -> tuple[list[LandedFile], dict[str, float]]:
+        """Every file in the landing zone, oldest first, and those that break the layout (path ->
+        modification time)."""
+        files, strays = [], {}
+        for path, modified in self.lake.modified_times(self.prefix).items():
+            match = _LANDED.fullmatch(path.removeprefix(f"{self.prefix}/"))
+            if match is None:
+                strays[path] = modified
+                continue
+            day = match["day"]
+            files.append(
+                LandedFile(
+                    path, match["feed"] or match["daily"], date.fromisoformat(day) if day else None, modified
+                )
+            )
+        return sorted(files, key=lambda f: (f.modified, f.path)), strays
+
+    def customers_missing(self) -> bool:
+        return not any(f.feed == "customers" for f in self.landed()[0])
+
+    def last_day(self) -> date | None:
+        """The newest day whose payments have landed."""
+        days = [f.day for f in self.landed()[0] if f.feed == "transactions"]
+        return max(days, default=None)
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()

@@ -1,9 +1,14 @@
-"""Keel's jobs: the whole pipeline for a window of days (``make demo`` runs it), and retraining."""
+"""Keel's jobs: the whole pipeline for a window of days (``make demo`` runs it), ingestion of what
+lands (the landing sensor), delivery from the source system (the fallback schedule), retraining."""
+
+from datetime import date
 
 import dagster as dg
 
 from platform_assets.defs.lake.partitions import daily_partitions
+from platform_assets.defs.monitoring.checks import FRESHNESS_CHECKS
 from platform_assets.defs.serving.assets import PREDICTION_LOG
+from resources.sources import LandingZone, PaymentsSource
 
 # Built on every promotion, whichever job promoted.
 BENTO = dg.AssetSelection.assets(["serving", "fraud_scorer_bento"])
@@ -11,7 +16,8 @@ BENTO = dg.AssetSelection.assets(["serving", "fraud_scorer_bento"])
 keel_pipeline = dg.define_asset_job(
     "keel_pipeline",
     selection=dg.AssetSelection.groups("lake", "warehouse", "features", "models", "scores", "serving")
-    - dg.AssetSelection.assets(["serving", PREDICTION_LOG]),
+    - dg.AssetSelection.assets(["serving", PREDICTION_LOG])
+    - FRESHNESS_CHECKS,
     partitions_def=daily_partitions,
     description="The whole lifecycle for a range of days, in one run: ingest the source into the lake "
     "(contract + quarantine), build the dbt warehouse and the features, train a challenger, put it "
@@ -28,7 +34,40 @@ train_and_promote = dg.define_asset_job(
 
 collect_prediction_log = dg.define_asset_job(
     "collect_prediction_log",
-    selection=dg.AssetSelection.assets(["serving", PREDICTION_LOG]),
+    selection=dg.AssetSelection.assets(["serving", PREDICTION_LOG]) - FRESHNESS_CHECKS,
     partitions_def=daily_partitions,
     description="Compact the scoring service's prediction files of a day into the lake table prediction_log.",
 )
+
+ingest_day = dg.define_asset_job(
+    "ingest_day",
+    selection=dg.AssetSelection.groups("lake")
+    - dg.AssetSelection.assets(["lake", "customers"], ["lake", "terminals"])
+    - FRESHNESS_CHECKS,
+    partitions_def=daily_partitions,
+    description="Ingest a day's landed payments or fraud flags into the lake (the landing sensor runs it).",
+)
+
+ingest_reference = dg.define_asset_job(
+    "ingest_reference",
+    selection=dg.AssetSelection.assets(["lake", "customers"], ["lake", "terminals"]),
+    description="Ingest the landed reference tables (customers, terminals) into the lake.",
+)
+
+
+@dg.op(description="Ask the source system for the day's payments and flags, and land them.")
+def deliver_day(context: dg.OpExecutionContext, landing: LandingZone, upstream: PaymentsSource) -> None:
+    day = date.fromisoformat(context.partition_key)
+    for path in landing.deliver_day(upstream, day):
+        context.log.info(f"landed {path}")
+
+
+@dg.job(partitions_def=daily_partitions)
+def fetch_from_source():
+    """Pull a day from the source system into the landing zone; the landing sensor ingests it."""
+    deliver_day()
+
+
+# For sources that do not deliver by themselves: every morning, fetch yesterday. Stopped by
+# default: the simulator delivers when asked (`keel land`), a production feed by itself.
+daily_fetch = dg.build_schedule_from_partitioned_job(fetch_from_source, hour_of_day=1, minute_of_hour=0)

@@ -68,7 +68,7 @@ def definitions(keel_state, world):
     from platform_assets.definitions import defs
 
     definitions = defs()
-    assert definitions.resources["source"] == world.source
+    assert definitions.resources["upstream"] == world.source
     return definitions
 
 
@@ -80,7 +80,8 @@ def instance():
 
 @pytest.fixture(scope="session")
 def backfill(definitions, instance, world):
-    """The main job over the world's days, as one run (what `make demo` does, on a small world)."""
+    """The world's days landed, then the main job over them as one run (what `make demo` does)."""
+    definitions.resources["landing"].deliver(world.source, world.days)
     return definitions.resolve_job_def("keel_pipeline").execute_in_process(
         instance=instance,
         tags=range_tags(world.first_day, world.last_day),

@@ -6,10 +6,11 @@ import duckdb
 import pytest
 from dagster_dbt import DbtCliResource
 
+from resources.alerts import LogAlerts, WebhookAlerts
 from resources.dbt import REPO_ROOT
 from resources.environments import current_environment, resources_for, service_settings
 from resources.lake import LocalLake, S3Lake
-from resources.sources import SimulatorSource
+from resources.sources import LandingZone, SimulatorSource
 from resources.warehouse import Warehouse
 
 SMALL_SOURCE = SimulatorSource(n_customers=200, n_terminals=400)
@@ -42,7 +43,9 @@ def test_local_resources_follow_the_keel_variables(monkeypatch, tmp_path):
     assert resources["warehouse"].path == str(tmp_path / "warehouse.duckdb")
     assert isinstance(resources["dbt"], DbtCliResource)
     assert resources["dbt"].target == "local"
-    assert isinstance(resources["source"], SimulatorSource)
+    assert isinstance(resources["upstream"], SimulatorSource)
+    assert isinstance(resources["landing"], LandingZone)
+    assert resources["landing"].lake == resources["lake"]
 
 
 def test_local_state_defaults_to_the_keel_folder_of_the_repository(monkeypatch):
@@ -56,15 +59,17 @@ def test_local_state_defaults_to_the_keel_folder_of_the_repository(monkeypatch):
 
 def test_the_malformed_row_rate_of_the_source_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", "0")
-    assert resources_for("local")["source"].malformed_rows_per_day == 0
+    assert resources_for("local")["upstream"].malformed_rows_per_day == 0
 
 
 @pytest.mark.parametrize("name", ["staging", "prod"])
 def test_deployed_environments_keep_the_lake_on_s3(monkeypatch, name):
     monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
     monkeypatch.setenv("KEEL_ONLINE_STORE_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("KEEL_ALERT_WEBHOOK_URL", "https://hooks.example.com/keel")
     resources = resources_for(name)
     assert isinstance(resources["lake"], S3Lake)
+    assert resources["alerts"] == WebhookAlerts(url="https://hooks.example.com/keel")
     assert (resources["lake"].bucket, resources["lake"].prefix) == ("bucket", "some/prefix")
     assert resources["lake"].uri == "s3://bucket/some/prefix"
     assert resources["dbt"].target == name
@@ -77,6 +82,21 @@ def test_deployed_environments_refuse_to_guess_the_online_store(monkeypatch, nam
     monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
     with pytest.raises(ValueError, match="KEEL_ONLINE_STORE_URL"):
         resources_for(name)
+
+
+@pytest.mark.parametrize("name", ["staging", "prod"])
+def test_deployed_environments_refuse_to_send_alerts_only_to_a_log(monkeypatch, name):
+    monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
+    monkeypatch.setenv("KEEL_ONLINE_STORE_URL", "redis://redis:6379/0")
+    with pytest.raises(ValueError, match="KEEL_ALERT_WEBHOOK_URL"):
+        resources_for(name)
+
+
+def test_local_alerts_go_to_the_log_and_the_retraining_policy_to_the_environment(monkeypatch):
+    monkeypatch.setenv("KEEL_RETRAIN_AFTER_LABELLED_DAYS", "3")
+    resources = resources_for("local")
+    assert isinstance(resources["alerts"], LogAlerts)
+    assert resources["retraining"].policy().labelled_days == 3
 
 
 @pytest.mark.parametrize("lake_root", [None, "/data/lake"])

@@ -8,6 +8,7 @@ import dagster as dg
 import pandera.errors
 
 from keel import features
+from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.warehouse import Warehouse
@@ -35,6 +36,7 @@ _LOOKBACK = dg.TimeWindowPartitionMapping(
     check_specs=[
         dg.AssetCheckSpec("matches_feature_schema", asset=["features", "transaction_features"], blocking=True)
     ],
+    automation_condition=follows_upstream(),
     kinds={"duckdb", "pandas"},
 )
 def transaction_features(context: dg.AssetExecutionContext, warehouse: Warehouse):

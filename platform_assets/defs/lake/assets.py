@@ -1,4 +1,4 @@
-"""Lake: what the source system delivers, checked by its data contract, as Parquet.
+"""Lake: what the source system delivered into the landing zone, checked by its data contract, as Parquet.
 
 Every daily ingestion splits the day's extract into valid rows (the table) and quarantined rows
 (with a reason per row), and reports ``rows in = valid + quarantined`` as an asset check, counted
@@ -29,10 +29,10 @@ QUARANTINE_SHARE_WARNING = 0.01  # above 1% of a day's rows in quarantine, someo
 
 
 @dg.asset(key=CUSTOMERS, group_name="lake", kinds={"parquet"})
-def customers(lake: Lake, source: PaymentsSource) -> dg.MaterializeResult:
+def customers(lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Card holders as the source system knows them: home location on the 100x100 grid and
     spending profile (mean and spread of the amount, mean payments per day). One row per customer."""
-    frame = contracts.check_reference(source.customers(), contracts.CUSTOMERS_SCHEMA)
+    frame = contracts.check_reference(landing.customers(), contracts.CUSTOMERS_SCHEMA)
     path = lake.write_table("customers", frame)
     return dg.MaterializeResult(
         metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
@@ -40,9 +40,9 @@ def customers(lake: Lake, source: PaymentsSource) -> dg.MaterializeResult:
 
 
 @dg.asset(key=TERMINALS, group_name="lake", kinds={"parquet"})
-def terminals(lake: Lake, source: PaymentsSource) -> dg.MaterializeResult:
+def terminals(lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Payment terminals and their location on the 100x100 grid. One row per terminal."""
-    frame = contracts.check_reference(source.terminals(), contracts.TERMINALS_SCHEMA)
+    frame = contracts.check_reference(landing.terminals(), contracts.TERMINALS_SCHEMA)
     path = lake.write_table("terminals", frame)
     return dg.MaterializeResult(
         metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
@@ -175,13 +175,13 @@ def _ingestion_checks(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     partitions_def=daily_partitions,
     backfill_policy=one_run_per_backfill,
 )
-def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, source: PaymentsSource):
+def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource):
     customer_ids = lake.read_table("customers")["customer_id"]
     terminal_ids = lake.read_table("terminals")["terminal_id"]
     days = []
     for key in context.partition_keys:
         day = date.fromisoformat(key)
-        extract = source.transactions(day)
+        extract = landing.transactions(day)
         split = contracts.split_transactions(extract, day, customer_ids, terminal_ids)
         days.append(_ingest_day(lake, "raw_transactions", "quarantined_transactions", day, extract, split))
         context.log.info(
@@ -221,11 +221,11 @@ LABEL_DEPS = [RAW_TRANSACTIONS]
     partitions_def=daily_partitions,
     backfill_policy=one_run_per_backfill,
 )
-def raw_fraud_labels(context: dg.AssetExecutionContext, lake: Lake, source: PaymentsSource):
+def raw_fraud_labels(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource):
     days = []
     for key in context.partition_keys:
         day = date.fromisoformat(key)
-        extract = source.fraud_labels(day)
+        extract = landing.fraud_labels(day)
         paid_on = day - timedelta(days=LABEL_DELAY_DAYS)
         # A flag must be about a payment that was ingested on its day; before history starts
         # there are no payments, and the source sends no flags.

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from keel import features, provenance, training
+from keel import drift, features, provenance, training
 from keel.metrics import Metrics, fraud_metrics
 from keel.promotion import GatePolicy, decide
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
@@ -27,6 +27,10 @@ EVALUATION = dg.AssetKey(["models", "evaluation"])
 PRODUCTION_MODEL = dg.AssetKey(["models", "production_model"])
 FEATURES = dg.AssetKey(["features", "transaction_features"])
 LABELS = dg.AssetKey(["warehouse", "fraud_labels"])
+
+# What the model was trained on, kept with the version: monitoring compares served payments with it.
+TRAINING_REFERENCE = "training_reference.parquet"
+TRAINING_REFERENCE_ROWS = 50_000
 
 MODEL_DESCRIPTION = "HistGradientBoostingClassifier (scikit-learn)"
 HYPER_PARAMETERS = ("learning_rate", "max_iter", "max_depth", "min_samples_leaf", "l2_regularization")
@@ -152,6 +156,12 @@ def fraud_model(
         title=f"{tag}, test {window.test_start} .. {window.test_end}",
     )
     plot_uri = registry.attach(tag, "precision_recall.png", plot)
+    reference = drift.sample(train.frame, TRAINING_REFERENCE_ROWS, config.seed)
+    reference_uri = registry.attach(
+        tag,
+        TRAINING_REFERENCE,
+        reference[["transaction_id", *features.FEATURE_NAMES]].to_parquet(index=False),
+    )
     context.log.info(f"registered {tag}: {metrics}")
 
     return dg.MaterializeResult(
@@ -181,6 +191,8 @@ def fraud_model(
                 f"![precision-recall](data:image/png;base64,{base64.b64encode(plot).decode()})"
             ),
             "precision_recall_png": dg.MetadataValue.path(plot_uri),
+            "training_reference": dg.MetadataValue.path(reference_uri),
+            "training_reference_rows": len(reference),
             "registry": dg.MetadataValue.path(registry.uri),
         }
     )

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from keel import features, training
+from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import FEATURES, PRODUCTION_MODEL
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
@@ -24,6 +25,8 @@ SCORE_TABLE = f"ml.{SCORES}"  # warehouse table
     backfill_policy=one_run_per_backfill,
     pool=WAREHOUSE_POOL,
     deps=[FEATURES, PRODUCTION_MODEL],
+    # Each new day is scored when its features are; a promotion does not rescore the past.
+    automation_condition=follows_upstream(ignore=PRODUCTION_MODEL),
     kinds={"scikit-learn", "duckdb", "parquet"},
 )
 def transaction_scores(

@@ -12,6 +12,8 @@ import pandera.errors
 
 from keel import bentos, features
 from keel.provenance import code_version
+from platform_assets.defs.automation import follows_upstream
+from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import PRODUCTION_MODEL
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
@@ -40,6 +42,7 @@ _SNAPSHOT_WINDOW = dg.TimeWindowPartitionMapping(
         dg.AssetDep(["warehouse", mart], partition_mapping=_SNAPSHOT_WINDOW)
         for mart in (features.CUSTOMER_ACTIVITY, features.TERMINAL_ACTIVITY, features.TERMINAL_FRAUD_REPORTS)
     ],
+    automation_condition=follows_upstream(),
     kinds={"duckdb", "redis", "sqlite"},
 )
 def online_features(
@@ -131,6 +134,9 @@ def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistr
     key=["serving", PREDICTION_LOG],
     group_name="serving",
     partitions_def=daily_partitions,
+    # The day's payments landing is the sign that the day is over: what was served on it is complete.
+    deps=[RAW_TRANSACTIONS],
+    automation_condition=follows_upstream(),
     kinds={"parquet"},
 )
 def prediction_log(context: dg.AssetExecutionContext, lake: Lake):

@@ -1,0 +1,170 @@
+"""Sensors that close the loop and call people: retraining, failed checks, failed runs, freshness.
+
+- ``retraining_sensor``: asks for one ``train_and_promote`` run when enough days were labelled since
+  the last training, or a drift or performance check failed since then. The run goes through the
+  promotion gate; a promotion builds the Bento in the same run.
+- ``check_failure_alerts`` and ``run_failure_alerts``: every failed asset check (drift, performance,
+  freshness, contracts, dbt tests) and every failed run, to the ``alerts`` resource.
+- ``freshness_checks_sensor``: evaluates the freshness checks of the raw, feature and prediction-log
+  tables.
+"""
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from keel.retraining import Evidence, reasons
+from platform_assets.defs.jobs import train_and_promote
+from platform_assets.defs.models.assets import FRAUD_MODEL, LABELS
+from platform_assets.defs.monitoring.assets import (
+    DRIFT_CHECK,
+    FEATURE_DRIFT,
+    LIVE_PERFORMANCE,
+    PERFORMANCE_CHECK,
+)
+from platform_assets.defs.monitoring.checks import freshness_checks
+from resources.alerts import Alert, Alerts
+from resources.retraining import Retraining
+
+RETRAIN_REASONS_TAG = "keel/retrain_reasons"
+TRIGGERING_TRAINING_TAG = "keel/retrain_after"
+_HISTORY = 200  # check evaluations read per check and tick: far more than a day produces
+
+
+def _failed_days(instance: dg.DagsterInstance, check: dg.AssetCheckKey, since: float) -> list[str]:
+    """Partitions whose check failed with ERROR severity after ``since`` (warnings do not retrain)."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        check, limit=_HISTORY, status={AssetCheckExecutionRecordStatus.FAILED}
+    )
+    return sorted(
+        {
+            record.partition or record.evaluation.partition or "unpartitioned"
+            for record in records
+            if record.event is not None
+            and record.event.timestamp > since
+            and record.evaluation is not None
+            and record.evaluation.severity == dg.AssetCheckSeverity.ERROR
+        }
+    )
+
+
+def gather_evidence(instance: dg.DagsterInstance) -> tuple[Evidence, dg.EventLogRecord | None]:
+    """What happened since the newest materialization of ``models/fraud_model`` (and that record)."""
+    trained = instance.fetch_materializations(FRAUD_MODEL, limit=1).records
+    last = trained[0] if trained else None
+    since = last.timestamp if last else 0.0
+    labelled = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=LABELS, after_storage_id=last.storage_id if last else None),
+        limit=10_000,
+    ).records
+    return (
+        Evidence(
+            labelled_days=sorted({r.partition_key for r in labelled if r.partition_key}),
+            drift_failures=_failed_days(instance, dg.AssetCheckKey(FEATURE_DRIFT, DRIFT_CHECK), since),
+            performance_failures=_failed_days(
+                instance, dg.AssetCheckKey(LIVE_PERFORMANCE, PERFORMANCE_CHECK), since
+            ),
+        ),
+        last,
+    )
+
+
+@dg.sensor(
+    job=train_and_promote,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a retraining (train_and_promote: train, gate, promote, Bento) when enough days "
+    "were labelled since the last training, or a drift or live-performance check failed since then.",
+)
+def retraining_sensor(context: dg.SensorEvaluationContext, retraining: Retraining):
+    evidence, last = gather_evidence(context.instance)
+    if last is None:
+        return dg.SkipReason("no model has been trained yet: run keel_pipeline (make demo) first")
+    why = reasons(evidence, retraining.policy())
+    if not why:
+        return dg.SkipReason(
+            f"since the last training ({last.event_log_entry.run_id[:8]}): "
+            f"{len(evidence.labelled_days)} labelled days, no failed drift or performance check"
+        )
+    # One retraining per training it follows: the key is the same on every tick (and after a daemon
+    # restart) until a new model has been trained, so the daemon launches it once.
+    run_key = f"retrain-after-{last.storage_id}"
+    context.log.info(f"{run_key}: {'; '.join(why)}")
+    return dg.RunRequest(
+        run_key=run_key,
+        tags={
+            RETRAIN_REASONS_TAG: "; ".join(why)[:4_000],
+            TRIGGERING_TRAINING_TAG: last.event_log_entry.run_id,
+        },
+    )
+
+
+def _dagster_url(path: str) -> str:
+    """A link into the Dagster UI, where it is known (DAGSTER_WEBSERVER_URL), else the path alone."""
+    import os
+
+    base = os.environ.get("DAGSTER_WEBSERVER_URL", "").rstrip("/")
+    return f"{base}{path}" if base else path
+
+
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Sends every failed asset check (drift, live performance, freshness, data contracts, dbt "
+    "tests) to the alerts resource: a webhook in production, the log locally.",
+)
+def check_failure_alerts(context: dg.SensorEvaluationContext, alerts: Alerts):
+    instance = context.instance
+    if context.cursor is None:
+        # From now on: a new deployment does not page for the whole history.
+        context.update_cursor(str(instance.event_log_storage.get_maximum_record_id() or 0))
+        return dg.SkipReason("started: check failures from now on are sent")
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=int(context.cursor)),
+        limit=500,
+        ascending=True,
+    )
+    sent = 0
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if not evaluation.passed:
+            key = evaluation.asset_check_key
+            where = f" for {evaluation.partition}" if evaluation.partition else ""
+            alerts.send(
+                Alert(
+                    title=f"check {key.name} failed on {key.asset_key.to_user_string()}{where}",
+                    text=evaluation.description or "no description",
+                    severity="error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warning",
+                    link=_dagster_url(f"/runs/{record.run_id}"),
+                    details={"run_id": record.run_id, "partition": evaluation.partition},
+                )
+            )
+            sent += 1
+        # Advanced per record: a send that raises leaves the rest for the next tick, none twice.
+        context.update_cursor(str(record.storage_id))
+    if not sent:
+        return dg.SkipReason(f"{len(records)} check evaluations, none failed")
+
+
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Sends every failed run (its job, the failed step and the error) to the alerts resource.",
+)
+def run_failure_alerts(context: dg.RunFailureSensorContext, alerts: Alerts):
+    run = context.dagster_run
+    failure = context.failure_event.message or "no message"
+    steps = [event.step_key for event in context.get_step_failure_events()]
+    alerts.send(
+        Alert(
+            title=f"run {run.run_id[:8]} of {run.job_name} failed",
+            text=(f"failed steps: {', '.join(steps)}\n" if steps else "") + failure,
+            link=_dagster_url(f"/runs/{run.run_id}"),
+            details={"run_id": run.run_id, "job": run.job_name, "tags": dict(run.tags)},
+        )
+    )
+
+
+freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
+    freshness_checks=freshness_checks,
+    minimum_interval_seconds=600,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
