@@ -54,7 +54,7 @@ class WebhookAlerts(Alerts):
     timeout_seconds: float = 10.0
 
     def send(self, alert: Alert) -> None:
-        body = json.dumps({"text": alert.as_text(), **asdict(alert)}, default=str).encode()
+        body = json.dumps({**asdict(alert), "text": alert.as_text()}, default=str).encode()
         request = urllib.request.Request(
             self.url, data=body, headers={"content-type": "application/json"}, method="POST"
         )

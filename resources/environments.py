@@ -159,8 +159,17 @@ def upstream_source() -> SimulatorSource:
     )
 
 
+def executor_for(environment: str) -> dg.ExecutorDefinition:
+    """Locally a run executes its steps in one process: a process per step would import the code
+    location again each time (5-8 s on two cores, more than most steps take), and DuckDB allows
+    one writer anyway. Deployed, one process per step (Kubernetes pods: the production bundle)."""
+    _check(environment)
+    return dg.in_process_executor if environment == "local" else dg.multiprocess_executor
+
+
 def environment_definitions() -> dg.Definitions:
-    return dg.Definitions(resources=resources_for(current_environment()))
+    environment = current_environment()
+    return dg.Definitions(resources=resources_for(environment), executor=executor_for(environment))
 
 
 def use_local_homes() -> None:

@@ -46,7 +46,7 @@ keel_automation = dg.AutomationConditionSensorDefinition(
     "keel_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=15,
+    minimum_interval_seconds=10,
     # When a tick asks for several days of one asset (files for several days landed at once), one
     # backfill, which runs each day after the days its windows read; otherwise one run per day.
     emit_backfills=True,

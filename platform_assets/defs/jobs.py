@@ -44,7 +44,6 @@ ingest_day = dg.define_asset_job(
     selection=dg.AssetSelection.groups("lake")
     - dg.AssetSelection.assets(["lake", "customers"], ["lake", "terminals"])
     - FRESHNESS_CHECKS,
-    partitions_def=daily_partitions,
     description="Ingest a day's landed payments or fraud flags into the lake (the landing sensor runs it).",
 )
 

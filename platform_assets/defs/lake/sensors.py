@@ -71,7 +71,7 @@ def run_request(landed: LandedFile) -> dg.RunRequest:
 
 @dg.sensor(
     jobs=[ingest_day, ingest_reference],
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Ingests every file that lands in the lake's landing zone into its lake table and day "
     "(contract and quarantine); the warehouse, features and monitoring follow by automation.",

@@ -41,10 +41,14 @@ class DriftConfig(dg.Config):
     warn_share: float = drift.DriftPolicy.warn_share
     fail_share: float = drift.DriftPolicy.fail_share
     max_rows: int = drift.DriftPolicy.max_rows
+    fail_features: list[str] = list(drift.DriftPolicy.fail_features)
 
     def policy(self) -> drift.DriftPolicy:
         return drift.DriftPolicy(
-            warn_share=self.warn_share, fail_share=self.fail_share, max_rows=self.max_rows
+            warn_share=self.warn_share,
+            fail_share=self.fail_share,
+            max_rows=self.max_rows,
+            fail_features=tuple(self.fail_features),
         )
 
 
@@ -77,7 +81,8 @@ def _served_or_built(day: date, lake: Lake, warehouse: Warehouse) -> tuple[pd.Da
     partitions_def=daily_partitions,
     deps=[FEATURES, dg.AssetKey(["serving", PREDICTION_LOG]), PRODUCTION_MODEL],
     pool=WAREHOUSE_POOL,
-    check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset=FEATURE_DRIFT)],
+    # Checked per day: each failure names its day (the retraining sensor and the alerts read it).
+    check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset=FEATURE_DRIFT, partitions_def=daily_partitions)],
     # A new champion is compared from its promotion on; the days before keep their verdicts.
     automation_condition=follows_upstream(ignore=PRODUCTION_MODEL),
     kinds={"evidently", "html"},
@@ -131,7 +136,7 @@ def feature_drift(
         passed=level == "ok",
         severity=dg.AssetCheckSeverity.WARN if level == "warn" else dg.AssetCheckSeverity.ERROR,
         description=f"{result.share:.0%} of features drifted (warn at {policy.warn_share:.0%}, "
-        f"fail at {policy.fail_share:.0%})",
+        f"fail at {policy.fail_share:.0%} or when any of {', '.join(policy.fail_features)} drifts)",
         metadata={
             "drift_share": result.share,
             "drifted_features": dg.MetadataValue.json(result.drifted),
@@ -159,7 +164,9 @@ _FLAGS_OF_THE_DAY = dg.TimeWindowPartitionMapping(
     partitions_def=daily_partitions,
     deps=[dg.AssetDep(["scores", SCORES]), dg.AssetDep(LABELS, partition_mapping=_FLAGS_OF_THE_DAY)],
     pool=WAREHOUSE_POOL,
-    check_specs=[dg.AssetCheckSpec(PERFORMANCE_CHECK, asset=LIVE_PERFORMANCE)],
+    check_specs=[
+        dg.AssetCheckSpec(PERFORMANCE_CHECK, asset=LIVE_PERFORMANCE, partitions_def=daily_partitions)
+    ],
     automation_condition=follows_upstream(after_inputs_are_built=True),
     kinds={"scikit-learn", "duckdb"},
 )

@@ -37,7 +37,7 @@ def _failed_days(instance: dg.DagsterInstance, check: dg.AssetCheckKey, since: f
     )
     return sorted(
         {
-            record.partition or record.evaluation.partition or "unpartitioned"
+            record.partition or "(no partition)"
             for record in records
             if record.event is not None
             and record.event.timestamp > since
@@ -70,7 +70,7 @@ def gather_evidence(instance: dg.DagsterInstance) -> tuple[Evidence, dg.EventLog
 
 @dg.sensor(
     job=train_and_promote,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a retraining (train_and_promote: train, gate, promote, Bento) when enough days "
     "were labelled since the last training, or a drift or live-performance check failed since then.",
@@ -113,36 +113,47 @@ def _dagster_url(path: str) -> str:
     "tests) to the alerts resource: a webhook in production, the log locally.",
 )
 def check_failure_alerts(context: dg.SensorEvaluationContext, alerts: Alerts):
-    instance = context.instance
-    if context.cursor is None:
-        # From now on: a new deployment does not page for the whole history.
-        context.update_cursor(str(instance.event_log_storage.get_maximum_record_id() or 0))
-        return dg.SkipReason("started: check failures from now on are sent")
-    records = instance.get_event_records(
-        dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=int(context.cursor)),
-        limit=500,
-        ascending=True,
+    # Read per check from the table of check executions (its ids are global on SQLite and
+    # PostgreSQL alike); the cursor is the newest execution already looked at.
+    storage = context.instance.event_log_storage
+    check_keys = context.repository_def.asset_graph.asset_check_keys
+    seen = int(context.cursor) if context.cursor else None
+    executions = sorted(
+        (
+            record
+            for key in check_keys
+            for record in storage.get_asset_check_execution_history(key, limit=_HISTORY)
+            if seen is None or record.id > seen
+        ),
+        key=lambda record: record.id,
     )
-    sent = 0
-    for record in records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if not evaluation.passed:
-            key = evaluation.asset_check_key
-            where = f" for {evaluation.partition}" if evaluation.partition else ""
-            alerts.send(
-                Alert(
-                    title=f"check {key.name} failed on {key.asset_key.to_user_string()}{where}",
-                    text=evaluation.description or "no description",
-                    severity="error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warning",
-                    link=_dagster_url(f"/runs/{record.run_id}"),
-                    details={"run_id": record.run_id, "partition": evaluation.partition},
-                )
+    if seen is None:
+        # From now on: a new deployment does not page for the whole history.
+        context.update_cursor(str(max((r.id for r in executions), default=0)))
+        return dg.SkipReason("started: check failures from now on are sent")
+    failed = [r for r in executions if r.status == AssetCheckExecutionRecordStatus.FAILED and r.evaluation]
+    for record in failed:
+        evaluation, key = record.evaluation, record.key
+        partition = record.partition or evaluation.partition
+        where = f" for {partition}" if partition else ""
+        alerts.send(
+            Alert(
+                title=f"check {key.name} failed on {key.asset_key.to_user_string()}{where}",
+                text=evaluation.description or "no description",
+                severity="error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warning",
+                link=_dagster_url(f"/runs/{record.run_id}"),
+                details={"run_id": record.run_id, "partition": partition},
             )
-            sent += 1
-        # Advanced per record: a send that raises leaves the rest for the next tick, none twice.
-        context.update_cursor(str(record.storage_id))
-    if not sent:
-        return dg.SkipReason(f"{len(records)} check evaluations, none failed")
+        )
+        # Advanced per alert: a send that raises leaves the rest for the next tick, none twice.
+        context.update_cursor(str(record.id))
+    # Executions still planned (a run in progress) are not final: look at them again next tick.
+    pending = [r.id for r in executions if r.status == AssetCheckExecutionRecordStatus.PLANNED]
+    done = [r.id for r in executions if not pending or r.id < min(pending)]
+    if done:
+        context.update_cursor(str(max(done)))
+    if not failed:
+        return dg.SkipReason(f"{len(executions)} new check executions, none failed")
 
 
 @dg.run_failure_sensor(
