@@ -1,6 +1,6 @@
-"""Servers on loopback for tests, `bentoml serve` and a private `redis-server`: started in their own
-process group with default signal handlers (this machine's background processes may inherit ignored
-ones), stopped by pid."""
+"""Servers for tests, `bentoml serve`, a private `redis-server` and the Dagster daemon: started in
+their own process group with default signal handlers (this machine's background processes may
+inherit ignored ones), stopped by pid."""
 
 import os
 import signal
@@ -117,3 +117,40 @@ def private_redis(program: str):
     finally:
         _kill_group(process.pid)
         process.wait()
+
+
+class Daemon:
+    """`dagster-daemon run` on Keel's workspace, in its own process group (its runs too), logging to a
+    file. ``stop`` sends SIGTERM to the daemon alone, as a deployment's rolling restart would."""
+
+    def __init__(self, env: dict[str, str], log: Path, cwd: Path):
+        self.env, self.log, self.cwd = env, log, cwd
+        self.process: subprocess.Popen | None = None
+        self.groups: list[int] = []  # every group started, killed at the end (runs live in them)
+
+    def start(self) -> None:
+        daemon = Path(sys.executable).with_name("dagster-daemon")
+        with open(self.log, "a") as output:
+            self.process = subprocess.Popen(
+                [daemon, "run", "-w", "workspace.yaml"],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_default_signals,
+            )
+        self.groups.append(self.process.pid)
+
+    def stop(self, timeout: float = 60) -> int:
+        os.kill(self.process.pid, signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def tail(self, characters: int = 4000) -> str:
+        return self.log.read_text()[-characters:]
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        for group in self.groups:
+            _kill_group(group)

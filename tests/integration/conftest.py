@@ -2,14 +2,20 @@
 -> model -> gate -> scores. Building it is the expensive part of the suite, so every integration
 module reads the same world; tests that change state say so and keep what others rely on."""
 
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from keel.demo import days_needed
 from keel.simulator import MALFORMED_KINDS
+from resources.dbt import REPO_ROOT
 from resources.sources import SimulatorSource
 
 
@@ -86,6 +92,36 @@ def backfill(definitions, instance, world):
         instance=instance,
         tags=range_tags(world.first_day, world.last_day),
     )
+
+
+@dataclass(frozen=True)
+class DemoWorld:
+    root: Path
+    env: dict[str, str]  # what `keel` commands, the daemon and dbt need to see this world
+    demo: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory) -> DemoWorld:
+    """`keel demo` on a small world in a folder of its own, with its own Dagster home on disk: what a
+    newcomer has after `make demo`. test_demo reads its output; the daemon test then runs on it."""
+    root = tmp_path_factory.mktemp("demo")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "KEEL_LAKE_ROOT": str(root / "lake"),
+        "KEEL_WAREHOUSE_PATH": str(root / "warehouse.duckdb"),
+        "BENTOML_HOME": str(root / "bentoml"),
+        "KEEL_ONLINE_STORE_URL": f"sqlite:///{root / 'online_features.sqlite'}",
+        # A smaller world than the default (5,000 cards) over the shortest window training accepts.
+        "KEEL_SIMULATOR_CUSTOMERS": "2000",
+        "KEEL_SIMULATOR_TERMINALS": "4000",
+    }
+    (root / "dagster_home").mkdir()
+    shutil.copy(REPO_ROOT / "deploy" / "local" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+    keel = Path(sys.executable).with_name("keel")
+    demo = subprocess.run([keel, "demo", "--days", "35"], env=env, capture_output=True, text=True)
+    return DemoWorld(root, env, demo)
 
 
 from serving_world import champion_bento, day, offline, store_of_the_day_before  # noqa: E402, F401

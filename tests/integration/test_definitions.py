@@ -74,8 +74,34 @@ def test_daily_assets_share_one_partitions_definition(definitions):
 def test_each_layer_is_its_own_asset_group(definitions):
     groups = {node.key.path[0]: node.group_name for node in definitions.resolve_asset_graph().asset_nodes}
     assert groups == {
-        layer: layer for layer in ("lake", "warehouse", "features", "models", "scores", "serving")
+        layer: layer
+        for layer in ("lake", "warehouse", "features", "models", "scores", "serving", "monitoring")
     }
+
+
+def test_every_daily_asset_after_the_lake_follows_its_inputs_and_the_lake_follows_the_landing_zone(
+    definitions,
+):
+    graph = definitions.resolve_asset_graph()
+    for node in graph.asset_nodes:
+        label = node.automation_condition.get_label() if node.automation_condition else None
+        if node.key.path[0] == "lake" or node.key.path[0] == "models":
+            assert label is None, node.key  # ingestion: the landing sensor; models: the retraining sensor
+        elif node.partitions_def == daily_partitions:
+            assert label == "follows upstream", node.key
+    sensors = {sensor.name: sensor for sensor in definitions.get_repository_def().sensor_defs}
+    assert set(sensors) == {
+        "landing_sensor",
+        "keel_automation",
+        "retraining_sensor",
+        "check_failure_alerts",
+        "run_failure_alerts",
+        "freshness_checks_sensor",
+    }
+    # On wherever the daemon runs; the fallback schedule is off until a source needs it.
+    assert {s.default_status for s in sensors.values()} == {dg.DefaultSensorStatus.RUNNING}
+    (schedule,) = definitions.get_repository_def().schedule_defs
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_dg_check_defs_passes(keel_state):
@@ -125,8 +151,17 @@ def test_a_ui_backfill_of_some_days_rebuilds_those_days_and_the_features_that_re
         dg.AssetKey(["scores", "transaction_scores"]),
         dg.AssetKey(["serving", "online_features"]),
     }
-    for key in daily - windowed:
+    monitoring = {
+        dg.AssetKey(["monitoring", "feature_drift"]),
+        dg.AssetKey(["monitoring", "live_performance"]),
+    }
+    for key in daily - windowed - monitoring:
         assert sorted(target.get_partitions_subset(key).get_partition_keys()) == days, key
+    # Drift follows the features (and their windows); a day's performance needs the flags of a week later.
+    drift = target.get_partitions_subset(dg.AssetKey(["monitoring", "feature_drift"])).get_partition_keys()
+    assert set(days) <= set(drift)
+    performance = target.get_partitions_subset(dg.AssetKey(["monitoring", "live_performance"]))
+    assert {"2026-01-25", "2026-01-26", "2026-01-27"} <= set(performance.get_partition_keys())
     for key in windowed:
         rebuilt = sorted(target.get_partitions_subset(key).get_partition_keys())
         assert rebuilt[:3] == days and rebuilt[-1] <= "2026-03-05", key

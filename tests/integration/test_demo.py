@@ -1,6 +1,5 @@
 """`keel demo`, the command behind `make demo`, on a short window in a temporary folder."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,22 +9,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_checks(tmp_path):
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "KEEL_LAKE_ROOT": str(tmp_path / "lake"),
-        "KEEL_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "KEEL_ONLINE_STORE_URL": f"sqlite:///{tmp_path / 'online_features.sqlite'}",
-        # A smaller world than the default (5,000 cards) over the shortest window training accepts.
-        "KEEL_SIMULATOR_CUSTOMERS": "2000",
-        "KEEL_SIMULATOR_TERMINALS": "4000",
-    }
-    (tmp_path / "dagster_home").mkdir()
-    keel = Path(sys.executable).with_name("keel")
-    demo = subprocess.run([keel, "demo", "--days", "35"], env=env, capture_output=True, text=True)
-
+def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_checks(demo_world):
+    demo, tmp_path = demo_world.demo, demo_world.root
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     out = demo.stdout
     assert "[13/13]" in out  # every step reported as it finished
@@ -34,6 +19,7 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
     assert "by rule:" in out  # 3 malformed rows a day by default, each with its rule
     assert "Checks: " in out and "failed" not in out
     assert str(tmp_path / "lake") in out
+    assert f"Landed 35 days from the simulator in {tmp_path / 'lake'}/landing/" in out
     assert (tmp_path / "lake" / "raw_transactions" / "date=2026-01-08" / "data.parquet").exists()
     # ... all the way to a promoted model, its metrics beside the baseline, and scores
     assert "logistic regression (baseline)" in out and "Promotion gate: approved" in out
