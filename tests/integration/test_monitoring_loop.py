@@ -41,7 +41,7 @@ def wait_for(what: str, condition, daemon: Daemon, deadline: float):
             raise TimeoutError(f"waited too long for {what}; the daemon's log ends with:\n{daemon.tail()}")
         if daemon.process.poll() is not None:
             raise RuntimeError(f"the daemon exited ({daemon.process.returncode}):\n{daemon.tail()}")
-        time.sleep(2)
+        time.sleep(1)
 
 
 def has_ticked(instance: dg.DagsterInstance, name: str) -> bool:
@@ -107,7 +107,7 @@ def loop(demo_world, tmp_path_factory):
         )
         seconds = time.monotonic() - landed_at
         # Let the sensors tick again after the retraining: nothing may be launched twice.
-        time.sleep(20)
+        time.sleep(15)
         yield {
             "instance": instance,
             "day": day,
@@ -157,7 +157,9 @@ def test_the_day_flows_by_itself_to_features_scores_and_a_drift_report_in_the_la
 def test_the_retraining_sensor_launches_one_retraining_that_ends_with_a_judged_new_version(loop):
     (retraining,) = loop["retraining"]
     assert retraining.job_name == "train_and_promote"
-    assert "newly labelled day" in retraining.tags[RETRAIN_REASONS_TAG]
+    # Either trigger may come first: the day's flags (one labelled day is enough here) or its drift.
+    reasons = retraining.tags[RETRAIN_REASONS_TAG]
+    assert str(loop["day"]) in reasons and ("newly labelled day" in reasons or "feature drift" in reasons)
     new = [v for v in loop["registry"].versions() if v.tag not in loop["versions_before"]]
     assert len(new) == 1
     # Judged by the gate either way, with its reason on record.
