@@ -231,3 +231,19 @@ def test_a_failed_run_is_alerted_with_its_job_step_and_error(instance):
     (alert,) = SENT
     assert alert.title == f"run {result.run_id[:8]} of nightly failed"
     assert "failed steps: breaks" in alert.text and alert.link.endswith(result.run_id)
+
+
+def test_a_retraining_waits_for_runs_still_building_the_training_data(instance):
+    trained(instance)
+    failed_drift(instance, "2026-02-06")
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            run_id="5e771e5a-0000-0000-0000-000000000000",
+            status=dg.DagsterRunStatus.STARTED,
+            asset_selection=frozenset({LABELS}),
+        )
+    )
+    assert (
+        retraining_tick(instance).skip_message == "waiting for runs that update the training data: 5e771e5a"
+    )

@@ -14,7 +14,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from keel.retraining import Evidence, reasons
 from platform_assets.defs.jobs import train_and_promote
-from platform_assets.defs.models.assets import FRAUD_MODEL, LABELS
+from platform_assets.defs.models.assets import FEATURES, FRAUD_MODEL, LABELS
 from platform_assets.defs.monitoring.assets import (
     DRIFT_CHECK,
     FEATURE_DRIFT,
@@ -45,6 +45,23 @@ def _failed_days(instance: dg.DagsterInstance, check: dg.AssetCheckKey, since: f
             and record.evaluation.severity == dg.AssetCheckSeverity.ERROR
         }
     )
+
+
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _runs_updating(instance: dg.DagsterInstance, keys: set[dg.AssetKey]) -> list[str]:
+    """Ids of the runs in flight that materialize any of ``keys``."""
+    return [
+        run.run_id[:8]
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT), limit=100)
+        if run.asset_selection and run.asset_selection & keys
+    ]
 
 
 def gather_evidence(instance: dg.DagsterInstance) -> tuple[Evidence, dg.EventLogRecord | None]:
@@ -80,6 +97,9 @@ def retraining_sensor(context: dg.SensorEvaluationContext, retraining: Retrainin
     if last is None:
         return dg.SkipReason("no model has been trained yet: run keel_pipeline (make demo) first")
     why = reasons(evidence, retraining.policy())
+    if why and (busy := _runs_updating(context.instance, {FEATURES, LABELS})):
+        # A day still on its way through the warehouse would be missing from the training data.
+        return dg.SkipReason(f"waiting for runs that update the training data: {', '.join(busy)}")
     if not why:
         return dg.SkipReason(
             f"since the last training ({last.event_log_entry.run_id[:8]}): "
