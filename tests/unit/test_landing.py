@@ -71,3 +71,17 @@ def test_a_file_delivered_again_is_a_new_arrival(landing, tmp_path):
     os.utime(path, (first.modified + 60, first.modified + 60))
     (again,) = [f for f in landing.landed()[0] if f.feed == "transactions"]
     assert again.path == first.path and again.identity != first.identity
+
+
+def test_the_fallback_schedule_fetches_yesterday_from_the_source_into_the_landing_zone(landing, tmp_path):
+    import dagster as dg
+
+    from platform_assets.defs.jobs import daily_fetch, fetch_from_source
+
+    result = fetch_from_source.execute_in_process(
+        partition_key=DAY.isoformat(), resources={"landing": landing, "upstream": SOURCE}
+    )
+    assert result.success
+    assert [(f.feed, f.day) for f in landing.landed()[0]] == [("transactions", DAY), ("fraud_labels", DAY)]
+    assert daily_fetch.cron_schedule == "0 1 * * *"
+    assert daily_fetch.default_status == dg.DefaultScheduleStatus.STOPPED
