@@ -100,13 +100,7 @@ def _land(args) -> int:
     first = args.day or (last + timedelta(days=1) if last else WORLD_START)
     upstream = upstream_source()
     if args.amount_scale or args.card_testing:
-        upstream = upstream.model_copy(
-            update={
-                "drift_start": first.isoformat(),
-                "drift_amount_scale": args.amount_scale or 1.0,
-                "drift_card_testing": args.card_testing,
-            }
-        )
+        upstream = upstream.drifting_from(first, args.amount_scale or 1.0, args.card_testing)
     if landing.customers_missing():
         for path in landing.deliver_reference(upstream):
             print(f"landed {path}")

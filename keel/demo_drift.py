@@ -40,13 +40,7 @@ def run(console: Console, days: int = DRIFT_DAYS, amount_scale: float = AMOUNT_S
     loop = Loop(definitions, instance, report=lambda line: console.print(f"  {line}", highlight=False))
     loop.start()
     first = last + timedelta(days=1)
-    drifted = definitions.resources["upstream"].model_copy(
-        update={
-            "drift_start": first.isoformat(),
-            "drift_amount_scale": amount_scale,
-            "drift_card_testing": True,
-        }
-    )
+    drifted = definitions.resources["upstream"].drifting_from(first, amount_scale, card_testing=True)
     new_days = [first + timedelta(days=i) for i in range(days)]
     for day in new_days:
         landing.deliver_day(drifted, day)
@@ -81,7 +75,7 @@ def run(console: Console, days: int = DRIFT_DAYS, amount_scale: float = AMOUNT_S
     for run in runs:
         for event in run.result.get_asset_materialization_events():
             if event.asset_key == FEATURE_DRIFT:
-                m = {k: v.value for k, v in event.materialization.metadata.items()}
+                m = _values(event)
                 check = _check(run.result, FEATURE_DRIFT)
                 drift_table.add_row(
                     event.partition,
@@ -91,7 +85,7 @@ def run(console: Console, days: int = DRIFT_DAYS, amount_scale: float = AMOUNT_S
                     m["report_path"],
                 )
             if event.asset_key == LIVE_PERFORMANCE:
-                m = {k: v.value for k, v in event.materialization.metadata.items()}
+                m = _values(event)
                 console.print(
                     f"  live performance of {event.partition} (flags known now): ROC AUC {m['roc_auc']:.4f}, "
                     f"AP {m['average_precision']:.4f}, CP@100 {m['card_precision_at_100']:.4f} "
@@ -117,10 +111,14 @@ def run(console: Console, days: int = DRIFT_DAYS, amount_scale: float = AMOUNT_S
     return 0
 
 
+def _values(event) -> dict:
+    return {name: value.value for name, value in event.materialization.metadata.items()}
+
+
 def _metadata(result, key) -> dict:
     for event in result.get_asset_materialization_events():
         if event.asset_key == key:
-            return {k: v.value for k, v in event.materialization.metadata.items()}
+            return _values(event)
     return {}
 
 

@@ -67,6 +67,16 @@ class SimulatorSource(PaymentsSource):
     drift_amount_scale: float = 1.0
     drift_card_testing: bool = False
 
+    def drifting_from(self, day: date, amount_scale: float, card_testing: bool) -> SimulatorSource:
+        """The same source with the world changing from ``day`` on (the drift knob)."""
+        return self.model_copy(
+            update={
+                "drift_start": day.isoformat(),
+                "drift_amount_scale": amount_scale,
+                "drift_card_testing": card_testing,
+            }
+        )
+
     def simulation(self) -> simulator.SimulationConfig:
         drift = None
         if self.drift_start:

@@ -78,13 +78,8 @@ def loop(demo_world, tmp_path_factory):
         wait_for("a first automation tick", lambda: has_ticked(instance, "keel_automation"), daemon, deadline)
 
         day = landing.last_day() + timedelta(days=1)
-        drifted = SimulatorSource(
-            n_customers=2000,
-            n_terminals=4000,
-            malformed_rows_per_day=3,
-            drift_start=day.isoformat(),
-            drift_amount_scale=3.0,
-            drift_card_testing=True,
+        drifted = SimulatorSource(n_customers=2000, n_terminals=4000, malformed_rows_per_day=3).drifting_from(
+            day, amount_scale=3.0, card_testing=True
         )
         landed_at = time.monotonic()
         landed = landing.deliver_day(drifted, day)

@@ -85,3 +85,11 @@ def test_the_fallback_schedule_fetches_yesterday_from_the_source_into_the_landin
     assert [(f.feed, f.day) for f in landing.landed()[0]] == [("transactions", DAY), ("fraud_labels", DAY)]
     assert daily_fetch.cron_schedule == "0 1 * * *"
     assert daily_fetch.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_the_drift_knob_changes_the_world_from_the_given_day_on():
+    from keel.simulator import Drift
+
+    drifted = SOURCE.drifting_from(DAY, amount_scale=3.0, card_testing=True)
+    assert drifted.simulation().drift == Drift(start=DAY, amount_scale=3.0, card_testing=True)
+    assert SOURCE.simulation().drift is None and drifted.n_customers == SOURCE.n_customers

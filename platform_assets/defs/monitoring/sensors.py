@@ -9,6 +9,8 @@
   tables.
 """
 
+import os
+
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
@@ -120,8 +122,6 @@ def retraining_sensor(context: dg.SensorEvaluationContext, retraining: Retrainin
 
 def _dagster_url(path: str) -> str:
     """A link into the Dagster UI, where it is known (DAGSTER_WEBSERVER_URL), else the path alone."""
-    import os
-
     base = os.environ.get("DAGSTER_WEBSERVER_URL", "").rstrip("/")
     return f"{base}{path}" if base else path
 
