@@ -103,7 +103,9 @@ def lake_for(environment: str) -> Lake:
             public_base_url=public_base_url,
             bucket=bucket,
             prefix=prefix,
-            s3=S3Resource(endpoint_url=os.environ.get("KEEL_S3_ENDPOINT_URL") or None),
+            # Endpoint and credentials from the AWS chain (AWS_ENDPOINT_URL_S3 for any S3-compatible
+            # server): boto3 here, s3fs in dbt and pyarrow in the service read the same variables.
+            s3=S3Resource(),
         )
 
 
@@ -162,9 +164,20 @@ def upstream_source() -> SimulatorSource:
 def executor_for(environment: str) -> dg.ExecutorDefinition:
     """Locally a run executes its steps in one process: a process per step would import the code
     location again each time (5-8 s on two cores, more than most steps take), and DuckDB allows
-    one writer anyway. Deployed, one process per step (Kubernetes pods: the production bundle)."""
+    one writer anyway. Deployed, one Kubernetes pod per step (``k8s_job_executor``), sized by the
+    step's own op tags (``platform_assets/defs/steps.py``) and labelled with the environment."""
     _check(environment)
-    return dg.in_process_executor if environment == "local" else dg.multiprocess_executor
+    if environment == "local":
+        return dg.in_process_executor
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured(k8s_executor_config(environment), name="k8s")
+
+
+def k8s_executor_config(environment: str) -> dict[str, Any]:
+    """What the Kubernetes executor adds to every step pod of ``environment``; the rest (image,
+    secrets, volumes, namespace) comes from the Helm release's run launcher (deploy/helm)."""
+    return {"labels": {"app.kubernetes.io/part-of": "keel", "keel.dev/environment": environment}}
 
 
 def environment_definitions() -> dg.Definitions:

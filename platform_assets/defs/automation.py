@@ -11,6 +11,8 @@ backfill does that, on purpose, rather than a storm of runs on the first tick.
 
 import dagster as dg
 
+from platform_assets.defs.steps import WAREHOUSE_RUNS
+
 
 def follows_upstream(
     ignore: dg.AssetKey | None = None, after_inputs_are_built: bool = False
@@ -50,6 +52,7 @@ keel_automation = dg.AutomationConditionSensorDefinition(
     # When a tick asks for several days of one asset (files for several days landed at once), one
     # backfill, which runs each day after the days its windows read; otherwise one run per day.
     emit_backfills=True,
+    run_tags=WAREHOUSE_RUNS,  # its runs build the warehouse and what follows it
     description="Requests the partitions of every asset whose automation condition holds: the "
     "warehouse, features, scores, online features and monitoring follow each landed day.",
 )

@@ -8,6 +8,7 @@ import dagster as dg
 from platform_assets.defs.lake.partitions import daily_partitions
 from platform_assets.defs.monitoring.checks import FRESHNESS_CHECKS
 from platform_assets.defs.serving.assets import PREDICTION_LOG
+from platform_assets.defs.steps import INGESTION, INGESTION_RUNS, TRAINING_RUNS, WAREHOUSE_RUNS
 from resources.sources import LandingZone, PaymentsSource
 
 # Built on every promotion, whichever job promoted.
@@ -19,6 +20,7 @@ keel_pipeline = dg.define_asset_job(
     - dg.AssetSelection.assets(["serving", PREDICTION_LOG])
     - FRESHNESS_CHECKS,
     partitions_def=daily_partitions,
+    tags=WAREHOUSE_RUNS,
     description="The whole lifecycle for a range of days, in one run: ingest the source into the lake "
     "(contract + quarantine), build the dbt warehouse and the features, train a challenger, put it "
     "through the promotion gate, score the range with the model in production, publish the last "
@@ -28,6 +30,7 @@ keel_pipeline = dg.define_asset_job(
 train_and_promote = dg.define_asset_job(
     "train_and_promote",
     selection=dg.AssetSelection.groups("models") | BENTO,
+    tags=TRAINING_RUNS,
     description="Train a challenger on the features already in the warehouse, judge it against the "
     "champion, promote it if the gate approves and build its Bento: retraining without re-ingesting.",
 )
@@ -36,6 +39,7 @@ collect_prediction_log = dg.define_asset_job(
     "collect_prediction_log",
     selection=dg.AssetSelection.assets(["serving", PREDICTION_LOG]) - FRESHNESS_CHECKS,
     partitions_def=daily_partitions,
+    tags=INGESTION_RUNS,
     description="Compact the scoring service's prediction files of a day into the lake table prediction_log.",
 )
 
@@ -44,24 +48,30 @@ ingest_day = dg.define_asset_job(
     selection=dg.AssetSelection.groups("lake")
     - dg.AssetSelection.assets(["lake", "customers"], ["lake", "terminals"])
     - FRESHNESS_CHECKS,
+    tags=INGESTION_RUNS,
     description="Ingest a day's landed payments or fraud flags into the lake (the landing sensor runs it).",
 )
 
 ingest_reference = dg.define_asset_job(
     "ingest_reference",
     selection=dg.AssetSelection.assets(["lake", "customers"], ["lake", "terminals"]),
+    tags=INGESTION_RUNS,
     description="Ingest the landed reference tables (customers, terminals) into the lake.",
 )
 
 
-@dg.op(description="Ask the source system for the day's payments and flags, and land them.")
+@dg.op(
+    description="Ask the source system for the day's payments and flags, and land them.",
+    tags=INGESTION.op_tags("deliver_day"),
+    retry_policy=INGESTION.retry_policy,
+)
 def deliver_day(context: dg.OpExecutionContext, landing: LandingZone, upstream: PaymentsSource) -> None:
     day = date.fromisoformat(context.partition_key)
     for path in landing.deliver_day(upstream, day):
         context.log.info(f"landed {path}")
 
 
-@dg.job(partitions_def=daily_partitions)
+@dg.job(partitions_def=daily_partitions, tags=INGESTION_RUNS)
 def fetch_from_source():
     """Pull a day from the source system into the landing zone; the landing sensor ingests it."""
     deliver_day()

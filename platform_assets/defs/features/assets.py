@@ -10,6 +10,7 @@ import pandera.errors
 from keel import features
 from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.defs.steps import FEATURES
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.warehouse import Warehouse
 
@@ -38,6 +39,7 @@ _LOOKBACK = dg.TimeWindowPartitionMapping(
     ],
     automation_condition=follows_upstream(),
     kinds={"duckdb", "pandas"},
+    op_tags=FEATURES.op_tags("transaction_features"),
 )
 def transaction_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
     """One row per payment: its request features (amount, weekend, night) and its customer's and

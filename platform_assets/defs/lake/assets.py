@@ -15,6 +15,7 @@ import pandas as pd
 from keel import contracts
 from keel.simulator import LABEL_DELAY_DAYS
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
+from platform_assets.defs.steps import INGESTION
 from resources.lake import Lake
 from resources.sources import PaymentsSource
 
@@ -28,7 +29,13 @@ QUARANTINED_FRAUD_LABELS = dg.AssetKey(["lake", "quarantined_fraud_labels"])
 QUARANTINE_SHARE_WARNING = 0.01  # above 1% of a day's rows in quarantine, someone should look
 
 
-@dg.asset(key=CUSTOMERS, group_name="lake", kinds={"parquet"})
+@dg.asset(
+    key=CUSTOMERS,
+    group_name="lake",
+    kinds={"parquet"},
+    op_tags=INGESTION.op_tags("customers"),
+    retry_policy=INGESTION.retry_policy,
+)
 def customers(lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Card holders as the source system knows them: home location on the 100x100 grid and
     spending profile (mean and spread of the amount, mean payments per day). One row per customer."""
@@ -39,7 +46,13 @@ def customers(lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     )
 
 
-@dg.asset(key=TERMINALS, group_name="lake", kinds={"parquet"})
+@dg.asset(
+    key=TERMINALS,
+    group_name="lake",
+    kinds={"parquet"},
+    op_tags=INGESTION.op_tags("terminals"),
+    retry_policy=INGESTION.retry_policy,
+)
 def terminals(lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Payment terminals and their location on the 100x100 grid. One row per terminal."""
     frame = contracts.check_reference(landing.terminals(), contracts.TERMINALS_SCHEMA)
@@ -174,6 +187,8 @@ def _ingestion_checks(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     check_specs=_ingestion_checks(RAW_TRANSACTIONS),
     partitions_def=daily_partitions,
     backfill_policy=one_run_per_backfill,
+    op_tags=INGESTION.op_tags("raw_transactions"),
+    retry_policy=INGESTION.retry_policy,
 )
 def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource):
     customer_ids = lake.read_table("customers")["customer_id"]
@@ -220,6 +235,8 @@ LABEL_DEPS = [RAW_TRANSACTIONS]
     check_specs=_ingestion_checks(RAW_FRAUD_LABELS),
     partitions_def=daily_partitions,
     backfill_policy=one_run_per_backfill,
+    op_tags=INGESTION.op_tags("raw_fraud_labels"),
+    retry_policy=INGESTION.retry_policy,
 )
 def raw_fraud_labels(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource):
     days = []

@@ -18,6 +18,7 @@ import pandas as pd
 from keel import drift, features, provenance, training
 from keel.metrics import Metrics, fraud_metrics
 from keel.promotion import GatePolicy, decide
+from platform_assets.defs.steps import GATE, PUBLISHING, TRAINING
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
 from resources.warehouse import Warehouse
@@ -97,6 +98,7 @@ def _period(frame: pd.DataFrame) -> dict[str, int]:
     deps=[FEATURES, LABELS],
     pool=WAREHOUSE_POOL,  # reads the warehouse file, which must not be mid-write
     kinds={"scikit-learn", "bentoml"},
+    op_tags=TRAINING.op_tags("fraud_model"),
 )
 def fraud_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: Warehouse, registry: ModelRegistry
@@ -205,6 +207,8 @@ def fraud_model(
     pool=WAREHOUSE_POOL,
     check_specs=[dg.AssetCheckSpec("promotion_gate", asset=EVALUATION, blocking=True)],
     kinds={"scikit-learn"},
+    op_tags=GATE.op_tags("evaluation"),
+    retry_policy=GATE.retry_policy,
 )
 def evaluation(
     context: dg.AssetExecutionContext, config: GateConfig, warehouse: Warehouse, registry: ModelRegistry
@@ -271,7 +275,14 @@ def evaluation(
     )
 
 
-@dg.asset(key=PRODUCTION_MODEL, group_name="models", deps=[EVALUATION], kinds={"bentoml"})
+@dg.asset(
+    key=PRODUCTION_MODEL,
+    group_name="models",
+    deps=[EVALUATION],
+    kinds={"bentoml"},
+    op_tags=PUBLISHING.op_tags("production_model"),
+    retry_policy=PUBLISHING.retry_policy,
+)
 def production_model(context: dg.AssetExecutionContext, registry: ModelRegistry):
     """The model version in production: the challenger the gate approved, promoted in the registry,
     with its model card. Roll back with ``keel models promote <tag>``."""

@@ -23,6 +23,7 @@ from platform_assets.defs.lake.partitions import daily_partitions
 from platform_assets.defs.models.assets import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
 from platform_assets.defs.scores.assets import SCORE_TABLE, SCORES
 from platform_assets.defs.serving.assets import PREDICTION_LOG
+from platform_assets.defs.steps import MONITORING
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.lake import Lake, LakeError
 from resources.registry import ModelRegistry, RegistryError
@@ -86,6 +87,8 @@ def _served_or_built(day: date, lake: Lake, warehouse: Warehouse) -> tuple[pd.Da
     # A new champion is compared from its promotion on; the days before keep their verdicts.
     automation_condition=follows_upstream(ignore=PRODUCTION_MODEL),
     kinds={"evidently", "html"},
+    op_tags=MONITORING.op_tags("feature_drift"),
+    retry_policy=MONITORING.retry_policy,
 )
 def feature_drift(
     context: dg.AssetExecutionContext,
@@ -169,6 +172,8 @@ _FLAGS_OF_THE_DAY = dg.TimeWindowPartitionMapping(
     ],
     automation_condition=follows_upstream(after_inputs_are_built=True),
     kinds={"scikit-learn", "duckdb"},
+    op_tags=MONITORING.op_tags("live_performance"),
+    retry_policy=MONITORING.retry_policy,
 )
 def live_performance(context: dg.AssetExecutionContext, config: PerformanceConfig, warehouse: Warehouse):
     """How the model in production did on the day's payments, once their fraud flags are known

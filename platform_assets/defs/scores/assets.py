@@ -9,6 +9,7 @@ from keel import features, training
 from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import FEATURES, PRODUCTION_MODEL
+from platform_assets.defs.steps import SCORING
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.lake import Lake
 from resources.registry import ModelRegistry, RegistryError
@@ -28,6 +29,8 @@ SCORE_TABLE = f"ml.{SCORES}"  # warehouse table
     # Each new day is scored when its features are; a promotion does not rescore the past.
     automation_condition=follows_upstream(ignore=PRODUCTION_MODEL),
     kinds={"scikit-learn", "duckdb", "parquet"},
+    op_tags=SCORING.op_tags("transaction_scores"),
+    retry_policy=SCORING.retry_policy,
 )
 def transaction_scores(
     context: dg.AssetExecutionContext, warehouse: Warehouse, lake: Lake, registry: ModelRegistry

@@ -16,6 +16,7 @@ from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import PRODUCTION_MODEL
+from platform_assets.defs.steps import INGESTION, PUBLISHING
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.lake import Lake
 from resources.online_store import OnlineFeatureStore
@@ -44,6 +45,8 @@ _SNAPSHOT_WINDOW = dg.TimeWindowPartitionMapping(
     ],
     automation_condition=follows_upstream(),
     kinds={"duckdb", "redis", "sqlite"},
+    op_tags=PUBLISHING.op_tags("online_features"),
+    retry_policy=PUBLISHING.retry_policy,
 )
 def online_features(
     context: dg.AssetExecutionContext, warehouse: Warehouse, online_store: OnlineFeatureStore
@@ -96,6 +99,8 @@ def online_features(
     # Also after a promotion outside a run (`keel models promote`), when the daemon runs.
     automation_condition=dg.AutomationCondition.eager(),
     kinds={"bentoml"},
+    op_tags=PUBLISHING.op_tags("fraud_scorer_bento"),
+    retry_policy=PUBLISHING.retry_policy,
 )
 def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistry):
     """The scoring service packed with the model in production: a Bento in the local BentoML store,
@@ -138,6 +143,8 @@ def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistr
     deps=[RAW_TRANSACTIONS],
     automation_condition=follows_upstream(),
     kinds={"parquet"},
+    op_tags=INGESTION.op_tags("prediction_log"),
+    retry_policy=INGESTION.retry_policy,
 )
 def prediction_log(context: dg.AssetExecutionContext, lake: Lake):
     """Every payment the scoring service scored on the day: its facts, the features it used, the

@@ -16,6 +16,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.defs.steps import WAREHOUSE
 from resources.dbt import dbt_project
 
 DAILY_MODELS = "tag:daily"
@@ -56,6 +57,8 @@ def _target_path(context: dg.AssetExecutionContext):
     exclude=DAILY_MODELS,
     dagster_dbt_translator=translator,
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE.op_tags("warehouse_models"),
+    retry_policy=WAREHOUSE.retry_policy,
 )
 def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(["build"], context=context, target_path=_target_path(context)).stream()
@@ -69,6 +72,8 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     partitions_def=daily_partitions,
     backfill_policy=one_run_per_backfill,
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE.op_tags("warehouse_daily_models"),
+    retry_policy=WAREHOUSE.retry_policy,
 )
 def warehouse_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     first, last = partition_days(context)

@@ -1,0 +1,101 @@
+"""What each step needs, declared once on its asset: compute for its pod, retries, a deadline.
+
+In staging and prod every step runs in a Kubernetes pod of its own (``k8s_job_executor``). What the
+pod asks for travels as *op* tags (``dagster-k8s/config``), not job tags, because op tags are part of
+the asset's definition: they reach the pod however the asset is launched (a job, a sensor,
+automation, a backfill, the UI), while job tags only apply to runs of that job. The local executor
+ignores them.
+
+    @dg.asset(..., op_tags=TRAINING.op_tags("fraud_model"), retry_policy=TRAINING.retry_policy)
+
+Labels name the step (the asset, or the multi-asset's op) for cost attribution; the environment
+label is added by the executor (``resources/environments.py``), the one place that knows it.
+"""
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+K8S_CONFIG_TAG = "dagster-k8s/config"  # what dagster-k8s reads from op tags
+STEP_LABEL = "keel.dev/step"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}  # NVIDIA GPU feature discovery's node label
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step's needs. CPU is a request with a limit twice as high (a step may burst; namespaces with
+    quotas require limits); memory and scratch disk are requested at their limit, since running out
+    of either kills the pod whatever was requested."""
+
+    cpu: float  # cores
+    memory_gib: float
+    scratch_gib: float = 1  # ephemeral storage: dbt targets, model exports, Bento builds
+    # Retries for steps whose failures are usually transient (S3, Redis, a webhook): exponential
+    # backoff from ``retry_delay_seconds`` with jitter, so retries of many steps do not land together.
+    retries: int = 0
+    retry_delay_seconds: float = 5
+    # Kubernetes kills the step's pod after this long (activeDeadlineSeconds): a hung step ends as
+    # a failure instead of holding a node. The run-level limit is the `dagster/max_runtime` tag.
+    deadline_seconds: int | None = None
+    gpus: int = 0  # if set, the pod asks for GPUs and lands on a GPU node
+
+    def __post_init__(self):
+        if self.cpu <= 0 or self.memory_gib <= 0 or self.scratch_gib <= 0:
+            raise ValueError(f"{self}: cpu, memory and scratch must be positive")
+
+    @property
+    def retry_policy(self) -> dg.RetryPolicy | None:
+        if not self.retries:
+            return None
+        return dg.RetryPolicy(
+            max_retries=self.retries,
+            delay=self.retry_delay_seconds,
+            backoff=dg.Backoff.EXPONENTIAL,
+            jitter=dg.Jitter.PLUS_MINUS,
+        )
+
+    def resources(self) -> dict[str, dict[str, str]]:
+        """Kubernetes requests and limits."""
+        memory, scratch = f"{round(self.memory_gib * 1024)}Mi", f"{round(self.scratch_gib * 1024)}Mi"
+        requests = {"cpu": f"{round(self.cpu * 1000)}m", "memory": memory, "ephemeral-storage": scratch}
+        limits = {"cpu": f"{round(self.cpu * 2000)}m", "memory": memory, "ephemeral-storage": scratch}
+        if self.gpus:
+            limits[GPU_RESOURCE] = str(self.gpus)  # extended resources are requested by their limit
+        return {"requests": requests, "limits": limits}
+
+    def op_tags(self, name: str) -> dict[str, object]:
+        """The op tags of the step ``name`` (the asset's name, or the op's for a multi-asset)."""
+        config: dict[str, object] = {
+            "container_config": {"resources": self.resources()},
+            "pod_template_spec_metadata": {"labels": {STEP_LABEL: name}},
+        }
+        if self.gpus:
+            config["pod_spec_config"] = {"node_selector": GPU_NODE_SELECTOR}
+        if self.deadline_seconds:
+            config["job_spec_config"] = {"active_deadline_seconds": self.deadline_seconds}
+        return {K8S_CONFIG_TAG: config}
+
+
+# The steps of Keel, by kind of work. Sizes are for the default world (5,000 cards, ~1.7 M payments
+# over six months) with room to grow; change them here, not on the assets.
+INGESTION = Step(cpu=0.5, memory_gib=1, scratch_gib=1, retries=3)  # reads the landing zone (S3)
+WAREHOUSE = Step(cpu=1, memory_gib=4, scratch_gib=4, retries=2)  # dbt: reads the lake (S3) into DuckDB
+FEATURES = Step(cpu=1, memory_gib=4, scratch_gib=2)  # DuckDB windows over the warehouse file
+# Training is not retried: a failure there is rarely transient, and an hour is a lot to repeat.
+TRAINING = Step(cpu=2, memory_gib=8, scratch_gib=4, deadline_seconds=3600)
+GATE = Step(cpu=1, memory_gib=4, scratch_gib=2, retries=1)  # loads models from the registry (S3)
+SCORING = Step(cpu=1, memory_gib=2, scratch_gib=2, retries=1)
+PUBLISHING = Step(cpu=0.5, memory_gib=1, scratch_gib=2, retries=3)  # Redis, the registry, Bento builds
+MONITORING = Step(cpu=1, memory_gib=4, scratch_gib=2, retries=1)  # Evidently on samples of 50,000 rows
+
+
+# Run tags that the queued run coordinator limits (deploy/helm: tagConcurrencyLimits), so that heavy
+# work cannot take every slot: training never starves ingestion, one run at a time writes the
+# warehouse. Set on the jobs and on automation's runs; the Helm values hold the limits.
+WORKLOAD_TAG = "keel/workload"
+INGESTION_RUNS = {WORKLOAD_TAG: "ingestion"}
+WAREHOUSE_RUNS = {WORKLOAD_TAG: "warehouse"}
+# A training run (train, gate, promote, Bento) that has not finished in two hours is stuck: run
+# monitoring fails it (`dagster/max_runtime`, seconds) and frees its slot.
+TRAINING_RUNS = {WORKLOAD_TAG: "training", "dagster/max_runtime": str(2 * 3600)}
