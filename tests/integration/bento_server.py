@@ -36,11 +36,11 @@ class Server:
                 self.process.wait()
                 raise
             finally:
-                _kill_group(self.process.pid)  # nothing of the server may outlive the test
+                kill_group(self.process.pid)  # nothing of the server may outlive the test
         return self.process.returncode
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
     with suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
 
@@ -51,7 +51,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _default_signals() -> None:
+def default_signals() -> None:
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_DFL)
 
@@ -69,7 +69,7 @@ def serving(bento: str, env: dict[str, str], log: Path, ready: str = "/readyz", 
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_default_signals,
+            preexec_fn=default_signals,
         )
     server = Server(f"http://127.0.0.1:{port}", process, log)
     try:
@@ -101,7 +101,7 @@ def private_redis(program: str):
         [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_default_signals,
+        preexec_fn=default_signals,
     )
     try:
         deadline = time.monotonic() + 10
@@ -115,7 +115,7 @@ def private_redis(program: str):
                 time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0", process
     finally:
-        _kill_group(process.pid)
+        kill_group(process.pid)
         process.wait()
 
 
@@ -138,7 +138,7 @@ class Daemon:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_default_signals,
+                preexec_fn=default_signals,
             )
         self.groups.append(self.process.pid)
 
@@ -153,4 +153,4 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.stop()
         for group in self.groups:
-            _kill_group(group)
+            kill_group(group)

@@ -1,0 +1,157 @@
+"""The prod environment's lake on S3, against a real S3-compatible HTTP server on loopback.
+
+moto's standalone server plays S3. With ``KEEL_ENV=prod`` the code location binds its prod resources:
+the lake and landing zone on S3 through dagster-aws, dbt's prod target reading the lake's Parquet
+from S3 through s3fs, the registry exporting models to S3. Days land, are ingested, built through
+dbt into features; a model is exported to S3 and imported back from it. Nothing touches a local lake.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import numpy as np
+import pytest
+from bento_server import default_signals, free_port
+from sklearn.linear_model import LogisticRegression
+
+from keel import features
+
+pytestmark = pytest.mark.slow
+
+BUCKET, PREFIX = "keel-lake-test", "lake"
+FIRST_DAY, N_DAYS = date(2026, 1, 1), 3
+DAYS = [FIRST_DAY + timedelta(days=i) for i in range(N_DAYS)]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory):
+    """moto's S3 server in its own process group, stopped by pid."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            [Path(sys.executable).with_name("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_signals,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start:\n{log.read_text()[-2000:]}") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def prod_on_s3(s3_endpoint, tmp_path_factory):
+    """The prod definitions, bound to the S3 server; the bucket created as a platform engineer would."""
+    root = tmp_path_factory.mktemp("prod")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KEEL_ENV", "prod")
+        patch.setenv("KEEL_LAKE_ROOT", f"s3://{BUCKET}/{PREFIX}")
+        patch.setenv("KEEL_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
+        patch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+        patch.setenv("AWS_ACCESS_KEY_ID", "keel-test")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "keel-test")
+        patch.setenv("AWS_REGION", "us-east-1")
+        # Bound by the prod environment but not used by these assets: nothing connects to them.
+        patch.setenv("KEEL_ONLINE_STORE_URL", "redis://127.0.0.1:6379/15")
+        patch.setenv("KEEL_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unused")
+        patch.setenv("KEEL_SIMULATOR_CUSTOMERS", "500")
+        patch.setenv("KEEL_SIMULATOR_TERMINALS", "1000")
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        from platform_assets.definitions import defs
+
+        yield defs(), root
+
+
+def s3_keys(prefix: str) -> list[str]:
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+@pytest.fixture(scope="module")
+def built(prod_on_s3):
+    """Days landed on S3, then ingested, built by dbt and turned into features in one run."""
+    definitions, root = prod_on_s3
+    definitions.resources["landing"].deliver(definitions.resources["upstream"], DAYS)
+    selection = [
+        key
+        for key in definitions.resolve_job_def("keel_pipeline").asset_layer.executable_asset_keys
+        if key.path[0] in ("lake", "warehouse", "features")
+    ]
+    with dg.instance_for_test() as instance:
+        result = definitions.resolve_job_def("keel_pipeline").execute_in_process(
+            instance=instance,
+            asset_selection=selection,
+            tags={
+                "dagster/asset_partition_range_start": DAYS[0].isoformat(),
+                "dagster/asset_partition_range_end": DAYS[-1].isoformat(),
+            },
+            raise_on_error=False,
+        )
+    return definitions, root, result
+
+
+def test_the_prod_lake_is_s3(prod_on_s3):
+    definitions, _ = prod_on_s3
+    assert definitions.resources["lake"].uri == f"s3://{BUCKET}/{PREFIX}"
+
+
+def test_landed_days_are_ingested_into_daily_partitions_on_s3(built):
+    _, _, result = built
+    assert result.success, [event.message for event in result.all_events if event.is_failure]
+    for day in DAYS:
+        partition = f"{PREFIX}/raw_transactions/date={day.isoformat()}/data.parquet"
+        assert partition in s3_keys(f"{PREFIX}/raw_transactions/")
+        assert f"{PREFIX}/quarantined_transactions/date={day.isoformat()}/data.parquet" in s3_keys(PREFIX)
+
+
+def test_dbt_builds_the_warehouse_and_features_from_the_lake_on_s3_and_nothing_is_local(built):
+    definitions, root, result = built
+    assert result.success
+    lake, warehouse = definitions.resources["lake"], definitions.resources["warehouse"]
+    ingested = sum(len(lake.read_partition("raw_transactions", day)) for day in DAYS)
+    assert ingested > 1_000
+    assert warehouse.row_count("warehouse.transactions") == ingested  # dbt's mart, read from S3
+    assert warehouse.row_count(features.FEATURE_TABLE) == ingested
+    assert sorted(path.name for path in root.iterdir()) == ["warehouse.duckdb"]  # no lake on disk
+
+
+def test_a_model_is_exported_to_s3_and_imported_back_from_it(built):
+    import bentoml
+
+    definitions, _, result = built
+    assert result.success
+    warehouse, registry = definitions.resources["warehouse"], definitions.resources["registry"]
+    with warehouse.connect() as connection:
+        table = connection.execute(f"select * from {features.FEATURE_TABLE}").df()
+    inputs = table[features.FEATURE_NAMES].to_numpy(dtype=float)
+    model = LogisticRegression(max_iter=500).fit(inputs, np.arange(len(inputs)) % 2)
+
+    tag = registry.register(model, {"feature_set_version": features.FEATURE_SET_VERSION})
+    version = tag.partition(":")[2]
+    assert f"{PREFIX}/registry/fraud_detector/versions/{version}/model.bentomodel" in s3_keys(PREFIX)
+
+    bentoml.models.delete(tag)  # as on a fresh pod: only S3 has it
+    imported = registry.load(tag)
+    assert np.array_equal(imported.predict_proba(inputs), model.predict_proba(inputs))
+    assert registry.latest().tag == tag
