@@ -119,3 +119,20 @@ def built() -> list[Bento]:
 
     bentos = [bento for bento in bentoml.bentos.list(BENTO_NAME) if bento.tag.name == BENTO_NAME]
     return sorted((_describe(bento) for bento in bentos), key=lambda bento: bento.created)
+
+
+def export(tag: str) -> bytes:
+    """The Bento ``tag`` as one archive (``bentoml export``): what leaves the pod that built it, for
+    ``bentoml import`` and ``bentoml containerize`` on a machine with Docker (deploy/docker/bento.md)."""
+    import tempfile
+
+    import bentoml
+
+    with tempfile.TemporaryDirectory() as folder:
+        return Path(bentoml.bentos.export_bento(tag, str(Path(folder, "export.bento")))).read_bytes()
+
+
+def export_path(tag: str) -> str:
+    """Where a Bento's archive lives in the lake: ``bentos/<name>/<version>.bento``."""
+    name, _, version = tag.partition(":")
+    return f"bentos/{name}/{version}.bento"

@@ -5,12 +5,14 @@ pipeline scored the same payments offline. They must agree.
 """
 
 import io
+import tarfile
 import time
 from datetime import timedelta
 
 import bentoml
 import pandas as pd
 import pytest
+import yaml
 from bento_server import serving
 from serving_world import BENTO, FACTS, ONLINE_FEATURES, as_json, metadata_of, publish_snapshot
 
@@ -44,6 +46,17 @@ def test_the_main_job_built_a_bento_of_the_promoted_model_and_published_the_last
     assert bentoml.bentos.get(bento["bento"]).info.labels["model_tag"] == promoted["model_tag"]
     assert online["published"] and online["closed_day"] == world.last_day.isoformat()
     assert online["customers"] > 1000 and online["terminals"] > 1000
+
+
+def test_the_bento_s_archive_is_in_the_lake_for_image_builds(backfill, definitions, tmp_path):
+    """What leaves a production pod: `bentoml import` of this file, then `bentoml containerize`."""
+    tag = metadata_of(backfill, BENTO)["bento"]
+    archive = tmp_path / "fraud_scorer.bento"
+    archive.write_bytes(definitions.resources["lake"].read_file(bentos.export_path(tag)))
+    with tarfile.open(archive) as packed:
+        (manifest,) = [member for member in packed.getmembers() if member.name.lstrip("./") == "bento.yaml"]
+        bento_yaml = yaml.safe_load(packed.extractfile(manifest))
+    assert f"{bento_yaml['name']}:{bento_yaml['version']}" == tag
 
 
 def test_online_scores_equal_the_batch_scores_of_the_same_payments(server, offline, champion_bento, day):

@@ -102,10 +102,12 @@ def online_features(
     op_tags=PUBLISHING.op_tags("fraud_scorer_bento"),
     retry_policy=PUBLISHING.retry_policy,
 )
-def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistry):
+def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistry, lake: Lake):
     """The scoring service packed with the model in production: a Bento in the local BentoML store,
-    tagged ``fraud_scorer:<model version>-<code digest>``. Rebuilt when the production model or the
-    serving code changes; older Bentos stay, so rolling back is serving the previous tag."""
+    tagged ``fraud_scorer:<model version>-<code digest>``, and its archive in the lake
+    (``bentos/fraud_scorer/<version>.bento``), from which images are built. Rebuilt when the
+    production model or the serving code changes; older Bentos stay, so rolling back is serving the
+    previous tag."""
     champion = registry.champion()
     if champion is None:
         raise RegistryError(f"no model in production in {registry.uri}: materialize models/production_model")
@@ -115,6 +117,9 @@ def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistr
         champion.tag,
         labels={"git_commit": str(code["git_commit"]), "git_dirty": str(code["git_dirty"]).lower()},
     )
+    # The store of a pod is gone when the pod is: the lake keeps the archive (deploy/docker/bento.md).
+    archive = bentos.export_path(build.bento.tag)
+    lake.write_file(archive, bentos.export(build.bento.tag))
     history = bentos.built()
     context.log.info(f"{'reused' if build.reused else 'built'} {build.bento.tag} in {build.seconds:.1f} s")
     return dg.MaterializeResult(
@@ -125,6 +130,7 @@ def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistr
             "build_seconds": round(build.seconds, 2),
             "size_mb": round(build.bento.size_bytes / 1e6, 2),
             "path": dg.MetadataValue.path(build.bento.path),
+            "archive": dg.MetadataValue.url(lake.public_url(archive)),
             "serve": dg.MetadataValue.md(f"`make serve BENTO={build.bento.tag}`"),
             "bentos": dg.MetadataValue.md(
                 pd.DataFrame(
