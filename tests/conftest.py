@@ -72,6 +72,13 @@ def _no_inherited_keel_settings(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def postgres_server() -> dict[str, object]:
+    """The local PostgreSQL server (trust authentication); tests create and drop their own databases."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    return {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     """The local Redis server (database 15, which nothing else here uses); tests use their own prefixes."""
     require_service("Redis", "127.0.0.1", 6379)
