@@ -15,6 +15,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -124,8 +125,6 @@ def built() -> list[Bento]:
 def export(tag: str) -> bytes:
     """The Bento ``tag`` as one archive (``bentoml export``): what leaves the pod that built it, for
     ``bentoml import`` and ``bentoml containerize`` on a machine with Docker (deploy/docker/bento.md)."""
-    import tempfile
-
     import bentoml
 
     with tempfile.TemporaryDirectory() as folder:

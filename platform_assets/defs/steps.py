@@ -90,7 +90,7 @@ PUBLISHING = Step(cpu=0.5, memory_gib=1, scratch_gib=2, retries=3)  # Redis, the
 MONITORING = Step(cpu=1, memory_gib=4, scratch_gib=2, retries=1)  # Evidently on samples of 50,000 rows
 
 
-# Run tags that the queued run coordinator limits (deploy/helm: tagConcurrencyLimits), so that heavy
+# Run tags that the run queue limits (deploy/helm: concurrency.runs.tagConcurrencyLimits), so that heavy
 # work cannot take every slot: training never starves ingestion, one run at a time writes the
 # warehouse. Set on the jobs and on automation's runs; the Helm values hold the limits.
 WORKLOAD_TAG = "keel/workload"

@@ -92,6 +92,20 @@ def serving(bento: str, env: dict[str, str], log: Path, ready: str = "/readyz", 
         server.stop()
 
 
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float, what: str, log: Path | None = None):
+    """Until something accepts connections on loopback ``port``; fails if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                output = f":\n{log.read_text()[-2000:]}" if log else ""
+                raise RuntimeError(f"{what} did not start on port {port}{output}") from None
+            time.sleep(0.05)
+
+
 @contextmanager
 def private_redis(program: str):
     """A Redis server of the test's own on a free port (to stop, pause and kill at will); yields
@@ -104,15 +118,7 @@ def private_redis(program: str):
         preexec_fn=default_signals,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {port}") from None
-                time.sleep(0.05)
+        wait_for_port(port, process, timeout=10, what="redis-server")
         yield f"redis://127.0.0.1:{port}/0", process
     finally:
         kill_group(process.pid)

@@ -8,10 +8,8 @@ dbt into features; a model is exported to S3 and imported back from it. Nothing 
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import boto3
 import dagster as dg
 import numpy as np
 import pytest
-from bento_server import default_signals, free_port
+from bento_server import default_signals, free_port, wait_for_port
 from sklearn.linear_model import LogisticRegression
 
 from keel import features
@@ -45,15 +43,7 @@ def s3_endpoint(tmp_path_factory):
             preexec_fn=default_signals,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start:\n{log.read_text()[-2000:]}") from None
-                time.sleep(0.2)
+        wait_for_port(port, server, timeout=30, what="moto_server", log=log)
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(server.pid, signal.SIGTERM)

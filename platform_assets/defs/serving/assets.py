@@ -118,8 +118,10 @@ def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistr
         labels={"git_commit": str(code["git_commit"]), "git_dirty": str(code["git_dirty"]).lower()},
     )
     # The store of a pod is gone when the pod is: the lake keeps the archive (deploy/docker/bento.md).
+    # A reused Bento whose archive is already there is not exported and uploaded again.
     archive = bentos.export_path(build.bento.tag)
-    lake.write_file(archive, bentos.export(build.bento.tag))
+    if not (build.reused and archive in lake.list_files(archive.rpartition("/")[0])):
+        lake.write_file(archive, bentos.export(build.bento.tag))
     history = bentos.built()
     context.log.info(f"{'reused' if build.reused else 'built'} {build.bento.tag} in {build.seconds:.1f} s")
     return dg.MaterializeResult(
