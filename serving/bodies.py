@@ -6,13 +6,17 @@ form (``POST /score_file``); the fuzz test found both. A caller's mistake must b
 it, so this middleware reads the body first: JSON must parse, a multipart form must parse, and a
 body sent as plain text or a URL-encoded form is a 415 (the API speaks JSON and multipart). The
 body is then handed on unchanged.
+
+Multipart forms carry files only. BentoML takes a file field sent as text for a URL and downloads
+it (a 500 when it is not one, and a request the service makes on a caller's behalf when it is), so
+a text part is a 400 naming the field.
 """
 
 from __future__ import annotations
 
 import json
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 REFUSED_TYPES = ("text/plain", "application/x-www-form-urlencoded")
@@ -51,7 +55,10 @@ async def body_problem(headers: Headers, body: bytes) -> tuple[int, str] | None:
             form = await MultiPartParser(headers, stream()).parse()
         except MultiPartException as error:
             return 400, f"the body is not a valid multipart form: {error.message}"
+        texts = sorted({name for name, value in form.multi_items() if not isinstance(value, UploadFile)})
         await form.close()
+        if texts:
+            return 400, f"multipart fields must be file uploads, not text: {', '.join(map(repr, texts))}"
     return None
 
 

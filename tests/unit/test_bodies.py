@@ -37,3 +37,10 @@ def test_a_broken_multipart_form_is_a_400_and_plain_text_a_415():
     assert broken.status_code == 400 and "not a valid multipart form" in broken.json()["error"]
     text = client.post("/score", content=b"amount=5", headers={"content-type": "text/plain"})
     assert text.status_code == 415 and "send application/json" in text.json()["error"]
+
+
+def test_a_file_field_sent_as_text_is_a_400_naming_it_and_never_fetched_as_a_url():
+    for value in ("-33051", "http://169.254.169.254/latest/meta-data/"):
+        answer = client.post("/score", data={"payments": value}, files={"other": b"PAR1"})
+        assert answer.status_code == 400
+        assert answer.json()["error"] == "multipart fields must be file uploads, not text: 'payments'"
