@@ -6,7 +6,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 STATE := .keel
-export DAGSTER_HOME := $(CURDIR)/$(STATE)/dagster_home
+# Whose data: your login name unless KEEL_NAMESPACE says otherwise (resources/environments.py has the
+# same rule); each namespace has its own Dagster instance. `make demo KEEL_NAMESPACE=exp1` runs apart.
+export KEEL_NAMESPACE ?= $(or $(USER),$(shell id -un))
+export DAGSTER_HOME ?= $(CURDIR)/$(STATE)/dagster/$(KEEL_NAMESPACE)
 # The local BentoML store: training saves models there, `bentoml build` and `bentoml serve` read them.
 export BENTOML_HOME := $(CURDIR)/$(STATE)/bentoml
 export BENTOML_DO_NOT_TRACK := true
@@ -28,7 +31,7 @@ demo: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## simulate six weeks, r
 	$(RUN) keel demo
 
 demo-drift: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## after the demo: land drifted days, watch drift -> retraining -> gate
-	@test -d $(STATE)/lake/registry || $(MAKE) demo
+	@test -d $(STATE)/lake/namespaces/$(KEEL_NAMESPACE)/registry || $(MAKE) demo
 	$(RUN) keel demo-drift
 
 land: install  ## land the next simulated day in the landing zone (DRIFT=1 for drifted spending and card testing)
@@ -46,11 +49,11 @@ dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon 
 	KEEL_LAKE_PUBLIC_URL=http://127.0.0.1:$(REPORTS_PORT) DAGSTER_WEBSERVER_URL=http://127.0.0.1:$(PORT) \
 		$(RUN) dg dev --host 127.0.0.1 --port $(PORT)
 
-serve: install  ## serve the latest Bento on http://127.0.0.1:$(PORT) (BENTO=fraud_scorer:<version> for another)
+serve: install  ## serve the namespace's latest Bento on http://127.0.0.1:$(PORT) (BENTO=<tag> for another)
 	$(RUN) keel serve --port $(PORT) $(if $(BENTO),--bento $(BENTO))
 
 bench-serving: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## load-test the Bento against a naive baseline (runs the demo first if there is no Bento)
-	@test -d $(BENTOML_HOME)/bentos/fraud_scorer || $(MAKE) demo
+	@test -d $(BENTOML_HOME)/bentos/fraud_scorer_$(KEEL_NAMESPACE) || $(MAKE) demo
 	$(RUN) python benchmarks/serving_load.py
 
 serving-requirements:  ## re-pin serving/requirements.txt (what the Bento installs) from uv.lock

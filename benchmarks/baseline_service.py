@@ -25,7 +25,7 @@ from keel.online_store import open_store
 from serving.schemas import Transaction
 
 THRESHOLD = 0.5
-store = open_store(os.environ["KEEL_ONLINE_STORE_URL"])
+store = open_store(os.environ["KEEL_ONLINE_STORE_URL"], os.environ["KEEL_NAMESPACE"])
 model_tag = os.environ["KEEL_MODEL_TAG"]
 model = bentoml.sklearn.load_model(model_tag)
 

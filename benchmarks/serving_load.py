@@ -149,7 +149,9 @@ def file_rows_per_second(url: str, frame: pd.DataFrame) -> dict:
     return {"rows": len(frame), "seconds": round(seconds, 3), "rows_per_second": round(len(frame) / seconds)}
 
 
-def direct_rows_per_second(store_url: str, model_tag: str, frame: pd.DataFrame, chunk: int = 1000) -> dict:
+def direct_rows_per_second(
+    store_url: str, namespace: str, model_tag: str, frame: pd.DataFrame, chunk: int = 1000
+) -> dict:
     """The service's scoring path without HTTP: store lookup, features, model, in chunks of ``chunk``."""
     import bentoml
     from threadpoolctl import threadpool_limits
@@ -159,7 +161,7 @@ def direct_rows_per_second(store_url: str, model_tag: str, frame: pd.DataFrame, 
     from serving.model import FraudModel
 
     threadpool_limits(limits=1, user_api="openmp")  # as the service runs it
-    store, model = open_store(store_url), FraudModel(bentoml.sklearn.load_model(model_tag))
+    store, model = open_store(store_url, namespace), FraudModel(bentoml.sklearn.load_model(model_tag))
     at = frame["transacted_at"].to_numpy(dtype="datetime64[us]")
 
     def score_all():
@@ -237,14 +239,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from keel import bentos
-    from resources.environments import service_settings, use_local_homes
+    from resources.environments import current_namespace, service_settings, use_local_homes
 
     use_local_homes()
     built = bentos.built()
     if not built:
         raise SystemExit("no Bento of the scoring service yet: run `make demo` first")
     bento = built[-1]
-    settings = service_settings("local")
+    settings = service_settings("local", current_namespace())
     payments = warehouse_payments(2000)
     bodies = [json.dumps(payment).encode() for payment in payments]
     frame = pd.DataFrame(payments * 10)
@@ -308,7 +310,9 @@ def main() -> None:
     with running("baseline", command, env, port, "/livez") as url:
         results["baseline"]["score"] = load_levels(url, bodies, args.concurrency, args.seconds, args.warmup)
 
-    results["direct"] = direct_rows_per_second(settings["KEEL_ONLINE_STORE_URL"], bento.model_tag, frame)
+    results["direct"] = direct_rows_per_second(
+        settings["KEEL_ONLINE_STORE_URL"], settings["KEEL_NAMESPACE"], bento.model_tag, frame
+    )
     results["verdict"] = verdict(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

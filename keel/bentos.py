@@ -4,7 +4,8 @@
 repo root. The Bento's version is ``<model version>-<digest of the files it packs>``: the same model
 and code always give the same tag (a re-run reuses it), another model or another line of serving code
 gives a new one, and an old tag keeps serving what it always served. Rolling back is serving the
-previous tag (``make serve BENTO=fraud_scorer:<version>``).
+previous tag (``make serve BENTO=fraud_scorer_<namespace>:<version>``). Each namespace has its own
+Bento name, ``fraud_scorer_<namespace>``, so an experiment's Bento is never mistaken for production's.
 
 No Dagster here; ``bentoml`` is imported inside the functions (it is slow to import).
 """
@@ -26,7 +27,11 @@ import yaml
 from keel.provenance import REPO_ROOT
 
 BENTOFILE = REPO_ROOT / "serving" / "bentofile.yaml"
-BENTO_NAME = "fraud_scorer"  # the API service's name (serving/service.py)
+SERVICE_NAME = "fraud_scorer"  # the API service's name (serving/service.py)
+
+
+def bento_name(namespace: str) -> str:
+    return f"{SERVICE_NAME}_{namespace}"
 
 
 @dataclass(frozen=True)
@@ -80,12 +85,12 @@ def _describe(bento) -> Bento:
     )
 
 
-def build(model_tag: str, labels: dict[str, str] | None = None) -> Build:
+def build(model_tag: str, namespace: str, labels: dict[str, str] | None = None) -> Build:
     """The Bento serving ``model_tag`` (which must be in the local BentoML store), built if new."""
     import bentoml
 
     started = time.monotonic()
-    tag = f"{BENTO_NAME}:{bento_version(model_tag)}"
+    tag = f"{bento_name(namespace)}:{bento_version(model_tag)}"
     try:
         return Build(_describe(bentoml.bentos.get(tag)), reused=True, seconds=time.monotonic() - started)
     except bentoml.exceptions.NotFound:
@@ -93,6 +98,8 @@ def build(model_tag: str, labels: dict[str, str] | None = None) -> Build:
     command = [
         str(Path(sys.executable).with_name("bentoml")),
         "build",
+        "--name",
+        bento_name(namespace),
         "--bentofile",
         str(BENTOFILE),
         "--version",
@@ -114,11 +121,12 @@ def build(model_tag: str, labels: dict[str, str] | None = None) -> Build:
     return Build(_describe(bentoml.bentos.get(tag)), reused=False, seconds=time.monotonic() - started)
 
 
-def built() -> list[Bento]:
-    """Every Bento of the scoring service in the local store, oldest first."""
+def built(namespace: str) -> list[Bento]:
+    """Every Bento of the scoring service of ``namespace`` in the local store, oldest first."""
     import bentoml
 
-    bentos = [bento for bento in bentoml.bentos.list(BENTO_NAME) if bento.tag.name == BENTO_NAME]
+    name = bento_name(namespace)
+    bentos = [bento for bento in bentoml.bentos.list(name) if bento.tag.name == name]
     return sorted((_describe(bento) for bento in bentos), key=lambda bento: bento.created)
 
 

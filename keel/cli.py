@@ -19,6 +19,11 @@ def _console():
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keel", description="Keel: a data science platform on Dagster.")
+    parser.add_argument(
+        "--namespace",
+        help="whose data to read and write (default: KEEL_NAMESPACE, else your login name locally, "
+        "prod when deployed); `keel namespace` shows where it lives",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the main job over a window of days and print a summary")
     demo.add_argument("--start", type=date.fromisoformat, default=WORLD_START, help="first day (YYYY-MM-DD)")
@@ -50,14 +55,28 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser(
         "serve", help="serve a Bento of the scoring service (default: the latest built)"
     )
-    serve.add_argument("--bento", default="fraud_scorer:latest", help="Bento tag (default: %(default)s)")
+    serve.add_argument(
+        "--bento", help="Bento tag (default: the namespace's latest, fraud_scorer_<namespace>:latest)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    commands.add_parser("namespace", help="the namespace of this shell and where its data lives")
+    reproduce = commands.add_parser(
+        "reproduce", help="train a registered version again from what it recorded and compare its metrics"
+    )
+    reproduce.add_argument("tag", help="the version, e.g. fraud_detector:abc123 (see `keel models list`)")
     args = parser.parse_args(argv)
+    if args.namespace:
+        os.environ["KEEL_NAMESPACE"] = args.namespace
 
     from resources.environments import use_local_homes
 
-    use_local_homes()
+    try:
+        use_local_homes()
+    except ValueError as error:  # an invalid namespace
+        parser.error(str(error))
+    if args.command == "namespace":
+        return _namespace()
     if args.command == "demo":
         from keel import demo as demo_module
 
@@ -78,8 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "land":
         return _land(args)
 
+    if args.command == "reproduce":
+        from keel import registry_commands
+
+        return registry_commands.reproduce(args.tag, _console())
+
     if args.command == "serve":
-        return _serve(args.bento, args.host, args.port)
+        from keel.bentos import bento_name
+        from resources.environments import current_namespace
+
+        return _serve(args.bento or f"{bento_name(current_namespace())}:latest", args.host, args.port)
 
     from keel import registry_commands
 
@@ -92,10 +119,10 @@ def _land(args) -> int:
     """Deliver days from the source system (the simulator) into the landing zone of the environment."""
     from datetime import timedelta
 
-    from resources.environments import current_environment, lake_for, upstream_source
+    from resources.environments import current_environment, landing_lake_for, upstream_source
     from resources.sources import LandingZone
 
-    landing = LandingZone(lake=lake_for(current_environment()))
+    landing = LandingZone(lake=landing_lake_for(current_environment()))
     last = landing.last_day()
     first = args.day or (last + timedelta(days=1) if last else WORLD_START)
     upstream = upstream_source()
@@ -110,14 +137,42 @@ def _land(args) -> int:
     return 0
 
 
+def _namespace() -> int:
+    """Print the namespace and where its data lives, as `KEY=value` lines a shell can export."""
+    from keel.bentos import bento_name
+    from resources.environments import (
+        current_environment,
+        current_namespace,
+        lake_for,
+        landing_lake_for,
+        online_store_url,
+        warehouse_path,
+    )
+
+    environment = current_environment()
+    namespace = current_namespace(environment)
+    for key, value in {
+        "KEEL_ENV": environment,
+        "KEEL_NAMESPACE": namespace,
+        "lake": lake_for(environment, namespace).uri,
+        "landing_zone": f"{landing_lake_for(environment).uri}/landing",
+        "warehouse": warehouse_path(namespace),
+        "online_store": online_store_url(environment, namespace),
+        "bento": bento_name(namespace),
+        "DAGSTER_HOME": os.environ["DAGSTER_HOME"],
+    }.items():
+        print(f"{key}={value}")
+    return 0
+
+
 def _serve(bento: str, host: str, port: int) -> int:
     """Replace this process by `bentoml serve`, with the environment's online store and log settings."""
     from pathlib import Path
 
-    from resources.environments import current_environment, service_settings
+    from resources.environments import current_environment, current_namespace, service_settings
     from serving.auth import api_keys_from_env
 
-    environment = {**os.environ, **service_settings(current_environment())}
+    environment = {**os.environ, **service_settings(current_environment(), current_namespace())}
     try:
         api_keys_from_env(environment)  # the service checks again; failing here is quicker to read
     except RuntimeError as error:

@@ -58,17 +58,22 @@ def run(window: Window, console: Console) -> int:
     import dagster as dg
 
     from platform_assets.definitions import defs
-    from resources.environments import current_environment
+    from resources.environments import current_environment, current_namespace
 
     began = time.monotonic()
     console.print(
         f"[bold]Keel demo[/]: {JOB_NAME} for {window.start} .. {window.end} ({window.days} days), "
-        f"environment [bold]{current_environment()}[/]"
+        f"environment [bold]{current_environment()}[/], namespace [bold]{current_namespace()}[/]"
     )
     definitions = defs()
     landing, upstream = definitions.resources["landing"], definitions.resources["upstream"]
-    landing.deliver(upstream, [window.start + timedelta(days=i) for i in range(window.days)])
-    console.print(f"Landed {window.days} days from the simulator in {landing.lake.uri}/{landing.prefix}/")
+    delivered = landing.deliver_missing(
+        upstream, [window.start + timedelta(days=i) for i in range(window.days)]
+    )
+    console.print(
+        f"Landed {len(delivered)} days from the simulator in {landing.lake.uri}/{landing.prefix}/"
+        + (f" ({window.days - len(delivered)} had landed already)" if len(delivered) < window.days else "")
+    )
     job = definitions.resolve_job_def(JOB_NAME)
     instance = dg.DagsterInstance.get()
     run_id = str(uuid.uuid4())  # chosen here so the watcher can follow the run while it runs

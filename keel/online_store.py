@@ -396,13 +396,16 @@ class RedisOnlineStore(OnlineStore):
         self.client.close()
 
 
-def open_store(url: str, timeout_seconds: float = 0.5) -> OnlineStore:
-    """The store a URL names: ``sqlite:////absolute/path`` or ``redis://[:password@]host:port/db``."""
+def open_store(url: str, namespace: str, timeout_seconds: float = 0.5) -> OnlineStore:
+    """The store a URL names: ``sqlite:////absolute/path`` or ``redis://[:password@]host:port/db``.
+
+    A Redis is shared by namespaces, each under its own keys (``{keel:<namespace>}:online``); a
+    SQLite file is one namespace's (``resources/environments.py`` gives each its own file)."""
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_absolute():
             raise ValueError(f"online store {url!r}: the SQLite path must be absolute (sqlite:////abs/path)")
         return SqliteOnlineStore(path, timeout_seconds=max(timeout_seconds, 1.0))
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisOnlineStore(url, timeout_seconds=timeout_seconds)
+        return RedisOnlineStore(url, prefix=f"{{keel:{namespace}}}:online", timeout_seconds=timeout_seconds)
     raise ValueError(f"online store {url!r}: expected sqlite:////abs/path or redis://host:port/db")

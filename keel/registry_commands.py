@@ -9,9 +9,10 @@ PRODUCTION_MODEL = ["models", "production_model"]
 
 
 def _registry():
-    from resources.environments import current_environment, registry_for
+    from resources.environments import current_environment, current_namespace, registry_for
 
-    return registry_for(current_environment())
+    environment = current_environment()
+    return registry_for(environment, current_namespace(environment))
 
 
 def _days(first: str, last: str) -> int:
@@ -88,3 +89,39 @@ def promote(tag: str, reason: str, console: Console) -> int:
         f"Recorded in {registry.uri} and in Dagster ({instance.root_directory}) as a materialization."
     )
     return 0
+
+
+def reproduce(tag: str, console: Console) -> int:
+    """Train ``tag`` again from its record; exit 0 only if the data and every metric are the same."""
+    from keel.reproduce import reproduce as train_again
+    from resources.environments import current_namespace, warehouse_path
+    from resources.registry import RegistryError
+    from resources.warehouse import Warehouse
+
+    try:
+        version = _registry().version(tag)
+    except RegistryError as error:
+        console.print(f"[red]{error}[/]")
+        return 2
+    with Warehouse(path=warehouse_path(current_namespace())).connect() as connection:
+        result = train_again(tag, version.metadata, connection)
+    table = Table(title=f"Reproducing {tag} ({version.metadata['training_window']})")
+    for column in ("metric", "recorded", "reproduced", ""):
+        table.add_column(column)
+    for name, recorded in result.recorded.items():
+        again = result.reproduced.get(name)
+        same = again is not None and abs(again - recorded) <= 1e-12
+        table.add_row(
+            name,
+            f"{recorded:.6f}",
+            "-" if again is None else f"{again:.6f}",
+            "=" if same else "[red]differs[/]",
+        )
+    console.print(table)
+    for difference in result.differences:
+        console.print(f"[yellow]{difference}[/]")
+    if result.reproduced_exactly:
+        console.print(f"[green]{tag} reproduced: same data, same metrics.[/]")
+        return 0
+    console.print(f"[red]{tag} was not reproduced[/]: see the differences above.")
+    return 1

@@ -11,8 +11,9 @@ from keel.online_store import OnlineStore, open_store
 
 class OnlineFeatureStore(dg.ConfigurableResource):
     url: str
+    namespace: str  # keys of its own in a shared Redis
     # A publish writes every entity: give it longer than a lookup on the request path gets.
     timeout_seconds: float = 10.0
 
     def open(self) -> OnlineStore:
-        return open_store(self.url, timeout_seconds=self.timeout_seconds)
+        return open_store(self.url, self.namespace, timeout_seconds=self.timeout_seconds)

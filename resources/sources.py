@@ -177,6 +177,18 @@ class LandingZone(PaymentsSource):
     def deliver(self, upstream: PaymentsSource, days: Iterable[date]) -> list[str]:
         return self.deliver_reference(upstream) + [p for day in days for p in self.deliver_day(upstream, day)]
 
+    def deliver_missing(self, upstream: PaymentsSource, days: Iterable[date]) -> list[date]:
+        """Deliver the days (and reference tables) not delivered yet; returns the days delivered.
+        The landing zone is shared by namespaces: what is there already stays as it was, so the
+        sensors of another namespace do not take it for a corrected delivery."""
+        if self.customers_missing():
+            self.deliver_reference(upstream)
+        there = {f.day for f in self.landed()[0] if f.feed == "transactions"}
+        missing = [day for day in days if day not in there]
+        for day in missing:
+            self.deliver_day(upstream, day)
+        return missing
+
     def landed(self) -> tuple[list[LandedFile], dict[str, float]]:
         """Every file in the landing zone, oldest first, and those that break the layout (path ->
         modification time)."""

@@ -84,6 +84,7 @@ store_failures = bentoml.metrics.Counter(
 @dataclass(frozen=True)
 class Settings:
     online_store_url: str
+    namespace: str  # whose online features (keys in a shared Redis)
     prediction_log_uri: str
     threshold: float
     store_timeout_seconds: float
@@ -102,6 +103,7 @@ class Settings:
             raise RuntimeError(f"KEEL_DECISION_THRESHOLD={threshold}: expected a probability in (0, 1]")
         return cls(
             online_store_url=required("KEEL_ONLINE_STORE_URL"),
+            namespace=required("KEEL_NAMESPACE"),
             prediction_log_uri=required("KEEL_PREDICTION_LOG_URI"),
             threshold=threshold,
             store_timeout_seconds=float(os.environ.get("KEEL_ONLINE_STORE_TIMEOUT_SECONDS", "0.5")),
@@ -156,7 +158,9 @@ class FraudScorer:
         self.settings = Settings.from_env()
         self.model_version = ARGUMENTS.model_tag
         self.model = FraudModel(bentoml.sklearn.load_model(self.model_ref))  # resolved by now
-        self.store = open_store(self.settings.online_store_url, self.settings.store_timeout_seconds)
+        self.store = open_store(
+            self.settings.online_store_url, self.settings.namespace, self.settings.store_timeout_seconds
+        )
         self.breaker = CircuitBreaker(
             "the online feature store", failures_to_open=3, reset_seconds=self.settings.store_retry_seconds
         )

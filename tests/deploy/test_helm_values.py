@@ -31,7 +31,7 @@ MODULE = "platform_assets.definitions"
 GRPC_PORT = 3030
 WAREHOUSE_PVC = "keel-warehouse"
 WAREHOUSE_MOUNT = "/var/lib/keel/warehouse"
-WAREHOUSE_PATH = "/var/lib/keel/warehouse/warehouse.duckdb"
+WAREHOUSE_DIR = "/var/lib/keel/warehouse"
 CODE_LOCATION_SECRETS = {"keel-aws", "keel-alerts", "keel-redis"}
 POSTGRES_SECRET = "keel-postgresql"
 REGION = "eu-west-1"
@@ -403,7 +403,7 @@ def test_the_warehouse_volume_is_mounted_where_keel_looks_for_it(environment):
     (mount,) = deployment["volumeMounts"]
     assert volume["persistentVolumeClaim"]["claimName"] == WAREHOUSE_PVC
     assert (mount["name"], mount["mountPath"]) == (volume["name"], WAREHOUSE_MOUNT)
-    assert env_values(deployment["env"])["KEEL_WAREHOUSE_PATH"] == WAREHOUSE_PATH
+    assert env_values(deployment["env"])["KEEL_WAREHOUSE_DIR"] == WAREHOUSE_DIR
 
 
 @env_param
@@ -411,6 +411,7 @@ def test_the_code_location_environment_is_the_contract_one(environment):
     env = env_values(code_location(values(environment))["env"])
     assert env["KEEL_ENV"] == environment
     assert env["KEEL_LAKE_ROOT"] == f"s3://keel-lake-{environment}/lake"
+    assert env["KEEL_NAMESPACE"] == "prod"  # the deployment runs the production pipeline
     assert env["AWS_REGION"] == REGION
     assert env["DAGSTER_WEBSERVER_URL"] == WEBSERVER_URLS[environment]
 

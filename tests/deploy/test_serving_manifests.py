@@ -278,7 +278,11 @@ def test_the_scoring_service_gets_the_contract_settings_of_its_environment(envir
     assert len(env) == len(_scorer(environment)["env"]), "a variable is set twice"
     values = {name: e.get("value") for name, e in env.items()}
     assert values["KEEL_ENV"] == environment
-    assert values["KEEL_PREDICTION_LOG_URI"] == f"s3://keel-lake-{environment}/lake/prediction_log_spool"
+    assert values["KEEL_NAMESPACE"] == "prod"
+    assert (
+        values["KEEL_PREDICTION_LOG_URI"]
+        == f"s3://keel-lake-{environment}/lake/namespaces/prod/prediction_log_spool"
+    )
     assert values["KEEL_API_KEYS_FILE"] == API_KEYS_FILE
     assert values["AWS_REGION"] == "eu-west-1"
     assert values["BENTOML_DO_NOT_TRACK"] == "true"

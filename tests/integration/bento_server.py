@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from world_settings import NAMESPACE
 
 
 @dataclass
@@ -65,7 +66,12 @@ def serving(bento: str, env: dict[str, str], log: Path, ready: str = "/readyz", 
         process = subprocess.Popen(
             [bentoml, "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
             # Each server its own task result store (BentoML's default is one file in BENTOML_HOME).
-            env={**os.environ, "BENTOML_RESULT_STORE": str(log.with_suffix(".tasks.db")), **env},
+            env={
+                **os.environ,
+                "BENTOML_RESULT_STORE": str(log.with_suffix(".tasks.db")),
+                "KEEL_NAMESPACE": NAMESPACE,  # the worlds' namespace: whose keys in a shared Redis
+                **env,
+            },
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,

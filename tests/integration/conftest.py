@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from world_settings import NAMESPACE
 
 from keel.demo import days_needed
 from keel.simulator import MALFORMED_KINDS
@@ -60,8 +61,9 @@ def keel_state(tmp_path_factory, world):
     resources from them, so every run (and `dg check defs`) sees the same world."""
     root = tmp_path_factory.mktemp("keel")
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KEEL_NAMESPACE", NAMESPACE)
         patch.setenv("KEEL_LAKE_ROOT", str(root / "lake"))
-        patch.setenv("KEEL_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
+        patch.setenv("KEEL_WAREHOUSE_DIR", str(root / "warehouse"))
         patch.setenv("KEEL_ONLINE_STORE_URL", f"sqlite:///{root / 'online_features.sqlite'}")
         patch.setenv("KEEL_SIMULATOR_CUSTOMERS", str(world.source.n_customers))
         patch.setenv("KEEL_SIMULATOR_TERMINALS", str(world.source.n_terminals))
@@ -109,8 +111,9 @@ def demo_world(tmp_path_factory) -> DemoWorld:
     env = {
         **os.environ,
         "DAGSTER_HOME": str(root / "dagster_home"),
+        "KEEL_NAMESPACE": NAMESPACE,
         "KEEL_LAKE_ROOT": str(root / "lake"),
-        "KEEL_WAREHOUSE_PATH": str(root / "warehouse.duckdb"),
+        "KEEL_WAREHOUSE_DIR": str(root / "warehouse"),
         "BENTOML_HOME": str(root / "bentoml"),
         "KEEL_ONLINE_STORE_URL": f"sqlite:///{root / 'online_features.sqlite'}",
         # A smaller world than the default (5,000 cards) over the shortest window training accepts.

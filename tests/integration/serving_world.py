@@ -7,6 +7,7 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 import pytest
+from world_settings import NAMESPACE
 
 from keel.features import FEATURE_TABLE
 from platform_assets.defs.serving import assets as serving_assets
@@ -52,7 +53,7 @@ def publish_snapshot(definitions, instance, url: str, closed_day):
     run = dg.materialize(
         [serving_assets.online_features],
         partition_key=closed_day.isoformat(),
-        resources={**definitions.resources, "online_store": OnlineFeatureStore(url=url)},
+        resources={**definitions.resources, "online_store": OnlineFeatureStore(url=url, namespace=NAMESPACE)},
         instance=instance,
     )
     assert run.success

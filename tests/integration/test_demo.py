@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from world_settings import NAMESPACE, namespace_lake
 
 pytestmark = pytest.mark.slow
 
@@ -18,15 +19,16 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
         assert table in out
     assert "by rule:" in out  # 3 malformed rows a day by default, each with its rule
     assert "Checks: " in out and "failed" not in out
-    assert str(tmp_path / "lake") in out
+    lake = namespace_lake(tmp_path / "lake")
+    assert f"namespace {NAMESPACE}" in out and str(lake) in out
     assert f"Landed 35 days from the simulator in {tmp_path / 'lake'}/landing/" in out
-    assert (tmp_path / "lake" / "raw_transactions" / "date=2026-01-08" / "data.parquet").exists()
+    assert (lake / "raw_transactions" / "date=2026-01-08" / "data.parquet").exists()
     # ... all the way to a promoted model, its metrics beside the baseline, and scores
     assert "logistic regression (baseline)" in out and "Promotion gate: approved" in out
     assert "In production: fraud_detector:" in out
     assert "ml.transaction_scores" in out
     # ... and the scoring service, packed and fed: a Bento and the last day's online features
-    assert "Bento: fraud_scorer:" in out and "make serve" in out and "curl -s -X POST" in out
+    assert f"Bento: fraud_scorer_{NAMESPACE}:" in out and "make serve" in out and "curl -s -X POST" in out
     assert (tmp_path / "online_features.sqlite").exists()
 
 

@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 from bento_server import Daemon
 from dagster._core.instance.ref import InstanceRef
+from world_settings import namespace_lake
 
 from keel.loop import RUN_KEY_TAG, SENSOR_TAG
 from platform_assets.defs.models.assets import FRAUD_MODEL
@@ -66,8 +67,8 @@ def loop(demo_world, tmp_path_factory):
         "KEEL_RETRAIN_AFTER_LABELLED_DAYS": "1",
     }
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(env["DAGSTER_HOME"]))
-    lake = LocalLake(root=env["KEEL_LAKE_ROOT"])
-    landing, registry = LandingZone(lake=lake), ModelRegistry(lake=lake)
+    lake = LocalLake(root=str(namespace_lake(env["KEEL_LAKE_ROOT"])))
+    landing, registry = LandingZone(lake=LocalLake(root=env["KEEL_LAKE_ROOT"])), ModelRegistry(lake=lake)
     versions_before = {v.tag for v in registry.versions()}
     daemon = Daemon(env, tmp_path_factory.mktemp("daemon") / "daemon.log", REPO_ROOT)
     deadline = time.monotonic() + WAIT_SECONDS

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from world_settings import NAMESPACE
 
 from keel.simulator import LABEL_DELAY_DAYS, MALFORMED_KINDS, simulate_day
 from platform_assets.defs.lake.assets import QUARANTINE_SHARE_WARNING
@@ -143,11 +144,12 @@ def test_rematerializing_a_day_leaves_every_count_the_same(backfill, definitions
 
 def test_dbt_build_works_standalone_from_the_dbt_project_folder(backfill, keel_state, tmp_path):
     """What an analyst does: `cd dbt_project && dbt build`, no Dagster, a fresh warehouse file."""
-    warehouse_file = tmp_path / "analyst.duckdb"
+    warehouse_file = tmp_path / f"{NAMESPACE}.duckdb"
     env = {
         **os.environ,
+        "KEEL_NAMESPACE": NAMESPACE,
         "KEEL_LAKE_ROOT": str(keel_state / "lake"),
-        "KEEL_WAREHOUSE_PATH": str(warehouse_file),
+        "KEEL_WAREHOUSE_DIR": str(tmp_path),
         "DBT_TARGET_PATH": str(tmp_path / "target"),
         "DBT_LOG_PATH": str(tmp_path / "logs"),
     }
@@ -162,6 +164,6 @@ def test_dbt_build_works_standalone_from_the_dbt_project_folder(backfill, keel_s
 
     with duckdb.connect(str(warehouse_file), read_only=True) as connection:
         analyst_rows = connection.execute("select count(*) from transactions").fetchone()[0]
-    with duckdb.connect(str(keel_state / "warehouse.duckdb"), read_only=True) as connection:
+    with duckdb.connect(str(keel_state / "warehouse" / f"{NAMESPACE}.duckdb"), read_only=True) as connection:
         dagster_rows = connection.execute("select count(*) from transactions").fetchone()[0]
     assert analyst_rows == dagster_rows > 0

@@ -71,8 +71,9 @@ def keel_on_postgres(postgres_server, database, tmp_path_factory):
         "DAGSTER_PG_USERNAME": postgres_server["user"],
         "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
         "DAGSTER_PG_DB": database,
+        "KEEL_NAMESPACE": "prod",
         "KEEL_LAKE_ROOT": str(root / "lake"),
-        "KEEL_WAREHOUSE_PATH": str(root / "warehouse.duckdb"),
+        "KEEL_WAREHOUSE_DIR": str(root / "warehouse"),
         "KEEL_ONLINE_STORE_URL": f"sqlite:///{root / 'online_features.sqlite'}",
         "KEEL_SIMULATOR_CUSTOMERS": str(SOURCE.n_customers),
         "KEEL_SIMULATOR_TERMINALS": str(SOURCE.n_terminals),
@@ -91,11 +92,12 @@ def test_the_instance_keeps_runs_events_and_schedules_in_postgresql(keel_on_post
 
 
 def test_a_materialization_is_recorded_in_postgresql(keel_on_postgres, postgres_server, database):
-    _, instance, lake = keel_on_postgres
-    LandingZone(lake=lake).deliver_reference(SOURCE)
+    _, instance, root = keel_on_postgres
+    landing, lake = LandingZone(lake=root), LocalLake(root=f"{root.root}/namespaces/prod")
+    landing.deliver_reference(SOURCE)
 
     result = dg.materialize(
-        [customers, terminals], instance=instance, resources={"lake": lake, "landing": LandingZone(lake=lake)}
+        [customers, terminals], instance=instance, resources={"lake": lake, "landing": landing}
     )
 
     assert result.success

@@ -24,7 +24,8 @@ from keel import features
 
 pytestmark = pytest.mark.slow
 
-BUCKET, PREFIX = "keel-lake-test", "lake"
+BUCKET, ROOT = "keel-lake-test", "lake"
+PREFIX = f"{ROOT}/namespaces/prod"  # the prod namespace's lake (KEEL_NAMESPACE defaults to prod)
 FIRST_DAY, N_DAYS = date(2026, 1, 1), 3
 DAYS = [FIRST_DAY + timedelta(days=i) for i in range(N_DAYS)]
 
@@ -56,8 +57,8 @@ def prod_on_s3(s3_endpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("prod")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KEEL_ENV", "prod")
-        patch.setenv("KEEL_LAKE_ROOT", f"s3://{BUCKET}/{PREFIX}")
-        patch.setenv("KEEL_WAREHOUSE_PATH", str(root / "warehouse.duckdb"))
+        patch.setenv("KEEL_LAKE_ROOT", f"s3://{BUCKET}/{ROOT}")
+        patch.setenv("KEEL_WAREHOUSE_DIR", str(root))  # prod.duckdb: KEEL_NAMESPACE defaults to prod there
         patch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
         patch.setenv("AWS_ACCESS_KEY_ID", "keel-test")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "keel-test")
@@ -121,9 +122,9 @@ def test_dbt_builds_the_warehouse_and_features_from_the_lake_on_s3_and_nothing_i
     lake, warehouse = definitions.resources["lake"], definitions.resources["warehouse"]
     ingested = sum(len(lake.read_partition("raw_transactions", day)) for day in DAYS)
     assert ingested > 1_000
-    assert warehouse.row_count("warehouse.transactions") == ingested  # dbt's mart, read from S3
+    assert warehouse.row_count("main.transactions") == ingested  # dbt's mart, read from S3
     assert warehouse.row_count(features.FEATURE_TABLE) == ingested
-    assert sorted(path.name for path in root.iterdir()) == ["warehouse.duckdb"]  # no lake on disk
+    assert sorted(path.name for path in root.iterdir()) == ["prod.duckdb"]  # no lake on disk
 
 
 def test_a_model_is_exported_to_s3_and_imported_back_from_it(built):

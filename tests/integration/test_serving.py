@@ -15,6 +15,7 @@ import pytest
 import yaml
 from bento_server import serving
 from serving_world import BENTO, FACTS, ONLINE_FEATURES, as_json, metadata_of, publish_snapshot
+from world_settings import NAMESPACE
 
 from keel import bentos
 from platform_assets.defs.models.assets import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
@@ -42,7 +43,7 @@ def test_the_main_job_built_a_bento_of_the_promoted_model_and_published_the_last
     online = metadata_of(backfill, ONLINE_FEATURES)
 
     assert bento["model_version"] == promoted["model_tag"]
-    assert bento["bento"].startswith(f"fraud_scorer:{promoted['model_tag'].split(':')[1]}-")
+    assert bento["bento"].startswith(f"fraud_scorer_{NAMESPACE}:{promoted['model_tag'].split(':')[1]}-")
     assert bentoml.bentos.get(bento["bento"]).info.labels["model_tag"] == promoted["model_tag"]
     assert online["published"] and online["closed_day"] == world.last_day.isoformat()
     assert online["customers"] > 1000 and online["terminals"] > 1000
@@ -269,7 +270,7 @@ def test_a_promotion_builds_a_new_bento_and_the_previous_one_still_serves_its_mo
 
     assert rebuilt["model_version"] == promoted["model_tag"] != champion_bento["model_version"]
     assert rebuilt["bento"] != champion_bento["bento"] and not rebuilt["reused"]
-    assert {champion_bento["bento"], rebuilt["bento"]} <= {b.tag for b in bentos.built()}
+    assert {champion_bento["bento"], rebuilt["bento"]} <= {b.tag for b in bentos.built(NAMESPACE)}
 
     env = {
         "KEEL_ONLINE_STORE_URL": store_of_the_day_before,

@@ -8,7 +8,12 @@ from dagster_dbt import DbtCliResource
 
 from resources.alerts import LogAlerts, WebhookAlerts
 from resources.dbt import REPO_ROOT
-from resources.environments import current_environment, resources_for, service_settings
+from resources.environments import (
+    current_environment,
+    current_namespace,
+    resources_for,
+    service_settings,
+)
 from resources.lake import LocalLake, S3Lake
 from resources.sources import LandingZone, SimulatorSource
 from resources.warehouse import Warehouse
@@ -33,33 +38,52 @@ def test_an_unknown_keel_env_is_refused_by_name(monkeypatch):
         current_environment()
 
 
-def test_local_resources_follow_the_keel_variables(monkeypatch, tmp_path):
+def test_local_resources_follow_the_keel_variables_and_the_namespace(monkeypatch, tmp_path):
     monkeypatch.setenv("KEEL_LAKE_ROOT", str(tmp_path / "lake"))
-    monkeypatch.setenv("KEEL_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
-    resources = resources_for("local")
+    monkeypatch.setenv("KEEL_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
+    resources = resources_for("local", "alice")
     assert isinstance(resources["lake"], LocalLake)
-    assert resources["lake"].root == str(tmp_path / "lake")
+    assert resources["lake"].root == str(tmp_path / "lake" / "namespaces" / "alice")
     assert isinstance(resources["warehouse"], Warehouse)
-    assert resources["warehouse"].path == str(tmp_path / "warehouse.duckdb")
+    assert resources["warehouse"].path == str(tmp_path / "warehouse" / "alice.duckdb")
     assert isinstance(resources["dbt"], DbtCliResource)
     assert resources["dbt"].target == "local"
     assert isinstance(resources["upstream"], SimulatorSource)
     assert isinstance(resources["landing"], LandingZone)
-    assert resources["landing"].lake == resources["lake"]
+    # The landing zone is the environment's, shared: every namespace ingests the same deliveries.
+    assert resources["landing"].lake.root == str(tmp_path / "lake")
+    assert resources["online_store"].namespace == "alice"
+    assert resources["namespace"].name == "alice"
 
 
 def test_local_state_defaults_to_the_keel_folder_of_the_repository(monkeypatch):
     monkeypatch.delenv("KEEL_LAKE_ROOT", raising=False)
-    monkeypatch.delenv("KEEL_WAREHOUSE_PATH", raising=False)
-    resources = resources_for("local")
+    monkeypatch.delenv("KEEL_WAREHOUSE_DIR", raising=False)
+    resources = resources_for("local", "alice")
     state = REPO_ROOT / ".keel"
     assert Path(resources["lake"].root).is_relative_to(state)
     assert Path(resources["warehouse"].path).is_relative_to(state)
+    assert resources["online_store"].url.endswith("/.keel/online_features/alice.sqlite")
+
+
+def test_the_namespace_is_the_login_name_locally_and_prod_when_deployed(monkeypatch):
+    monkeypatch.setenv("USER", "alice")
+    assert current_namespace("local") == "alice"
+    assert current_namespace("staging") == current_namespace("prod") == "prod"
+    monkeypatch.setenv("KEEL_NAMESPACE", "churn_experiment")
+    assert current_namespace("local") == current_namespace("prod") == "churn_experiment"
+
+
+@pytest.mark.parametrize("name", ["Alice", "john.doe", "1st", "a" * 33, "x-y"])
+def test_a_namespace_that_cannot_name_folders_keys_and_bentos_is_refused_by_name(monkeypatch, name):
+    monkeypatch.setenv("KEEL_NAMESPACE", name)
+    with pytest.raises(ValueError, match=re.escape(repr(name))):
+        current_namespace("local")
 
 
 def test_the_malformed_row_rate_of_the_source_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", "0")
-    assert resources_for("local")["upstream"].malformed_rows_per_day == 0
+    assert resources_for("local", "alice")["upstream"].malformed_rows_per_day == 0
 
 
 @pytest.mark.parametrize("name", ["staging", "prod"])
@@ -67,21 +91,26 @@ def test_deployed_environments_keep_the_lake_on_s3(monkeypatch, name):
     monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
     monkeypatch.setenv("KEEL_ONLINE_STORE_URL", "redis://redis:6379/0")
     monkeypatch.setenv("KEEL_ALERT_WEBHOOK_URL", "https://hooks.example.com/keel")
-    resources = resources_for(name)
+    resources = resources_for(name, "prod")
     assert isinstance(resources["lake"], S3Lake)
     assert resources["alerts"] == WebhookAlerts(url="https://hooks.example.com/keel")
-    assert (resources["lake"].bucket, resources["lake"].prefix) == ("bucket", "some/prefix")
-    assert resources["lake"].uri == "s3://bucket/some/prefix"
+    assert (resources["lake"].bucket, resources["lake"].prefix) == ("bucket", "some/prefix/namespaces/prod")
+    assert resources["lake"].uri == "s3://bucket/some/prefix/namespaces/prod"
+    assert resources["landing"].lake.uri == "s3://bucket/some/prefix"
     assert resources["dbt"].target == name
     assert resources["online_store"].url == "redis://redis:6379/0"
-    assert service_settings(name)["KEEL_PREDICTION_LOG_URI"] == "s3://bucket/some/prefix/prediction_log_spool"
+    settings = service_settings(name, "prod")
+    assert (
+        settings["KEEL_PREDICTION_LOG_URI"] == "s3://bucket/some/prefix/namespaces/prod/prediction_log_spool"
+    )
+    assert settings["KEEL_NAMESPACE"] == "prod"
 
 
 @pytest.mark.parametrize("name", ["staging", "prod"])
 def test_deployed_environments_refuse_to_guess_the_online_store(monkeypatch, name):
     monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
     with pytest.raises(ValueError, match="KEEL_ONLINE_STORE_URL"):
-        resources_for(name)
+        resources_for(name, "prod")
 
 
 @pytest.mark.parametrize("name", ["staging", "prod"])
@@ -89,12 +118,12 @@ def test_deployed_environments_refuse_to_send_alerts_only_to_a_log(monkeypatch, 
     monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
     monkeypatch.setenv("KEEL_ONLINE_STORE_URL", "redis://redis:6379/0")
     with pytest.raises(ValueError, match="KEEL_ALERT_WEBHOOK_URL"):
-        resources_for(name)
+        resources_for(name, "prod")
 
 
 def test_local_alerts_go_to_the_log_and_the_retraining_policy_to_the_environment(monkeypatch):
     monkeypatch.setenv("KEEL_RETRAIN_AFTER_LABELLED_DAYS", "3")
-    resources = resources_for("local")
+    resources = resources_for("local", "alice")
     assert isinstance(resources["alerts"], LogAlerts)
     assert resources["retraining"].policy().labelled_days == 3
 
@@ -104,12 +133,12 @@ def test_prod_refuses_a_lake_that_is_not_on_s3(monkeypatch, lake_root):
     if lake_root is not None:
         monkeypatch.setenv("KEEL_LAKE_ROOT", lake_root)
     with pytest.raises(ValueError, match="KEEL_LAKE_ROOT"):
-        resources_for("prod")
+        resources_for("prod", "prod")
 
 
 def test_an_unknown_environment_has_no_resources():
     with pytest.raises(ValueError, match="dev"):
-        resources_for("dev")
+        resources_for("dev", "prod")
 
 
 def test_a_missing_warehouse_is_named_in_the_error(tmp_path):
@@ -146,10 +175,10 @@ def test_source_customers_do_not_expose_the_simulator_internals():
     assert len(customers) == SMALL_SOURCE.n_customers
 
 
-@pytest.mark.parametrize("name", ["KEEL_LAKE_ROOT", "KEEL_WAREHOUSE_PATH"])
+@pytest.mark.parametrize("name", ["KEEL_LAKE_ROOT", "KEEL_WAREHOUSE_DIR"])
 def test_a_relative_path_setting_is_refused_because_dagster_and_dbt_would_resolve_it_differently(
     monkeypatch, name
 ):
     monkeypatch.setenv(name, "data/somewhere")
     with pytest.raises(ValueError, match=f"{name}='data/somewhere' must be an absolute path"):
-        resources_for("local")
+        resources_for("local", "alice")

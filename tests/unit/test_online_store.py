@@ -145,9 +145,29 @@ def test_an_unreachable_store_is_an_error_that_names_it(tmp_path):
 
 
 def test_the_url_chooses_the_store_and_a_relative_sqlite_path_is_refused():
-    assert isinstance(open_store("sqlite:////tmp/x.sqlite"), SqliteOnlineStore)
-    assert isinstance(open_store("redis://127.0.0.1:6379/0"), RedisOnlineStore)
+    assert isinstance(open_store("sqlite:////tmp/x.sqlite", "test"), SqliteOnlineStore)
+    assert isinstance(open_store("redis://127.0.0.1:6379/0", "test"), RedisOnlineStore)
     with pytest.raises(ValueError, match="must be absolute"):
-        open_store("sqlite:///relative.sqlite")
+        open_store("sqlite:///relative.sqlite", "test")
     with pytest.raises(ValueError, match="expected sqlite"):
-        open_store("postgres://somewhere")
+        open_store("postgres://somewhere", "test")
+
+
+@pytest.mark.redis
+def test_namespaces_sharing_one_redis_each_read_only_their_own_snapshot(redis_url):
+    run = uuid.uuid4().hex[:8]
+    prod, mine = open_store(redis_url, f"prod_{run}"), open_store(redis_url, f"alice_{run}")
+    try:
+        prod.publish(date(2026, 1, 10), *snapshot(1.0))
+        assert mine.current() is None  # nothing published in alice's namespace yet
+        mine.publish(date(2026, 1, 12), *snapshot(2.0))
+
+        assert prod.current().closed_day == date(2026, 1, 10)
+        assert prod.lookup([1], [10]).entities[list(CUSTOMER_NAMES)].eq(1.0).all().all()
+        assert mine.lookup([1], [10]).entities[list(CUSTOMER_NAMES)].eq(2.0).all().all()
+    finally:
+        for store in (prod, mine):
+            keys = list(store.client.scan_iter(f"{store.prefix}*"))
+            if keys:
+                store.client.delete(*keys)
+            store.close()

@@ -11,14 +11,17 @@ import pandas as pd
 import pandera.errors
 
 from keel import bentos, features
+from keel.client import stored_in_lake
 from keel.provenance import code_version
 from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import PRODUCTION_MODEL
+from platform_assets.defs.provenance import recorded
 from platform_assets.defs.steps import INGESTION, PUBLISHING
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.lake import Lake
+from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
 from resources.registry import ModelRegistry, RegistryError
 from resources.warehouse import Warehouse
@@ -79,6 +82,7 @@ def online_features(
         )
     return dg.MaterializeResult(
         metadata={
+            **recorded(context),
             "closed_day": closed_day.isoformat(),
             "serves_payments_of": (closed_day + timedelta(days=1)).isoformat(),
             "published": publication.published,
@@ -102,12 +106,14 @@ def online_features(
     op_tags=PUBLISHING.op_tags("fraud_scorer_bento"),
     retry_policy=PUBLISHING.retry_policy,
 )
-def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistry, lake: Lake):
+def fraud_scorer_bento(
+    context: dg.AssetExecutionContext, registry: ModelRegistry, lake: Lake, namespace: Namespace
+):
     """The scoring service packed with the model in production: a Bento in the local BentoML store,
-    tagged ``fraud_scorer:<model version>-<code digest>``, and its archive in the lake
-    (``bentos/fraud_scorer/<version>.bento``), from which images are built. Rebuilt when the
-    production model or the serving code changes; older Bentos stay, so rolling back is serving the
-    previous tag."""
+    tagged ``fraud_scorer_<namespace>:<model version>-<code digest>``, and its archive in the
+    namespace's lake (``bentos/fraud_scorer_<namespace>/<version>.bento``), from which images are
+    built. Rebuilt when the production model or the serving code changes; older Bentos stay, so
+    rolling back is serving the previous tag."""
     champion = registry.champion()
     if champion is None:
         raise RegistryError(f"no model in production in {registry.uri}: materialize models/production_model")
@@ -115,6 +121,7 @@ def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistr
     code = code_version()
     build = bentos.build(
         champion.tag,
+        namespace.name,
         labels={"git_commit": str(code["git_commit"]), "git_dirty": str(code["git_dirty"]).lower()},
     )
     # The store of a pod is gone when the pod is: the lake keeps the archive (deploy/docker/bento.md).
@@ -122,10 +129,11 @@ def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistr
     archive = bentos.export_path(build.bento.tag)
     if not (build.reused and archive in lake.list_files(archive.rpartition("/")[0])):
         lake.write_file(archive, bentos.export(build.bento.tag))
-    history = bentos.built()
+    history = bentos.built(namespace.name)
     context.log.info(f"{'reused' if build.reused else 'built'} {build.bento.tag} in {build.seconds:.1f} s")
     return dg.MaterializeResult(
         metadata={
+            **recorded(context),
             "bento": build.bento.tag,
             "model_version": champion.tag,
             "reused": build.reused,
@@ -146,6 +154,7 @@ def fraud_scorer_bento(context: dg.AssetExecutionContext, registry: ModelRegistr
 @dg.asset(
     key=["serving", PREDICTION_LOG],
     group_name="serving",
+    metadata=stored_in_lake(PREDICTION_LOG),
     partitions_def=daily_partitions,
     # The day's payments landing is the sign that the day is over: what was served on it is complete.
     deps=[RAW_TRANSACTIONS],
@@ -174,6 +183,7 @@ def prediction_log(context: dg.AssetExecutionContext, lake: Lake):
     rows = sum(metadata.values())
     return dg.MaterializeResult(
         metadata={
+            **recorded(context),
             "rows": rows,
             "rows_per_day": dg.MetadataValue.json(metadata),
             **({"dagster/row_count": rows} if len(metadata) == 1 else {}),
