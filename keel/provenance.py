@@ -46,5 +46,15 @@ def lockfile_sha256() -> str:
     return hashlib.sha256(LOCKFILE.read_bytes()).hexdigest()
 
 
+def dbt_manifest_sha256() -> str:
+    """The dbt manifest the run's warehouse models came from (what dbt compiled, not just the SQL)."""
+    manifest = REPO_ROOT / ".keel" / "dbt" / "target" / "manifest.json"
+    if not manifest.exists():
+        raise RuntimeError(
+            f"no dbt manifest at {manifest}: `make .keel/dbt/target/manifest.json` prepares it"
+        )
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
 def current_user() -> str:
     return os.environ.get("KEEL_USER") or getpass.getuser()

@@ -6,7 +6,9 @@ imported inside the functions: modules that merely import this one stay light.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from keel.features import FEATURE_NAMES, FEATURE_TABLE, require_days
+from keel.metrics import Metrics, fraud_metrics
 
 LABELS = "fraud_labels"  # the warehouse mart of fraud flags, one row per labelled payment
 
@@ -145,6 +148,66 @@ def fit_baseline(train: pd.DataFrame, seed: int):
 def fraud_scores(model, frame: pd.DataFrame) -> np.ndarray:
     """The model's probability of fraud for each row of ``frame``."""
     return model.predict_proba(frame)[:, 1]
+
+
+def scored(model, labelled: pd.DataFrame) -> pd.DataFrame:
+    """What the metrics need: each payment's day, card and label, and the model's score."""
+    return labelled[["transaction_date", "customer_id", "is_fraud"]].assign(
+        score=fraud_scores(model, labelled)
+    )
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """SHA-256 of a frame's rows and columns, in order: the same rows always give the same digest."""
+    digest = hashlib.sha256(",".join(f"{name}:{dtype}" for name, dtype in frame.dtypes.items()).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One training run: the model and its baseline, fitted and tested on a window."""
+
+    window: TrainingWindow
+    train: LabelledFeatures
+    test: LabelledFeatures
+    model: Any
+    baseline: Any
+    scored: pd.DataFrame
+    baseline_scored: pd.DataFrame
+    metrics: Metrics
+    baseline_metrics: Metrics
+    training_seconds: float
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {"train": fingerprint(self.train.frame), "test": fingerprint(self.test.frame)}
+
+
+def run_experiment(
+    connection, window: TrainingWindow, seed: int, hyper_parameters: Mapping[str, Any]
+) -> Experiment:
+    """Train the model and the baseline on ``window``'s train days and test both on its test days.
+    The one way Keel trains: the ``models/fraud_model`` asset and ``keel reproduce`` both call it."""
+    train = labelled_features(connection, window.train_start, window.train_end)
+    test = labelled_features(connection, window.test_start, window.test_end)
+    started = time.monotonic()
+    model = fit_fraud_model(train.frame, seed, hyper_parameters)
+    training_seconds = time.monotonic() - started
+    baseline = fit_baseline(train.frame, seed)
+    model_scored, baseline_scored = scored(model, test.frame), scored(baseline, test.frame)
+    return Experiment(
+        window,
+        train,
+        test,
+        model,
+        baseline,
+        model_scored,
+        baseline_scored,
+        fraud_metrics(model_scored),
+        fraud_metrics(baseline_scored),
+        training_seconds,
+    )
 
 
 def precision_recall_png(curves: Mapping[str, tuple[pd.Series, np.ndarray]], title: str) -> bytes:

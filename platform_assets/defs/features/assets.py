@@ -8,8 +8,10 @@ import dagster as dg
 import pandera.errors
 
 from keel import features
+from keel.client import stored_in_warehouse
 from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.defs.provenance import recorded
 from platform_assets.defs.steps import FEATURES
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.warehouse import Warehouse
@@ -24,6 +26,7 @@ _LOOKBACK = dg.TimeWindowPartitionMapping(
 @dg.asset(
     key=["features", "transaction_features"],
     group_name="features",
+    metadata=stored_in_warehouse(features.FEATURE_TABLE, "transaction_date"),
     partitions_def=daily_partitions,
     backfill_policy=one_run_per_backfill,
     pool=WAREHOUSE_POOL,  # writes the warehouse's DuckDB file: one writer at a time
@@ -87,5 +90,5 @@ def transaction_features(context: dg.AssetExecutionContext, warehouse: Warehouse
     }
     if first == last:
         metadata["dagster/row_count"] = len(stored)
-    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata={**recorded(context), **metadata})
     yield check

@@ -13,8 +13,10 @@ import dagster as dg
 import pandas as pd
 
 from keel import contracts
+from keel.client import stored_in_lake
 from keel.simulator import LABEL_DELAY_DAYS
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
+from platform_assets.defs.provenance import recorded
 from platform_assets.defs.steps import INGESTION
 from resources.lake import Lake
 from resources.sources import PaymentsSource
@@ -32,33 +34,35 @@ QUARANTINE_SHARE_WARNING = 0.01  # above 1% of a day's rows in quarantine, someo
 @dg.asset(
     key=CUSTOMERS,
     group_name="lake",
+    metadata=stored_in_lake("customers"),
     kinds={"parquet"},
     op_tags=INGESTION.op_tags("customers"),
     retry_policy=INGESTION.retry_policy,
 )
-def customers(lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
+def customers(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Card holders as the source system knows them: home location on the 100x100 grid and
     spending profile (mean and spread of the amount, mean payments per day). One row per customer."""
     frame = contracts.check_reference(landing.customers(), contracts.CUSTOMERS_SCHEMA)
     path = lake.write_table("customers", frame)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
+        metadata={**recorded(context), "dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
     )
 
 
 @dg.asset(
     key=TERMINALS,
     group_name="lake",
+    metadata=stored_in_lake("terminals"),
     kinds={"parquet"},
     op_tags=INGESTION.op_tags("terminals"),
     retry_policy=INGESTION.retry_policy,
 )
-def terminals(lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
+def terminals(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Payment terminals and their location on the 100x100 grid. One row per terminal."""
     frame = contracts.check_reference(landing.terminals(), contracts.TERMINALS_SCHEMA)
     path = lake.write_table("terminals", frame)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
+        metadata={**recorded(context), "dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
     )
 
 
@@ -88,7 +92,9 @@ def _ingest_day(
     )
 
 
-def _ingestion_results(lake: Lake, table: str, quarantine: str, days: list[DayIngested]):
+def _ingestion_results(
+    context: dg.AssetExecutionContext, lake: Lake, table: str, quarantine: str, days: list[DayIngested]
+):
     table_key, quarantine_key = dg.AssetKey(["lake", table]), dg.AssetKey(["lake", quarantine])
     rows_in = sum(d.rows_in for d in days)
     valid = sum(d.valid for d in days)
@@ -106,6 +112,7 @@ def _ingestion_results(lake: Lake, table: str, quarantine: str, days: list[DayIn
     yield dg.MaterializeResult(
         asset_key=table_key,
         metadata={
+            **recorded(context),
             **({"dagster/row_count": valid} if one_day else {}),
             "window": f"{days[0].day} .. {days[-1].day} ({len(days)} days)",
             "window_rows_in": rows_in,
@@ -118,6 +125,7 @@ def _ingestion_results(lake: Lake, table: str, quarantine: str, days: list[DayIn
     yield dg.MaterializeResult(
         asset_key=quarantine_key,
         metadata={
+            **recorded(context),
             **({"dagster/row_count": quarantined} if one_day else {}),
             "window_quarantined_rows": quarantined,
             "reasons": dg.MetadataValue.json(dict(reasons.most_common())),
@@ -170,6 +178,7 @@ def _ingestion_checks(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
             RAW_TRANSACTIONS,
             deps=[CUSTOMERS, TERMINALS],
             group_name="lake",
+            metadata=stored_in_lake("raw_transactions"),
             kinds={"parquet"},
             description="Card payments of the day that passed the transaction contract (types, nulls, "
             "ranges, timestamp inside the day, unique ids, known customers and terminals). "
@@ -179,6 +188,7 @@ def _ingestion_checks(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
             QUARANTINED_TRANSACTIONS,
             deps=[CUSTOMERS, TERMINALS],
             group_name="lake",
+            metadata=stored_in_lake("quarantined_transactions"),
             kinds={"parquet"},
             description="Payments of the day that failed the contract, with their raw values as text, "
             "their position in the extract (source_row) and every reason. One row per rejected row.",
@@ -202,7 +212,7 @@ def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, landing: Pay
         context.log.info(
             f"raw_transactions {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined"
         )
-    yield from _ingestion_results(lake, "raw_transactions", "quarantined_transactions", days)
+    yield from _ingestion_results(context, lake, "raw_transactions", "quarantined_transactions", days)
 
 
 # The flags reported on day D are about the payments of day D - 7, yet they depend on day D's
@@ -220,6 +230,7 @@ LABEL_DEPS = [RAW_TRANSACTIONS]
             RAW_FRAUD_LABELS,
             deps=LABEL_DEPS,
             group_name="lake",
+            metadata=stored_in_lake("raw_fraud_labels"),
             kinds={"parquet"},
             description=f"Fraud flags reported on the day, about the payments of {LABEL_DELAY_DAYS} days "
             "earlier (labels are only known after that delay). One row per labelled transaction.",
@@ -228,6 +239,7 @@ LABEL_DEPS = [RAW_TRANSACTIONS]
             QUARANTINED_FRAUD_LABELS,
             deps=LABEL_DEPS,
             group_name="lake",
+            metadata=stored_in_lake("quarantined_fraud_labels"),
             kinds={"parquet"},
             description="Fraud flags of the day that failed the label contract, with every reason.",
         ),
@@ -254,4 +266,4 @@ def raw_fraud_labels(context: dg.AssetExecutionContext, lake: Lake, landing: Pay
         context.log.info(
             f"raw_fraud_labels {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined"
         )
-    yield from _ingestion_results(lake, "raw_fraud_labels", "quarantined_fraud_labels", days)
+    yield from _ingestion_results(context, lake, "raw_fraud_labels", "quarantined_fraud_labels", days)

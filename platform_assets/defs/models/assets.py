@@ -9,7 +9,6 @@ and the champion stays in production. The maths lives in ``keel.training``, ``ke
 """
 
 import base64
-import time
 from datetime import date, timedelta
 
 import dagster as dg
@@ -18,6 +17,7 @@ import pandas as pd
 from keel import drift, features, provenance, training
 from keel.metrics import Metrics, fraud_metrics
 from keel.promotion import GatePolicy, decide
+from platform_assets.defs.provenance import recorded
 from platform_assets.defs.steps import GATE, PUBLISHING, TRAINING
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
@@ -66,12 +66,6 @@ class GateConfig(dg.Config):
         return GatePolicy(**self.model_dump(exclude={"evaluation_days"}))
 
 
-def _scored(model, labelled: pd.DataFrame) -> pd.DataFrame:
-    return labelled[["transaction_date", "customer_id", "is_fraud"]].assign(
-        score=training.fraud_scores(model, labelled)
-    )
-
-
 def _metrics_table(rows: dict[str, Metrics | None]) -> dg.MetadataValue:
     lines = [
         "| model | ROC AUC | average precision | card precision@100 | payments | frauds |",
@@ -116,16 +110,12 @@ def fraud_model(
         window = training.TrainingWindow.ending(
             last, config.train_days, horizon.label_delay_days, config.test_days
         )
-        train = training.labelled_features(connection, window.train_start, window.train_end)
-        test = training.labelled_features(connection, window.test_start, window.test_end)
-
-    hyper_parameters = {name: getattr(config, name) for name in HYPER_PARAMETERS}
-    started = time.monotonic()
-    model = training.fit_fraud_model(train.frame, config.seed, hyper_parameters)
-    training_seconds = time.monotonic() - started
-    baseline = training.fit_baseline(train.frame, config.seed)
-    scored, baseline_scored = _scored(model, test.frame), _scored(baseline, test.frame)
-    metrics, baseline_metrics = fraud_metrics(scored), fraud_metrics(baseline_scored)
+        hyper_parameters = {name: getattr(config, name) for name in HYPER_PARAMETERS}
+        experiment = training.run_experiment(connection, window, config.seed, hyper_parameters)
+    train, test, model = experiment.train, experiment.test, experiment.model
+    scored, baseline_scored = experiment.scored, experiment.baseline_scored
+    metrics, baseline_metrics = experiment.metrics, experiment.baseline_metrics
+    training_seconds = experiment.training_seconds
 
     code = provenance.code_version()
     record = {
@@ -144,6 +134,9 @@ def fraud_model(
         "training_seconds": round(training_seconds, 3),
         "code_version": code,
         "lockfile_sha256": provenance.lockfile_sha256(),
+        "dbt_manifest_sha256": provenance.dbt_manifest_sha256(),
+        # What `keel reproduce` checks before training again: the very rows of each window.
+        "data_sha256": experiment.fingerprints,
         "dagster_run_id": context.run.run_id,
     }
     tag = registry.register(model, record, run_id=context.run.run_id)
@@ -168,6 +161,7 @@ def fraud_model(
 
     return dg.MaterializeResult(
         metadata={
+            **recorded(context),
             "model_tag": tag,
             "roc_auc": metrics.roc_auc,
             "average_precision": metrics.average_precision,
@@ -227,9 +221,9 @@ def evaluation(
         first = last - timedelta(days=config.evaluation_days - 1)
         labelled = training.labelled_features(connection, first, last)
 
-    challenger_metrics = fraud_metrics(_scored(registry.load(challenger.tag), labelled.frame))
+    challenger_metrics = fraud_metrics(training.scored(registry.load(challenger.tag), labelled.frame))
     champion_metrics = (
-        fraud_metrics(_scored(registry.load(champion.tag), labelled.frame)) if champion else None
+        fraud_metrics(training.scored(registry.load(champion.tag), labelled.frame)) if champion else None
     )
     decision = decide(challenger_metrics, champion_metrics, config.policy())
     registry.record(
@@ -249,6 +243,7 @@ def evaluation(
     context.log.info(f"{challenger.tag}: {decision.summary}")
     yield dg.MaterializeResult(
         metadata={
+            **recorded(context),
             "challenger": challenger.tag,
             "champion": champion.tag if champion else "none yet",
             "evaluation_first_day": first.isoformat(),
@@ -295,7 +290,7 @@ def production_model(context: dg.AssetExecutionContext, registry: ModelRegistry)
     promotion = registry.promote(
         challenger.tag, reason=f"promotion gate {approval.reason}", run_id=context.run.run_id
     )
-    return dg.MaterializeResult(metadata=promotion_metadata(registry, promotion))
+    return dg.MaterializeResult(metadata={**recorded(context), **promotion_metadata(registry, promotion)})
 
 
 def promotion_metadata(registry: ModelRegistry, promotion) -> dict:

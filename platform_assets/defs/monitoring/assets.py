@@ -21,6 +21,7 @@ from keel.simulator import LABEL_DELAY_DAYS
 from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions
 from platform_assets.defs.models.assets import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
+from platform_assets.defs.provenance import recorded
 from platform_assets.defs.scores.assets import SCORE_TABLE, SCORES
 from platform_assets.defs.serving.assets import PREDICTION_LOG
 from platform_assets.defs.steps import MONITORING
@@ -114,6 +115,7 @@ def feature_drift(
     table = result.table()
     yield dg.MaterializeResult(
         metadata={
+            **recorded(context),
             "drift_share": result.share,
             "drifted_features": dg.MetadataValue.json(result.drifted),
             "drift_scores": dg.MetadataValue.json({f.feature: round(f.score, 6) for f in result.features}),
@@ -210,6 +212,7 @@ def live_performance(context: dg.AssetExecutionContext, config: PerformanceConfi
     ]
     yield dg.MaterializeResult(
         metadata={
+            **recorded(context),
             "roc_auc": metrics.roc_auc,
             "average_precision": metrics.average_precision,
             "card_precision_at_100": metrics.card_precision_at_100,

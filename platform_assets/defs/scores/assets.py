@@ -6,9 +6,11 @@ import dagster as dg
 import pandas as pd
 
 from keel import features, training
+from keel.client import stored_in_warehouse
 from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import FEATURES, PRODUCTION_MODEL
+from platform_assets.defs.provenance import recorded
 from platform_assets.defs.steps import SCORING
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.lake import Lake
@@ -22,6 +24,7 @@ SCORE_TABLE = f"ml.{SCORES}"  # warehouse table
 @dg.asset(
     key=["scores", SCORES],
     group_name="scores",
+    metadata=stored_in_warehouse(SCORE_TABLE, "transaction_date"),
     partitions_def=daily_partitions,
     backfill_policy=one_run_per_backfill,
     pool=WAREHOUSE_POOL,
@@ -84,4 +87,4 @@ def transaction_scores(
     }
     if first == last:
         metadata["dagster/row_count"] = len(scores)
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata={**recorded(context), **metadata})

@@ -16,6 +16,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.defs.provenance import with_provenance
 from platform_assets.defs.steps import WAREHOUSE
 from resources.dbt import dbt_project
 
@@ -61,7 +62,8 @@ def _target_path(context: dg.AssetExecutionContext):
     retry_policy=WAREHOUSE.retry_policy,
 )
 def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from dbt.cli(["build"], context=context, target_path=_target_path(context)).stream()
+    for event in dbt.cli(["build"], context=context, target_path=_target_path(context)).stream():
+        yield with_provenance(context, event)
 
 
 @dbt_assets(
@@ -78,6 +80,6 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
 def warehouse_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     first, last = partition_days(context)
     days = {"min_date": first.isoformat(), "max_date": last.isoformat()}  # inclusive, as the vars are
-    yield from dbt.cli(
-        ["build", "--vars", json.dumps(days)], context=context, target_path=_target_path(context)
-    ).stream()
+    build = dbt.cli(["build", "--vars", json.dumps(days)], context=context, target_path=_target_path(context))
+    for event in build.stream():
+        yield with_provenance(context, event)

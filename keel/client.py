@@ -1,0 +1,304 @@
+"""Keel from a notebook or a script: assets' values, the model registry and runs, per namespace.
+
+    from keel import client
+
+    keel = client.connect()                      # your namespace (KEEL_NAMESPACE, else your login name)
+    keel.assets()                                # every asset: group, partitions, where its value is
+    keel.load("features/transaction_features", partition="2026-02-01")      # a DataFrame
+    keel.load("monitoring/feature_drift", partition="2026-02-01")           # the drift metrics
+    keel.models()                                # versions with their stage and metrics
+    model = keel.load_model(stage="production")  # or tag="fraud_detector:..."
+    keel.run(run_id)                             # status, tags, timings, what it materialized
+
+    prod = client.connect(namespace="prod")      # another namespace: read it, nothing is written
+
+Where a value lives is declared on the asset, not kept here: ``keel/lake_table`` (a lake table, by
+day if the asset is partitioned), ``dagster/table_name`` (a warehouse relation; with
+``keel/partition_column``, by day). The value of any other asset is what its materialization
+recorded (metrics, links, tags), read from the namespace's Dagster instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+LAKE_TABLE = "keel/lake_table"
+TABLE_NAME = "dagster/table_name"
+PARTITION_COLUMN = "keel/partition_column"
+
+
+def stored_in_lake(table: str) -> dict[str, str]:
+    """Asset metadata: the value is the lake table ``table`` (one file per day if partitioned)."""
+    return {LAKE_TABLE: table}
+
+
+def stored_in_warehouse(relation: str, day_column: str | None = None) -> dict[str, str]:
+    """Asset metadata: the value is the warehouse relation ``schema.table``, by ``day_column``."""
+    return {TABLE_NAME: relation, **({PARTITION_COLUMN: day_column} if day_column else {})}
+
+
+class ClientError(LookupError):
+    """An asset, partition, model or run the namespace does not have."""
+
+
+@dataclass(frozen=True)
+class Materialization:
+    asset: str
+    partition: str | None
+    run_id: str
+    at: datetime
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    job: str
+    status: str
+    tags: dict[str, str]
+    started: datetime | None
+    ended: datetime | None
+    materializations: list[Materialization]
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.ended - self.started).total_seconds() if self.started and self.ended else None
+
+
+def connect(namespace: str | None = None, dagster_home: str | None = None) -> Client:
+    """The client of ``namespace`` (default: this shell's) in this environment (``KEEL_ENV``)."""
+    from resources.environments import (
+        check_namespace,
+        current_environment,
+        current_namespace,
+        dagster_home_for,
+    )
+
+    environment = current_environment()
+    name = check_namespace(namespace) if namespace else current_namespace(environment)
+    return Client(environment, name, dagster_home or dagster_home_for(name))
+
+
+class Client:
+    def __init__(self, environment: str, namespace: str, dagster_home: str):
+        from resources.environments import lake_for, registry_for, warehouse_path
+        from resources.warehouse import Warehouse
+
+        self.environment, self.namespace, self.dagster_home = environment, namespace, dagster_home
+        self.lake = lake_for(environment, namespace)
+        self.warehouse = Warehouse(path=warehouse_path(namespace))
+        self.registry = registry_for(environment, namespace)
+
+    def __repr__(self) -> str:
+        return f"keel.client(namespace={self.namespace!r}, lake={self.lake.uri!r})"
+
+    # Assets ------------------------------------------------------------------------------------
+
+    @cached_property
+    def _graph(self):
+        """The asset graph of the code location, bound to this namespace's resources."""
+        import dagster as dg
+
+        import platform_assets.definitions as location
+        from resources.environments import resources_for
+
+        assets = dg.load_from_defs_folder(path_within_project=Path(location.__file__).parent).assets
+        resources = resources_for(self.environment, self.namespace)
+        return dg.Definitions(assets=assets, resources=resources).resolve_asset_graph()
+
+    @cached_property
+    def _instance(self):
+        import dagster as dg
+
+        if not Path(self.dagster_home).is_dir():
+            raise ClientError(
+                f"no Dagster instance at {self.dagster_home}: nothing has run in namespace {self.namespace}"
+            )
+        return dg.DagsterInstance.from_config(self.dagster_home)
+
+    def _node(self, key: str):
+        import dagster as dg
+
+        asset_key = dg.AssetKey.from_user_string(key)
+        if not self._graph.has(asset_key):
+            raise ClientError(f"no asset {key!r}: see client.assets() for the keys")
+        return self._graph.get(asset_key)
+
+    def assets(self) -> pd.DataFrame:
+        """Every asset: its key, group, whether it is daily, where its value is, its description."""
+        rows = []
+        for node in self._graph.asset_nodes:
+            if not node.is_materializable:
+                continue
+            rows.append(
+                {
+                    "asset": node.key.to_user_string(),
+                    "group": node.group_name,
+                    "daily": node.partitions_def is not None,
+                    "stored_in": _where(node.metadata),
+                    "description": (node.description or "").split("\n")[0],
+                }
+            )
+        return pd.DataFrame(rows).sort_values(["group", "asset"], ignore_index=True)
+
+    def load(self, key: str, partition: str | date | None = None):
+        """The value of asset ``key`` (for a daily asset, of one ``partition``): a DataFrame for tables,
+        else what its latest materialization recorded, as a dict."""
+        node = self._node(key)
+        day = _day(partition) if partition is not None else None
+        if node.partitions_def is not None and day is None:
+            raise ClientError(f"{key} is daily: give partition='YYYY-MM-DD'")
+        if node.partitions_def is None and day is not None:
+            raise ClientError(f"{key} is not partitioned: leave partition out")
+        metadata = node.metadata
+        if LAKE_TABLE in metadata:
+            table = metadata[LAKE_TABLE]
+            return self.lake.read_partition(table, day) if day else self.lake.read_table(table)
+        if TABLE_NAME in metadata:
+            return self._warehouse_table(key, metadata, day)
+        return self.materialization(key, partition).metadata
+
+    def _warehouse_table(self, key: str, metadata, day: date | None) -> pd.DataFrame:
+        # dagster-dbt names the relation database.schema.table; the database is the file's name,
+        # which is the namespace's, so only schema.table is looked up in this namespace's file.
+        relation = ".".join(str(metadata[TABLE_NAME]).split(".")[-2:])
+        with self.warehouse.connect() as connection:
+            if day is None:
+                return connection.execute(f"select * from {relation}").df()
+            if PARTITION_COLUMN not in metadata:
+                raise ClientError(f"{key} does not declare its day column ({PARTITION_COLUMN})")
+            column = metadata[PARTITION_COLUMN]
+            return connection.execute(f"select * from {relation} where {column} = ?", [day]).df()
+
+    def materialization(self, key: str, partition: str | date | None = None) -> Materialization:
+        """The latest materialization of ``key`` (of one partition): its run, time and metadata."""
+        import dagster as dg
+
+        node = self._node(key)
+        partition_key = _day(partition).isoformat() if partition is not None else None
+        records = self._instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=node.key, asset_partitions=[partition_key] if partition_key else None
+            ),
+            limit=1,
+        ).records
+        if not records:
+            where = f" for {partition_key}" if partition_key else ""
+            raise ClientError(f"{key} was never materialized{where} in namespace {self.namespace}")
+        return _materialization(records[0].event_log_entry)
+
+    # Models ------------------------------------------------------------------------------------
+
+    def models(self) -> pd.DataFrame:
+        """Every version in the namespace's registry, oldest first, with its stage and test metrics."""
+        rows = []
+        for version in self.registry.versions():
+            metrics = version.metadata.get("metrics", {})
+            rows.append(
+                {
+                    "tag": version.tag,
+                    "stage": version.stage,
+                    "created_at": version.created_at,
+                    **{
+                        name: metrics.get(name)
+                        for name in ("roc_auc", "average_precision", "card_precision_at_100")
+                    },
+                    "test_window": "{test_start} .. {test_end}".format(**version.metadata["training_window"]),
+                    "git_commit": version.metadata.get("code_version", {}).get("git_commit"),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def model_version(self, tag: str | None = None, stage: str | None = None):
+        """A registry version by ``tag``, or the newest with ``stage`` (production, approved...)."""
+        if (tag is None) == (stage is None):
+            raise ClientError("give either tag= or stage=")
+        if tag is not None:
+            return self.registry.version(tag)
+        matching = [version for version in self.registry.versions() if version.stage == stage]
+        if not matching:
+            raise ClientError(f"no version is {stage!r} in namespace {self.namespace} ({self.registry.uri})")
+        return matching[-1]
+
+    def load_model(self, tag: str | None = None, stage: str | None = None):
+        """The scikit-learn pipeline of a version (``predict_proba`` on the feature columns)."""
+        return self.registry.load(self.model_version(tag, stage).tag)
+
+    # Runs --------------------------------------------------------------------------------------
+
+    def runs(self, limit: int = 20) -> pd.DataFrame:
+        """The latest runs of the namespace: id, job, status, start."""
+        records = self._instance.get_run_records(limit=limit)
+        return pd.DataFrame(
+            [
+                {
+                    "run_id": record.dagster_run.run_id,
+                    "job": record.dagster_run.job_name,
+                    "status": record.dagster_run.status.value,
+                    "started": _time(record.start_time),
+                }
+                for record in records
+            ]
+        )
+
+    def run(self, run_id: str) -> RunInfo:
+        """A run's status, tags, start and end, and every materialization it recorded."""
+        import dagster as dg
+
+        record = self._instance.get_run_record_by_id(run_id)
+        if record is None:
+            raise ClientError(f"no run {run_id} in namespace {self.namespace} ({self.dagster_home})")
+        entries = self._instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        return RunInfo(
+            run_id=run_id,
+            job=record.dagster_run.job_name,
+            status=record.dagster_run.status.value,
+            tags=dict(record.dagster_run.tags),
+            started=_time(record.start_time),
+            ended=_time(record.end_time),
+            materializations=[_materialization(entry) for entry in entries],
+        )
+
+
+def _where(metadata) -> str:
+    if LAKE_TABLE in metadata:
+        return f"lake: {metadata[LAKE_TABLE]}"
+    if TABLE_NAME in metadata:
+        return f"warehouse: {'.'.join(str(metadata[TABLE_NAME]).split('.')[-2:])}"
+    return "materialization metadata"
+
+
+def _materialization(entry) -> Materialization:
+    materialization = entry.asset_materialization
+    return Materialization(
+        asset=materialization.asset_key.to_user_string(),
+        partition=materialization.partition,
+        run_id=entry.run_id,
+        at=datetime.fromtimestamp(entry.timestamp),
+        metadata={name: _plain(value) for name, value in materialization.metadata.items()},
+    )
+
+
+def _plain(value) -> Any:
+    """A metadata value as plain Python (the number, the text, the JSON, the path)."""
+    plain = getattr(value, "value", value)
+    return plain if isinstance(plain, (str, int, float, bool, dict, list, type(None))) else str(plain)
+
+
+def _day(partition: str | date) -> date:
+    if isinstance(partition, date):
+        return partition
+    try:
+        return date.fromisoformat(partition)
+    except ValueError:
+        raise ClientError(f"partition {partition!r}: expected a day, YYYY-MM-DD") from None
+
+
+def _time(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp) if timestamp else None

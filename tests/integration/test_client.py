@@ -1,0 +1,141 @@
+"""The notebook client and `keel reproduce` on the test world the backfill built (namespace ``test``)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from world_settings import NAMESPACE
+
+from keel import client, reproduce
+from keel.features import FEATURE_NAMES, FEATURE_TABLE
+from platform_assets.defs.provenance import DBT_MANIFEST, GIT_COMMIT, LOCKFILE
+
+pytestmark = pytest.mark.slow
+
+FRAUD_MODEL = dg.AssetKey(["models", "fraud_model"])
+
+
+@pytest.fixture(scope="module")
+def keel(backfill, instance):
+    assert backfill.success
+    return client.Client("local", NAMESPACE, instance.root_directory)
+
+
+@pytest.fixture(scope="module")
+def first_tag(backfill):
+    (event,) = [e for e in backfill.get_asset_materialization_events() if e.asset_key == FRAUD_MODEL]
+    return event.materialization.metadata["model_tag"].value
+
+
+def test_assets_lists_every_group_and_where_each_value_is(keel):
+    assets = keel.assets().set_index("asset")
+    assert set(assets["group"]) == {
+        "lake",
+        "warehouse",
+        "features",
+        "models",
+        "scores",
+        "serving",
+        "monitoring",
+    }
+    assert assets.loc["lake/raw_transactions", "stored_in"] == "lake: raw_transactions"
+    assert assets.loc["features/transaction_features", "stored_in"] == f"warehouse: {FEATURE_TABLE}"
+    assert assets.loc["warehouse/transactions", "stored_in"] == "warehouse: main.transactions"
+    assert assets.loc["models/fraud_model", "stored_in"] == "materialization metadata"
+    assert bool(assets.loc["features/transaction_features", "daily"])
+
+
+def test_load_gives_a_day_of_a_table_from_the_lake_or_the_warehouse(keel, definitions, world):
+    day = world.last_day
+    lake = keel.load("lake/raw_transactions", partition=day.isoformat())
+    assert len(lake) == len(definitions.resources["lake"].read_partition("raw_transactions", day)) > 0
+    features = keel.load("features/transaction_features", partition=day)
+    assert len(features) == len(lake) and set(FEATURE_NAMES) <= set(features.columns)
+    assert set(features["transaction_date"].dt.date) == {day}
+    assert len(keel.load("lake/customers")) == world.source.n_customers
+
+
+def test_load_of_an_asset_without_a_table_is_what_its_materialization_recorded(keel, first_tag):
+    recorded = keel.load("models/fraud_model")
+    assert recorded["model_tag"].startswith("fraud_detector:")
+    assert 0.5 < recorded["roc_auc"] <= 1
+    # ... and every materialization says which code, lockfile and dbt manifest made it
+    for name in (GIT_COMMIT, LOCKFILE, DBT_MANIFEST):
+        assert recorded[name], name
+
+
+def test_load_names_what_is_wrong_with_a_request(keel):
+    with pytest.raises(client.ClientError, match="no asset 'lake/nothing'"):
+        keel.load("lake/nothing")
+    with pytest.raises(client.ClientError, match="is daily: give partition"):
+        keel.load("features/transaction_features")
+    with pytest.raises(client.ClientError, match="'yesterday'"):
+        keel.load("features/transaction_features", partition="yesterday")
+
+
+def test_models_lists_versions_with_stages_and_the_production_model_loads_and_scores(keel, world):
+    models = keel.models()
+    assert "production" in set(models["stage"])
+    assert models["roc_auc"].between(0.5, 1).all()
+    model = keel.load_model(stage="production")
+    rows = keel.load("features/transaction_features", partition=world.last_day)
+    probabilities = model.predict_proba(rows[FEATURE_NAMES])[:, 1]
+    assert len(probabilities) == len(rows) and ((probabilities >= 0) & (probabilities <= 1)).all()
+    with pytest.raises(client.ClientError, match="no version is 'candidate'|give either"):
+        keel.load_model()
+
+
+def test_run_gives_status_tags_timing_and_what_the_run_materialized(keel, backfill):
+    run = keel.run(backfill.run_id)
+    assert run.status == "SUCCESS" and run.job == "keel_pipeline"
+    assert run.tags["dagster/asset_partition_range_start"]
+    assert run.seconds and run.seconds > 0
+    assert {"lake/raw_transactions", "features/transaction_features", "models/fraud_model"} <= {
+        m.asset for m in run.materializations
+    }
+    with pytest.raises(client.ClientError, match="no run nope"):
+        keel.run("nope")
+
+
+def test_a_model_trained_again_from_its_record_has_the_same_metrics(definitions, first_tag):
+    version = definitions.resources["registry"].version(first_tag)
+    with definitions.resources["warehouse"].connect() as connection:
+        result = reproduce.reproduce(first_tag, version.metadata, connection)
+    assert result.reproduced == result.recorded  # exactly: same rows, seed and library versions
+    assert result.reproduced_exactly, result.differences
+
+
+def test_reproduce_names_the_data_that_changed_since_training(definitions, first_tag, tmp_path):
+    version = definitions.resources["registry"].version(first_tag)
+    copy = tmp_path / "changed.duckdb"
+    shutil.copy(definitions.resources["warehouse"].path, copy)
+    first_test_day = version.metadata["training_window"]["test_start"]
+    with duckdb.connect(str(copy)) as connection:
+        # One payment of the test week re-labelled: the rows differ, and so may the metrics.
+        connection.execute(
+            f"update fraud_labels set is_fraud = not is_fraud where transaction_id = "
+            f"(select min(transaction_id) from {FEATURE_TABLE} where transaction_date = ?)",
+            [first_test_day],
+        )
+        result = reproduce.reproduce(first_tag, version.metadata, connection)
+    assert not result.reproduced_exactly
+    assert any(d.startswith("data: the test rows") for d in result.differences), result.differences
+
+
+def test_keel_reproduce_prints_the_comparison_and_exits_0_when_reproduced(definitions, first_tag, keel_state):
+    import os
+
+    keel_command = Path(sys.executable).with_name("keel")
+    done = subprocess.run(
+        [keel_command, "--namespace", NAMESPACE, "reproduce", first_tag],
+        env={**os.environ, "DAGSTER_HOME": str(keel_state / "unused_dagster_home")},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{first_tag} reproduced: same data, same metrics." in done.stdout
+    assert "roc_auc" in done.stdout
