@@ -54,6 +54,9 @@ class Materialization:
     run_id: str
     at: datetime
     metadata: dict[str, Any]
+    # Dagster's own lineage: the data version of this result and of every input it was made from
+    # (dagster/data_version, dagster/input_data_version/<asset>, dagster/code_version).
+    tags: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,7 @@ def _materialization(entry) -> Materialization:
         run_id=entry.run_id,
         at=datetime.fromtimestamp(entry.timestamp),
         metadata={name: _plain(value) for name, value in materialization.metadata.items()},
+        tags=dict(materialization.tags or {}),
     )
 
 

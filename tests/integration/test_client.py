@@ -66,6 +66,9 @@ def test_load_of_an_asset_without_a_table_is_what_its_materialization_recorded(k
     # ... and every materialization says which code, lockfile and dbt manifest made it
     for name in (GIT_COMMIT, LOCKFILE, DBT_MANIFEST):
         assert recorded[name], name
+    # ... and Dagster records the data version of each input it was computed from
+    inputs = keel.materialization("models/fraud_model").tags
+    assert any(tag.startswith("dagster/input_data_version/features") for tag in inputs), inputs
 
 
 def test_load_names_what_is_wrong_with_a_request(keel):

@@ -70,7 +70,8 @@ def side_by_side(backfill, definitions, keel_state, world, tmp_path_factory):
         tag = registry.register(
             model, {**definitions.resources["registry"].latest().metadata, "note": "experiment"}
         )
-        registry.record(tag, APPROVED, reason="the experiment's own gate")
+        verdict = definitions.resources["registry"].champion().approval().details  # the gate's record
+        registry.record(tag, APPROVED, reason="the experiment's own gate", details=verdict)
         registry.promote(tag, reason="try it")
     yield {"before": before, "run": run, "experiment": experiment, "tag": tag}
     # The module's changes stay in the experiment's namespace; the session's env is restored.

@@ -6,6 +6,7 @@ import duckdb
 import pytest
 from dagster_dbt import DbtCliResource
 
+from resources import environments
 from resources.alerts import LogAlerts, WebhookAlerts
 from resources.dbt import REPO_ROOT
 from resources.environments import (
@@ -19,6 +20,15 @@ from resources.sources import LandingZone, SimulatorSource
 from resources.warehouse import Warehouse
 
 SMALL_SOURCE = SimulatorSource(n_customers=200, n_terminals=400)
+
+
+@pytest.fixture(autouse=True)
+def _no_world_settings(monkeypatch):
+    """Whatever a world fixture of the session set, these tests choose their own settings."""
+    for name in ("KEEL_NAMESPACE", "KEEL_LAKE_ROOT", "KEEL_WAREHOUSE_DIR", "KEEL_ONLINE_STORE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
 START = date.fromisoformat(SMALL_SOURCE.start_date)
 
 
@@ -56,11 +66,13 @@ def test_local_resources_follow_the_keel_variables_and_the_namespace(monkeypatch
     assert resources["namespace"].name == "alice"
 
 
-def test_local_state_defaults_to_the_keel_folder_of_the_repository(monkeypatch):
+def test_local_state_defaults_to_the_keel_folder_of_the_repository(monkeypatch, tmp_path):
     monkeypatch.delenv("KEEL_LAKE_ROOT", raising=False)
     monkeypatch.delenv("KEEL_WAREHOUSE_DIR", raising=False)
+    assert environments.STATE_DIR == REPO_ROOT / ".keel"
+    state = tmp_path / ".keel"  # the same layout, without writing into the repository's .keel/
+    monkeypatch.setattr(environments, "STATE_DIR", state)
     resources = resources_for("local", "alice")
-    state = REPO_ROOT / ".keel"
     assert Path(resources["lake"].root).is_relative_to(state)
     assert Path(resources["warehouse"].path).is_relative_to(state)
     assert resources["online_store"].url.endswith("/.keel/online_features/alice.sqlite")
