@@ -87,6 +87,12 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def chromium_program() -> str:
+    """Debian's Chromium, for the UI test (Playwright drives it; no browser is downloaded)."""
+    return require_program("chromium")
+
+
+@pytest.fixture(scope="session")
 def redis_server_program() -> str:
     """The redis-server binary, for tests that need a Redis of their own to pause and kill."""
     return require_program("redis-server")
