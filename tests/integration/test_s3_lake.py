@@ -25,7 +25,7 @@ from keel import features
 pytestmark = pytest.mark.slow
 
 BUCKET, ROOT = "keel-lake-test", "lake"
-PREFIX = f"{ROOT}/namespaces/prod"  # the prod namespace's lake (KEEL_NAMESPACE defaults to prod)
+PREFIX = f"{ROOT}/namespaces/prod"  # the prod namespace's lake
 FIRST_DAY, N_DAYS = date(2026, 1, 1), 3
 DAYS = [FIRST_DAY + timedelta(days=i) for i in range(N_DAYS)]
 
@@ -57,8 +57,10 @@ def prod_on_s3(s3_endpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("prod")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KEEL_ENV", "prod")
+        # The production pipeline's namespace (a world fixture of the session may have set another).
+        patch.setenv("KEEL_NAMESPACE", "prod")
         patch.setenv("KEEL_LAKE_ROOT", f"s3://{BUCKET}/{ROOT}")
-        patch.setenv("KEEL_WAREHOUSE_DIR", str(root))  # prod.duckdb: KEEL_NAMESPACE defaults to prod there
+        patch.setenv("KEEL_WAREHOUSE_DIR", str(root))  # prod.duckdb
         patch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
         patch.setenv("AWS_ACCESS_KEY_ID", "keel-test")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "keel-test")

@@ -40,6 +40,15 @@ def copy_world(root: Path, env: dict[str, str], destination: Path) -> dict[str, 
     config.pop("run_queue", None)
     config["run_coordinator"] = DIRECT_LAUNCH
     config_file.write_text(yaml.safe_dump(config))
+    # A run the daemon test stopped mid-way can leave the warehouse pool's slot claimed in the
+    # copied instance: nothing of the world runs now, so free every run's slots, or the first step
+    # of the pool waits for ever.
+    instance = dg.DagsterInstance.from_config(copied["DAGSTER_HOME"])
+    try:
+        for record in instance.get_run_records():
+            instance.event_log_storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
+    finally:
+        instance.dispose()
     return copied
 
 
