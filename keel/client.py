@@ -168,9 +168,7 @@ class Client:
         return self.materialization(key, partition).metadata
 
     def _warehouse_table(self, key: str, metadata, day: date | None) -> pd.DataFrame:
-        # dagster-dbt names the relation database.schema.table; the database is the file's name,
-        # which is the namespace's, so only schema.table is looked up in this namespace's file.
-        relation = ".".join(str(metadata[TABLE_NAME]).split(".")[-2:])
+        relation = _relation(metadata)
         with self.warehouse.connect() as connection:
             if day is None:
                 return connection.execute(f"select * from {relation}").df()
@@ -273,8 +271,14 @@ def _where(metadata) -> str:
     if LAKE_TABLE in metadata:
         return f"lake: {metadata[LAKE_TABLE]}"
     if TABLE_NAME in metadata:
-        return f"warehouse: {'.'.join(str(metadata[TABLE_NAME]).split('.')[-2:])}"
+        return f"warehouse: {_relation(metadata)}"
     return "materialization metadata"
+
+
+def _relation(metadata) -> str:
+    """``schema.table``: dagster-dbt names relations database.schema.table, and the database is the
+    file's name, which is the namespace's, so only schema.table is looked up in its file."""
+    return ".".join(str(metadata[TABLE_NAME]).split(".")[-2:])
 
 
 def _materialization(entry) -> Materialization:

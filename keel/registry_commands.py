@@ -110,12 +110,11 @@ def reproduce(tag: str, console: Console) -> int:
         table.add_column(column)
     for name, recorded in result.recorded.items():
         again = result.reproduced.get(name)
-        same = again is not None and abs(again - recorded) <= 1e-12
         table.add_row(
             name,
             f"{recorded:.6f}",
             "-" if again is None else f"{again:.6f}",
-            "=" if same else "[red]differs[/]",
+            "=" if result.same(name) else "[red]differs[/]",
         )
     console.print(table)
     for difference in result.differences:

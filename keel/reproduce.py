@@ -28,11 +28,13 @@ class Reproduction:
     reproduced: dict[str, float]
     differences: list[str] = field(default_factory=list)  # what is not as recorded (inputs, code)
 
+    def same(self, metric: str) -> bool:
+        again = self.reproduced.get(metric)
+        return again is not None and abs(again - self.recorded[metric]) <= TOLERANCE
+
     @property
     def same_metrics(self) -> bool:
-        return set(self.recorded) == set(self.reproduced) and all(
-            abs(self.recorded[name] - self.reproduced[name]) <= TOLERANCE for name in self.recorded
-        )
+        return set(self.recorded) == set(self.reproduced) and all(map(self.same, self.recorded))
 
     @property
     def reproduced_exactly(self) -> bool:
