@@ -22,7 +22,7 @@ RUN := $(UV) run --frozen --no-sync
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros -type f) dbt_project/dbt_project.yml dbt_project/profiles.yml
 MANIFEST := $(STATE)/dbt/target/manifest.json
 
-.PHONY: help demo demo-drift land test dev serve bench-serving serving-requirements lint clean install
+.PHONY: help demo demo-drift land test dev serve bench bench-serving serving-requirements lint clean install
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon 
 
 serve: install  ## serve the namespace's latest Bento on http://127.0.0.1:$(PORT) (BENTO=<tag> for another)
 	$(RUN) keel serve --port $(PORT) $(if $(BENTO),--bento $(BENTO))
+
+bench: install $(MANIFEST)  ## the data path against hand-written DuckDB, side by side (about 15 min; results in benchmarks/results/)
+	$(RUN) python benchmarks/data_path.py $(if $(DAYS),--days $(DAYS))
 
 bench-serving: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## load-test the Bento against a naive baseline (runs the demo first if there is no Bento)
 	@test -d $(BENTOML_HOME)/bentos/fraud_scorer_$(KEEL_NAMESPACE) || $(MAKE) demo

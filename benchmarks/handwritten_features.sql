@@ -1,0 +1,166 @@
+-- The feature table by hand: one DuckDB script, from the landing zone's Parquet files to
+-- transaction_features, with no Keel code. It is the "raw engine" side of `make bench`'s full
+-- build: it applies the same contract (parse, nulls, ranges, known ids, first of duplicate ids),
+-- the same daily marts and the same windows as Keel, so the two tables must be equal.
+-- Placeholders, replaced by benchmarks/data_path.py: $LANDING, $FIRST, $LAST, $MAX_AMOUNT.
+
+create temp table known_customers as
+select customer_id from read_parquet('$LANDING/customers/customers.parquet');
+
+create temp table known_terminals as
+select terminal_id from read_parquet('$LANDING/terminals/terminals.parquet');
+
+-- Payments: the landing files are text; a value that does not parse is null and fails its rule.
+create temp table payments as
+with
+extract as (
+    select
+        cast("date" as date) as day,
+        file_row_number,
+        try_cast(transaction_id as double) as id_number,
+        try_cast(transacted_at as timestamp) as transacted_at,
+        try_cast(customer_id as double) as customer_number,
+        try_cast(terminal_id as double) as terminal_number,
+        try_cast(amount as double) as amount
+    from read_parquet('$LANDING/transactions/*/*.parquet', hive_partitioning = true, file_row_number = true)
+    where cast("date" as date) between date '$FIRST' and date '$LAST'
+),
+typed as (
+    select
+        day,
+        file_row_number,
+        case when id_number = floor(id_number) then cast(id_number as bigint) end as transaction_id,
+        transacted_at,
+        case when customer_number = floor(customer_number) then cast(customer_number as bigint) end as customer_id,
+        case when terminal_number = floor(terminal_number) then cast(terminal_number as bigint) end as terminal_id,
+        amount
+    from extract
+),
+ranked as (
+    select
+        *,
+        row_number() over (partition by day, transaction_id order by file_row_number) as occurrence
+    from typed
+)
+select transaction_id, day as transaction_date, transacted_at, customer_id, terminal_id, amount
+from ranked
+where transaction_id is not null and occurrence = 1
+    and transacted_at >= day and transacted_at < day + interval 1 day
+    and customer_id in (select customer_id from known_customers)
+    and terminal_id in (select terminal_id from known_terminals)
+    and amount between 0 and $MAX_AMOUNT;
+
+-- Fraud flags reported on day D are about payments of D - 7 that passed the contract.
+create temp table flags as
+with
+extract as (
+    select
+        cast("date" as date) as reported_date,
+        file_row_number,
+        try_cast(transaction_id as double) as id_number,
+        try_cast(is_fraud as double) as is_fraud,
+        try_cast(fraud_scenario as double) as fraud_scenario
+    from read_parquet('$LANDING/fraud_labels/*/*.parquet', hive_partitioning = true, file_row_number = true)
+    where cast("date" as date) between date '$FIRST' and date '$LAST'
+),
+ranked as (
+    select
+        *,
+        case when id_number = floor(id_number) then cast(id_number as bigint) end as transaction_id,
+        row_number() over (partition by reported_date, id_number order by file_row_number) as occurrence
+    from extract
+)
+select ranked.transaction_id, ranked.reported_date, ranked.is_fraud = 1 as is_fraud, payments.terminal_id
+from ranked
+join payments
+    on ranked.transaction_id = payments.transaction_id
+    and payments.transaction_date = ranked.reported_date - 7
+where ranked.occurrence = 1 and ranked.is_fraud in (0, 1) and ranked.fraud_scenario between 0 and 4;
+
+-- Daily marts, then windows over the 1, 7 and 30 days before each payment's day.
+create temp table customer_days as
+select customer_id, transaction_date as day, count(*) as n, sum(amount) as amount_sum
+from payments group by all;
+
+create temp table terminal_days as
+select terminal_id, transaction_date as day, count(*) as n from payments group by all;
+
+create temp table terminal_reports as
+select terminal_id, reported_date as day, count(*) as labelled, count(*) filter (where is_fraud) as frauds
+from flags group by all;
+
+create temp table as_of as
+select cast(unnest(range(date '$FIRST', date '$LAST' + 1, interval 1 day)) as date) as as_of_date;
+
+create temp table customer_windows as
+select
+    as_of_date,
+    customer_id,
+    sum(n) filter (where day >= as_of_date - 1) as customer_transactions_1d,
+    sum(amount_sum) filter (where day >= as_of_date - 1)
+    / nullif(sum(n) filter (where day >= as_of_date - 1), 0) as customer_mean_amount_1d,
+    sum(n) filter (where day >= as_of_date - 7) as customer_transactions_7d,
+    sum(amount_sum) filter (where day >= as_of_date - 7)
+    / nullif(sum(n) filter (where day >= as_of_date - 7), 0) as customer_mean_amount_7d,
+    sum(n) as customer_transactions_30d,
+    sum(amount_sum) / nullif(sum(n), 0) as customer_mean_amount_30d
+from as_of
+join customer_days on day between as_of_date - 30 and as_of_date - 1
+group by all;
+
+create temp table terminal_windows as
+with
+traffic as (
+    select
+        as_of_date,
+        terminal_id,
+        sum(n) filter (where day >= as_of_date - 1) as terminal_transactions_1d,
+        sum(n) filter (where day >= as_of_date - 7) as terminal_transactions_7d,
+        sum(n) as terminal_transactions_30d
+    from as_of
+    join terminal_days on day between as_of_date - 30 and as_of_date - 1
+    group by all
+),
+risk as (
+    select
+        as_of_date,
+        terminal_id,
+        sum(frauds) filter (where day >= as_of_date - 1)
+        / nullif(sum(labelled) filter (where day >= as_of_date - 1), 0) as terminal_fraud_rate_1d,
+        sum(frauds) filter (where day >= as_of_date - 7)
+        / nullif(sum(labelled) filter (where day >= as_of_date - 7), 0) as terminal_fraud_rate_7d,
+        sum(frauds) / nullif(sum(labelled), 0) as terminal_fraud_rate_30d
+    from as_of
+    join terminal_reports on day between as_of_date - 30 and as_of_date - 1
+    group by all
+)
+select * from traffic full outer join risk using (as_of_date, terminal_id);
+
+create or replace table transaction_features as
+select
+    p.transaction_id,
+    cast(p.transaction_date as timestamp) as transaction_date,
+    p.transacted_at,
+    p.customer_id,
+    p.terminal_id,
+    p.amount,
+    cast(isodow(p.transacted_at) >= 6 as tinyint) as is_weekend,
+    cast(hour(p.transacted_at) < 6 as tinyint) as is_night,
+    coalesce(c.customer_transactions_1d, 0) as customer_transactions_1d,
+    coalesce(c.customer_mean_amount_1d, 0.0) as customer_mean_amount_1d,
+    coalesce(c.customer_transactions_7d, 0) as customer_transactions_7d,
+    coalesce(c.customer_mean_amount_7d, 0.0) as customer_mean_amount_7d,
+    coalesce(c.customer_transactions_30d, 0) as customer_transactions_30d,
+    coalesce(c.customer_mean_amount_30d, 0.0) as customer_mean_amount_30d,
+    coalesce(t.terminal_transactions_1d, 0) as terminal_transactions_1d,
+    coalesce(t.terminal_fraud_rate_1d, 0.0) as terminal_fraud_rate_1d,
+    coalesce(t.terminal_transactions_7d, 0) as terminal_transactions_7d,
+    coalesce(t.terminal_fraud_rate_7d, 0.0) as terminal_fraud_rate_7d,
+    coalesce(t.terminal_transactions_30d, 0) as terminal_transactions_30d,
+    coalesce(t.terminal_fraud_rate_30d, 0.0) as terminal_fraud_rate_30d,
+    c.customer_id is null as customer_is_new,
+    t.terminal_id is null as terminal_is_new
+from payments as p
+left join customer_windows as c on p.customer_id = c.customer_id and p.transaction_date = c.as_of_date
+left join terminal_windows as t on p.terminal_id = t.terminal_id and p.transaction_date = t.as_of_date
+order by p.transaction_id;
