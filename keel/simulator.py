@@ -10,7 +10,7 @@ re-run at any time. State that spans days (compromised terminals and customers) 
 same way, from the streams of the days that compromised them.
 
 The world starts on ``start_date``: there are no transactions (and nothing compromised) before.
-Pure module: numpy, pandas and scipy only, no Dagster.
+Pure module: numpy, pandas (pyarrow for text) and scipy only, no Dagster.
 """
 
 from __future__ import annotations
@@ -188,6 +188,21 @@ def simulate_day(config: SimulationConfig, day: date) -> Day:
     """Generate one day of transactions (and their fraud labels)."""
     if day < config.start_date:
         return _empty_day(day)
+    transactions, labels = _clean_day(config, day)
+    # Copies: the cached frames are shared, the caller's are its own to change.
+    transactions, labels = transactions.copy(), labels.copy()
+    malformed = pd.DataFrame({"source_row": pd.Series(dtype="int64"), "kind": pd.Series(dtype="str")})
+    if config.malformed_rows_per_day:
+        transactions, malformed = inject_malformed(
+            transactions, config.malformed_rows_per_day, _rng(config, _MALFORMED, day), population(config)
+        )
+    return Day(day, transactions, labels, malformed)
+
+
+# A source delivers day D's payments and, the same day, the flags about D - label delay: the last
+# few days stay cached so that the flag feed does not generate its day a second time.
+@lru_cache(maxsize=16)
+def _clean_day(config: SimulationConfig, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     pop = population(config)
     rng = _rng(config, _TRANSACTIONS, day)
     customers = pop.customers
@@ -244,12 +259,7 @@ def simulate_day(config: SimulationConfig, day: date) -> Day:
             "fraud_scenario": frame["fraud_scenario"].astype("int8"),
         }
     )
-    malformed = pd.DataFrame({"source_row": pd.Series(dtype="int64"), "kind": pd.Series(dtype="str")})
-    if config.malformed_rows_per_day:
-        transactions, malformed = inject_malformed(
-            transactions, config.malformed_rows_per_day, _rng(config, _MALFORMED, day), pop
-        )
-    return Day(day, transactions, labels, malformed)
+    return transactions, labels
 
 
 def _apply_fraud_scenarios(config, day, frame, rng) -> pd.DataFrame:
@@ -303,12 +313,31 @@ def _card_testing(config: SimulationConfig, day: date, pop: Population) -> pd.Da
     )
 
 
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as a text extract carries it: every column a string, timestamps to the second.
+    Converted by Arrow, column at a time: pandas formats each value in Python, 6x slower."""
+    import pyarrow as pa
+
+    text = {}
+    for name, values in frame.items():
+        if isinstance(values.dtype, pd.StringDtype):
+            text[name] = values  # text already (an extract with malformed rows)
+            continue
+        array = pa.array(values, from_pandas=True)
+        if pa.types.is_timestamp(array.type):
+            array = array.cast(pa.timestamp("s"))
+        text[name] = pd.Series(
+            pd.arrays.ArrowStringArray(pa.chunked_array([array.cast(pa.string())])), index=frame.index
+        )
+    return pd.DataFrame(text, index=frame.index)
+
+
 def inject_malformed(
     transactions: pd.DataFrame, n_rows: int, rng: np.random.Generator, pop: Population
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Append ``n_rows`` broken copies of real rows, rotating through ``MALFORMED_KINDS``.
 
-    Columns become ``object`` dtype, as they would be in a raw file with a bad value in it.
+    The extract becomes text (``string`` columns), as a raw file with a bad value in it is read.
     Returns the extract and a frame of (source_row, kind) for the appended rows.
     """
     if transactions.empty:
@@ -316,34 +345,30 @@ def inject_malformed(
     # Rotate through the kinds from a day-dependent offset, so a few rows a day cover them all.
     offset = int(transactions["transacted_at"].min().toordinal()) * n_rows
     kinds = [list(MALFORMED_KINDS)[(offset + i) % len(MALFORMED_KINDS)] for i in range(n_rows)]
-    # A fresh index: a row sampled twice must become two independent bad rows.
-    bad = transactions.sample(n=n_rows, replace=True, random_state=rng).astype(object).reset_index(drop=True)
+    # A fresh index: a row sampled twice must become two independent bad rows. The bad rows are
+    # copies of the text of real rows, so the columns a kind leaves alone read exactly as theirs.
+    text = as_text(transactions)
+    bad = text.sample(n=n_rows, replace=True, random_state=rng).reset_index(drop=True)
     new_ids = transactions["transaction_id"].max() + 1 + np.arange(n_rows)
-    bad["transaction_id"] = pd.Series(new_ids, index=bad.index, dtype=object)
+    bad["transaction_id"] = pd.Series(
+        [str(i) for i in new_ids], index=bad.index, dtype=bad["transaction_id"].dtype
+    )
     day_start = transactions["transacted_at"].min().normalize()
-    for i, kind in enumerate(kinds):
-        row = bad.index[i]
-        match kind:
-            case "missing_transaction_id":
-                bad.at[row, "transaction_id"] = None
-            case "duplicate_transaction_id":
-                bad.at[row, "transaction_id"] = transactions["transaction_id"].iloc[0]
-            case "missing_customer_id":
-                bad.at[row, "customer_id"] = None
-            case "unknown_customer":
-                bad.at[row, "customer_id"] = len(pop.customers) + 1_000
-            case "unknown_terminal":
-                bad.at[row, "terminal_id"] = len(pop.terminals) + 1_000
-            case "unparseable_amount":
-                bad.at[row, "amount"] = "12,50 EUR"
-            case "negative_amount":
-                bad.at[row, "amount"] = -42.0
-            case "absurd_amount":
-                bad.at[row, "amount"] = 5e9
-            case "missing_timestamp":
-                bad.at[row, "transacted_at"] = None
-            case "timestamp_outside_day":
-                bad.at[row, "transacted_at"] = day_start + pd.Timedelta(days=3, hours=1)
-    extract = pd.concat([transactions.astype(object), bad], ignore_index=True)
+    # What each kind writes into its column (MALFORMED_KINDS names the column).
+    bad_value = {
+        "missing_transaction_id": None,
+        "duplicate_transaction_id": text["transaction_id"].iloc[0],
+        "missing_customer_id": None,
+        "unknown_customer": str(len(pop.customers) + 1_000),
+        "unknown_terminal": str(len(pop.terminals) + 1_000),
+        "unparseable_amount": "12,50 EUR",
+        "negative_amount": "-42.0",
+        "absurd_amount": "5000000000.0",
+        "missing_timestamp": None,
+        "timestamp_outside_day": str(day_start + pd.Timedelta(days=3, hours=1)),
+    }
+    for row, kind in zip(bad.index, kinds, strict=True):
+        bad.at[row, MALFORMED_KINDS[kind]] = bad_value[kind]
+    extract = pd.concat([text, bad], ignore_index=True)
     rows = np.arange(len(transactions), len(extract), dtype="int64")
     return extract, pd.DataFrame({"source_row": rows, "kind": kinds})

@@ -167,7 +167,7 @@ class LandingZone(PaymentsSource):
     def deliver_day(self, upstream: PaymentsSource, day: date) -> list[str]:
         """Land ``day``'s payments and the flags reported that day, as text."""
         return [
-            self.lake.write_file(self._path(feed, day), _parquet(extract.astype("string")))
+            self.lake.write_file(self._path(feed, day), _parquet(simulator.as_text(extract)))
             for feed, extract in (
                 ("transactions", upstream.transactions(day)),
                 ("fraud_labels", upstream.fraud_labels(day)),
@@ -216,6 +216,9 @@ class LandingZone(PaymentsSource):
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
     return buffer.getvalue()

@@ -13,6 +13,7 @@ from keel.simulator import (
     MALFORMED_KINDS,
     Drift,
     SimulationConfig,
+    as_text,
     population,
     simulate_day,
 )
@@ -170,7 +171,7 @@ def test_malformed_rows_are_appended_cycling_through_the_kinds():
 def test_each_malformed_row_is_a_real_row_broken_only_in_the_column_of_its_kind():
     config = replace(SMALL, malformed_rows_per_day=200)
     day = simulate_day(config, DAY)
-    clean = simulate_day(SMALL, DAY).transactions.astype(object)
+    clean = as_text(simulate_day(SMALL, DAY).transactions)
     damaged = []
     for row in day.malformed.itertuples():
         kept = [c for c in TRANSACTION_COLUMNS[1:] if c != MALFORMED_KINDS[row.kind]]
@@ -178,3 +179,13 @@ def test_each_malformed_row_is_a_real_row_broken_only_in_the_column_of_its_kind(
         if tuple(day.transactions.loc[row.source_row, kept]) not in originals:
             damaged.append((row.source_row, row.kind))
     assert damaged == []
+
+
+def test_an_extract_with_malformed_rows_is_text_and_its_clean_rows_read_back_exactly():
+    clean = simulate_day(SMALL, DAY).transactions
+    extract = simulate_day(replace(SMALL, malformed_rows_per_day=3), DAY).transactions
+    assert set(extract.dtypes.astype(str)) == {"string"}
+    head = extract.iloc[: len(clean)]
+    assert (pd.to_datetime(head["transacted_at"]) == clean["transacted_at"]).all()
+    assert (pd.to_numeric(head["amount"]) == clean["amount"]).all()
+    assert (pd.to_numeric(head["transaction_id"]) == clean["transaction_id"]).all()
