@@ -26,10 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 # Bump when a definition below changes meaning: the feature asset's code version and every model's
 # metadata carry it, so a model is never served features it was not trained on without notice.
@@ -353,7 +357,13 @@ def online_features(payments: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFr
     return computed.frame(payments.index)
 
 
+# The schemas are built on first use, pandera imported there: every asset module and the scoring
+# service import this module, and most never validate (pandera costs ~0.2 s to import).
+
+
 def _feature_column(feature: Feature) -> pa.Column:
+    import pandera.pandas as pa
+
     checks = []
     if feature.name.startswith("is_"):
         checks.append(pa.Check.isin([0, 1]))
@@ -366,6 +376,8 @@ def _feature_column(feature: Feature) -> pa.Column:
 
 def _windows_are_nested(*entities: str) -> pa.Check:
     """The 30-day count is at least the 7-day count, at least the 1-day count."""
+    import pandera.pandas as pa
+
     return pa.Check(
         lambda frame: pd.concat(
             [
@@ -379,37 +391,48 @@ def _windows_are_nested(*entities: str) -> pa.Check:
     )
 
 
-FEATURE_TABLE_SCHEMA = pa.DataFrameSchema(
-    {
-        **{name: pa.Column(dtype, nullable=False) for name, dtype in KEY_COLUMNS.items()},
-        **{feature.name: _feature_column(feature) for feature in FEATURES},
-        "customer_is_new": pa.Column(bool),
-        "terminal_is_new": pa.Column(bool),
-    },
-    checks=[
-        # A customer's mean over 1 day cannot exist without a payment on that day, and so on.
-        pa.Check(
-            lambda frame: pd.concat(
-                [
-                    (frame[f"customer_transactions_{w}d"] > 0) | (frame[f"customer_mean_amount_{w}d"] == 0)
-                    for w in WINDOWS_DAYS
-                ],
-                axis=1,
-            ).all(axis=1),
-            name="customer_mean_needs_payments",
-        ),
-        _windows_are_nested("customer", "terminal"),
-    ],
-    unique=["transaction_id"],
-    strict=True,
-    ordered=True,
-    name="transaction_features",
-)
+@cache
+def feature_table_schema() -> pa.DataFrameSchema:
+    """What every stored feature table satisfies."""
+    import pandera.pandas as pa
+
+    return pa.DataFrameSchema(
+        {
+            **{name: pa.Column(dtype, nullable=False) for name, dtype in KEY_COLUMNS.items()},
+            **{feature.name: _feature_column(feature) for feature in FEATURES},
+            "customer_is_new": pa.Column(bool),
+            "terminal_is_new": pa.Column(bool),
+        },
+        checks=[
+            # A customer's mean over 1 day cannot exist without a payment on that day, and so on.
+            pa.Check(
+                lambda frame: pd.concat(
+                    [
+                        (frame[f"customer_transactions_{w}d"] > 0)
+                        | (frame[f"customer_mean_amount_{w}d"] == 0)
+                        for w in WINDOWS_DAYS
+                    ],
+                    axis=1,
+                ).all(axis=1),
+                name="customer_mean_needs_payments",
+            ),
+            _windows_are_nested("customer", "terminal"),
+        ],
+        unique=["transaction_id"],
+        strict=True,
+        ordered=True,
+        name="transaction_features",
+    )
 
 
-# What the online store may be given: one row per entity, every feature in range.
-SNAPSHOT_SCHEMAS = {
-    entity: pa.DataFrameSchema(
+@cache
+def snapshot_schema(entity: str) -> pa.DataFrameSchema:
+    """What the online store may be given for ``entity`` (customer or terminal): one row per
+    entity, every feature in range."""
+    import pandera.pandas as pa
+
+    entity_features = {"customer": CUSTOMER_FEATURES, "terminal": TERMINAL_FEATURES}[entity]
+    return pa.DataFrameSchema(
         {
             f"{entity}_id": pa.Column("int64", pa.Check.ge(0), unique=True),
             **{feature.name: _feature_column(feature) for feature in entity_features},
@@ -418,5 +441,3 @@ SNAPSHOT_SCHEMAS = {
         strict=True,
         name=f"{entity}_snapshot",
     )
-    for entity, entity_features in (("customer", CUSTOMER_FEATURES), ("terminal", TERMINAL_FEATURES))
-}

@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource
 
 from resources.alerts import Alerts, LogAlerts, WebhookAlerts
 from resources.dbt import REPO_ROOT, dbt_project
-from resources.lake import Lake, LocalLake, S3Lake
+from resources.lake import Lake, LocalLake
 from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
 from resources.registry import ModelRegistry
@@ -154,6 +153,11 @@ def _lake(environment: str, below: str) -> Lake:
             raise ValueError(
                 f"KEEL_ENV={environment} keeps the lake on S3: set KEEL_LAKE_ROOT=s3://bucket/prefix"
             )
+        # Here, not at the top: dagster-aws takes seconds to import and the local environment never needs it.
+        from dagster_aws.s3 import S3Resource
+
+        from resources.s3_lake import S3Lake
+
         bucket, _, prefix = lake_root.removeprefix("s3://").partition("/")
         return S3Lake(
             public_base_url=public_base_url,

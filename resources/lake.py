@@ -22,8 +22,6 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
-from dagster_aws.s3 import S3Resource
-from pydantic import PrivateAttr
 
 DATA_FILE = "data.parquet"
 
@@ -37,7 +35,8 @@ def _relative_path(table: str, day: date | None) -> str:
 
 
 class Lake(dg.ConfigurableResource):
-    """Where raw and reference tables live. Local files or S3, behind the same methods."""
+    """Where raw and reference tables live. Local files or S3 (``resources/s3_lake.py``), behind the
+    same methods."""
 
     # Where people can open the lake's files in a browser (reports): a web server in front of the
     # folder or bucket (`make dev` serves the local lake on loopback). Without it, links are URIs.
@@ -144,49 +143,6 @@ class LocalLake(Lake):
         if not path.exists():
             raise LakeError(f"not in the lake: {path} (materialize it first)")
         return path.read_bytes()
-
-
-class S3Lake(Lake):
-    """The lake under an S3 prefix, through dagster-aws (any S3-compatible server via ``endpoint_url``)."""
-
-    bucket: str
-    prefix: str = ""
-    s3: S3Resource
-    _client: object = PrivateAttr(default=None)
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix.strip('/')}".rstrip("/")
-
-    def _key(self, relative: str) -> str:
-        return f"{self.prefix.strip('/')}/{relative}".lstrip("/")
-
-    def _s3(self):
-        if self._client is None:
-            self._client = self.s3.get_client()
-        return self._client
-
-    def _write(self, relative: str, payload: bytes) -> None:
-        # A PUT replaces the object atomically: readers see the old or the new partition, never a mix.
-        self._s3().put_object(Bucket=self.bucket, Key=self._key(relative), Body=payload)
-
-    def _list(self, prefix: str) -> dict[str, float]:
-        pages = (
-            self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
-        )
-        root = self._key("")
-        return {
-            item["Key"][len(root) :]: item["LastModified"].timestamp()
-            for page in pages
-            for item in page.get("Contents", [])
-        }
-
-    def _read(self, relative: str) -> bytes:
-        client = self._s3()
-        try:
-            return client.get_object(Bucket=self.bucket, Key=self._key(relative))["Body"].read()
-        except client.exceptions.NoSuchKey as missing:
-            raise LakeError(f"not in the lake: {self.uri}/{relative} (materialize it first)") from missing
 
 
 def lake_uri_from_env(default: Path) -> str:

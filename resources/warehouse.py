@@ -7,7 +7,6 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pandas as pd
 
 
@@ -20,6 +19,8 @@ class Warehouse(dg.ConfigurableResource):
     def connect(self, read_only: bool = True):
         if read_only and not Path(self.path).exists():
             raise FileNotFoundError(f"no warehouse at {self.path}: build the warehouse assets first")
+        import duckdb  # here, not at the top: ~0.1 s that every process loading the code location would pay
+
         connection = duckdb.connect(self.path, read_only=read_only)
         try:
             yield connection

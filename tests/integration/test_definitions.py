@@ -115,7 +115,8 @@ def test_dg_check_defs_passes(keel_state):
 def test_loading_the_code_location_imports_no_heavy_library(keel_state):
     probe = (
         "import sys; from platform_assets.definitions import defs; defs(); "
-        "print(','.join(m for m in ('evidently', 'bentoml', 'sklearn.ensemble') if m in sys.modules))"
+        "print(','.join(m for m in ('evidently', 'bentoml', 'sklearn.ensemble', 'resources.s3_lake') "
+        "if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == ""

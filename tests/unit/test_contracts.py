@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 
 from keel.contracts import (
-    CUSTOMERS_SCHEMA,
-    TERMINALS_SCHEMA,
     ContractError,
     check_reference,
+    customers_schema,
     split_labels,
     split_transactions,
+    terminals_schema,
 )
 from keel.simulator import MALFORMED_KINDS, SimulationConfig, population, simulate_day
 
@@ -136,8 +136,8 @@ def test_simulated_labels_pass_whole():
 @pytest.mark.parametrize(
     ("table", "schema"),
     [
-        (lambda pop: pop.customers.drop(columns="nearby_terminal_count"), CUSTOMERS_SCHEMA),
-        (lambda pop: pop.terminals, TERMINALS_SCHEMA),
+        (lambda pop: pop.customers.drop(columns="nearby_terminal_count"), customers_schema()),
+        (lambda pop: pop.terminals, terminals_schema()),
     ],
     ids=["customers", "terminals"],
 )
@@ -149,4 +149,4 @@ def test_the_simulators_reference_tables_pass_their_contract(table, schema):
 def test_a_duplicated_customer_id_refuses_the_customers_table():
     customers = population(SMALL).customers.drop(columns="nearby_terminal_count")
     with pytest.raises(ContractError, match="customer_id"):
-        check_reference(pd.concat([customers, customers.iloc[[3]]], ignore_index=True), CUSTOMERS_SCHEMA)
+        check_reference(pd.concat([customers, customers.iloc[[3]]], ignore_index=True), customers_schema())

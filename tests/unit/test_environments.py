@@ -15,7 +15,8 @@ from resources.environments import (
     resources_for,
     service_settings,
 )
-from resources.lake import LocalLake, S3Lake
+from resources.lake import LocalLake
+from resources.s3_lake import S3Lake
 from resources.sources import LandingZone, SimulatorSource
 from resources.warehouse import Warehouse
 

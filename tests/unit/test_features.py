@@ -199,10 +199,10 @@ def test_every_snapshot_row_passes_its_contract_and_a_broken_one_does_not():
         [report(D - timedelta(days=1), labelled=2, frauds=1)],
     )
     customers, terminals = features.entity_snapshot(connection, D - timedelta(days=1))
-    features.SNAPSHOT_SCHEMAS["customer"].validate(customers)
-    features.SNAPSHOT_SCHEMAS["terminal"].validate(terminals)
+    features.snapshot_schema("customer").validate(customers)
+    features.snapshot_schema("terminal").validate(terminals)
     with pytest.raises(pandera.errors.SchemaError):
-        features.SNAPSHOT_SCHEMAS["terminal"].validate(terminals.assign(terminal_fraud_rate_1d=1.5))
+        features.snapshot_schema("terminal").validate(terminals.assign(terminal_fraud_rate_1d=1.5))
 
 
 @pytest.mark.parametrize(
@@ -227,12 +227,12 @@ def test_the_feature_table_matches_its_schema_and_a_broken_one_does_not():
         [report(D - timedelta(days=1), labelled=3, frauds=1)],
     )
     table = features.transaction_features(connection, D - timedelta(days=2), D)
-    features.FEATURE_TABLE_SCHEMA.validate(table, lazy=True)
+    features.feature_table_schema().validate(table, lazy=True)
 
     broken = table.assign(terminal_fraud_rate_7d=1.5)
     broken.loc[0, "customer_transactions_1d"] = broken.loc[0, "customer_transactions_30d"] + 1
     with pytest.raises(pandera.errors.SchemaErrors) as failed:
-        features.FEATURE_TABLE_SCHEMA.validate(broken, lazy=True)
+        features.feature_table_schema().validate(broken, lazy=True)
     checks = set(failed.value.failure_cases["check"].astype(str))
     assert "windows_are_nested" in checks
     assert any("in_range" in check for check in checks)

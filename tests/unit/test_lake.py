@@ -7,7 +7,8 @@ import pytest
 from dagster_aws.s3 import S3Resource
 from moto import mock_aws
 
-from resources.lake import LakeError, LocalLake, S3Lake
+from resources.lake import LakeError, LocalLake
+from resources.s3_lake import S3Lake
 
 DAY = date(2026, 1, 5)
 NEXT_DAY = date(2026, 1, 6)

@@ -42,7 +42,7 @@ QUARANTINE_SHARE_WARNING = 0.01  # above 1% of a day's rows in quarantine, someo
 def customers(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Card holders as the source system knows them: home location on the 100x100 grid and
     spending profile (mean and spread of the amount, mean payments per day). One row per customer."""
-    frame = contracts.check_reference(landing.customers(), contracts.CUSTOMERS_SCHEMA)
+    frame = contracts.check_reference(landing.customers(), contracts.customers_schema())
     path = lake.write_table("customers", frame)
     return dg.MaterializeResult(
         metadata={**recorded(context), "dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
@@ -59,7 +59,7 @@ def customers(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSo
 )
 def terminals(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Payment terminals and their location on the 100x100 grid. One row per terminal."""
-    frame = contracts.check_reference(landing.terminals(), contracts.TERMINALS_SCHEMA)
+    frame = contracts.check_reference(landing.terminals(), contracts.terminals_schema())
     path = lake.write_table("terminals", frame)
     return dg.MaterializeResult(
         metadata={**recorded(context), "dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
