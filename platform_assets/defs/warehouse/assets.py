@@ -2,13 +2,16 @@
 
 Models tagged ``daily`` in dbt (everything built from the daily lake tables: the staging views
 over them, the intermediate view, the incremental marts) are daily-partitioned like the lake, so
-that a backfill flows from lake to marts; a backfill of any range runs dbt once, with the range as
-vars (views ignore the vars). Reference-table models are not partitioned and are rebuilt whole.
-dbt tests become asset checks on the models they test.
+that a backfill flows from lake to marts; a backfill of any range runs dbt once, with the range in
+the environment (KEEL_MIN_DATE, KEEL_MAX_DATE; views ignore it). Reference-table models are not
+partitioned and are rebuilt whole. dbt tests become asset checks on the models they test.
 """
 
-import json
-from collections.abc import Mapping
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,12 +22,15 @@ from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_b
 from platform_assets.defs.provenance import with_provenance
 from platform_assets.defs.steps import WAREHOUSE
 from resources.dbt import dbt_project
+from resources.namespace import Namespace
 
 DAILY_MODELS = "tag:daily"
 
 # Each dbt invocation locks the DuckDB file for writing: the two dbt steps share a pool of one
 # so they never run at the same time (see deploy/local/dagster.yaml).
 WAREHOUSE_POOL = "warehouse"
+
+PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 class WarehouseTranslator(DagsterDbtTranslator):
@@ -47,9 +53,70 @@ class WarehouseTranslator(DagsterDbtTranslator):
 translator = WarehouseTranslator()
 
 
-def _target_path(context: dg.AssetExecutionContext):
-    """A fresh dbt target folder per invocation under .keel/ (dagster-dbt would use the project's target/)."""
-    return dbt_project.target_path / f"{context.op_execution_context.op.name}-{context.run.run_id[:8]}"
+def _last_parse(namespace: Namespace) -> Path:
+    """Where the namespace's last dbt invocation left its parse, for the next one to start from.
+
+    dagster-dbt's own copy of the prepared parse looks in $DBT_TARGET_PATH or dbt_project/target/,
+    never in the DbtProject's target_path; and the prepared parse was made without --target and
+    with the profile of the shell that prepared it (its DuckDB file): dbt parsed the whole project
+    at every invocation. The last invocation's parse was made with this namespace's profile and
+    target. dbt checks on load that the files, profile, target and vars are still the same, and
+    parses again otherwise, so a stale one costs only the parse."""
+    return dbt_project.target_path / "last_parse" / f"{namespace.environment}-{namespace.name}.msgpack"
+
+
+def _target_path(context: dg.AssetExecutionContext, last_parse: Path) -> Path:
+    """A fresh dbt target folder per invocation under .keel/ (dagster-dbt would use the project's
+    target/), starting from the last parse, else the prepared one (a fresh pod has only that)."""
+    path = dbt_project.target_path / f"{context.op_execution_context.op.name}-{context.run.run_id[:8]}"
+    path.mkdir(parents=True, exist_ok=True)
+    seed = last_parse if last_parse.exists() else dbt_project.target_path / PARTIAL_PARSE
+    if seed.exists():
+        shutil.copyfile(seed, path / PARTIAL_PARSE)
+    return path
+
+
+def _keep_parse(target_path: Path, last_parse: Path) -> None:
+    parse = target_path / PARTIAL_PARSE
+    if parse.exists():
+        last_parse.parent.mkdir(parents=True, exist_ok=True)
+        # Replaced whole, never written in place: another run may be copying it.
+        partial = last_parse.with_name(f"{target_path.name}.tmp")
+        shutil.copyfile(parse, partial)
+        os.replace(partial, last_parse)
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in os.environ for the duration: DbtCliResource.cli() takes no environment, it
+    starts dbt with a copy of os.environ."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def _dbt_build(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    namespace: Namespace,
+    environment: Mapping[str, str],
+):
+    last_parse = _last_parse(namespace)
+    target_path = _target_path(context, last_parse)
+    with _environment(environment):
+        build = dbt.cli(["build"], context=context, target_path=target_path)
+    try:
+        for event in build.stream():
+            yield with_provenance(context, event)
+    finally:
+        _keep_parse(target_path, last_parse)  # valid whether or not the build passed
 
 
 @dbt_assets(
@@ -61,9 +128,8 @@ def _target_path(context: dg.AssetExecutionContext):
     op_tags=WAREHOUSE.op_tags("warehouse_models"),
     retry_policy=WAREHOUSE.retry_policy,
 )
-def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    for event in dbt.cli(["build"], context=context, target_path=_target_path(context)).stream():
-        yield with_provenance(context, event)
+def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, namespace: Namespace):
+    yield from _dbt_build(context, dbt, namespace, {})
 
 
 @dbt_assets(
@@ -77,9 +143,10 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     op_tags=WAREHOUSE.op_tags("warehouse_daily_models"),
     retry_policy=WAREHOUSE.retry_policy,
 )
-def warehouse_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def warehouse_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, namespace: Namespace):
     first, last = partition_days(context)
-    days = {"min_date": first.isoformat(), "max_date": last.isoformat()}  # inclusive, as the vars are
-    build = dbt.cli(["build", "--vars", json.dumps(days)], context=context, target_path=_target_path(context))
-    for event in build.stream():
-        yield with_provenance(context, event)
+    # The window goes in the environment, not in --vars: dbt re-parses the whole project whenever
+    # the vars differ from its saved parse's, as every new day's would (see partition_window.sql).
+    context.log.info(f"dbt builds the days {first} to {last} (KEEL_MIN_DATE, KEEL_MAX_DATE)")
+    window = {"KEEL_MIN_DATE": first.isoformat(), "KEEL_MAX_DATE": last.isoformat()}
+    yield from _dbt_build(context, dbt, namespace, window)
