@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from resources.alerts import Alerts, LogAlerts, WebhookAlerts
-from resources.dbt import REPO_ROOT, dbt_project
+from resources.dbt import REPO_ROOT, DbtCli, dbt_project
 from resources.lake import Lake, LocalLake
 from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
@@ -184,7 +183,7 @@ def resources_for(environment: str, namespace: str) -> dict[str, Any]:
         "registry": ModelRegistry(lake=lake),
         "online_store": OnlineFeatureStore(url=online_store_url(environment, namespace), namespace=namespace),
         # The dbt of this Python environment, found without relying on PATH (a bare `.venv/bin/keel`).
-        "dbt": DbtCliResource(
+        "dbt": DbtCli(
             project_dir=dbt_project,
             target=environment,
             dbt_executable=str(Path(sys.executable).with_name("dbt")),

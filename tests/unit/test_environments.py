@@ -57,7 +57,7 @@ def test_local_resources_follow_the_keel_variables_and_the_namespace(monkeypatch
     assert resources["lake"].root == str(tmp_path / "lake" / "namespaces" / "alice")
     assert isinstance(resources["warehouse"], Warehouse)
     assert resources["warehouse"].path == str(tmp_path / "warehouse" / "alice.duckdb")
-    assert isinstance(resources["dbt"], DbtCliResource)
+    assert isinstance(resources["dbt"], DbtCliResource)  # Keel's DbtCli, a DbtCliResource
     assert resources["dbt"].target == "local"
     assert isinstance(resources["upstream"], SimulatorSource)
     assert isinstance(resources["landing"], LandingZone)
