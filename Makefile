@@ -52,7 +52,7 @@ dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon 
 serve: install  ## serve the namespace's latest Bento on http://127.0.0.1:$(PORT) (BENTO=<tag> for another)
 	$(RUN) keel serve --port $(PORT) $(if $(BENTO),--bento $(BENTO))
 
-bench: install $(MANIFEST)  ## the data path against hand-written DuckDB, side by side (about 15 min; results in benchmarks/results/)
+bench: install $(MANIFEST)  ## the data path against hand-written DuckDB, side by side (about 7 min; results in benchmarks/results/)
 	$(RUN) python benchmarks/data_path.py $(if $(DAYS),--days $(DAYS))
 
 bench-serving: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## load-test the Bento against a naive baseline (runs the demo first if there is no Bento)

@@ -66,10 +66,6 @@ GOALS = {
 # The parent: runs the children, measures them, compares, reports.
 
 
-class Measured(dict):
-    """What a child reported, plus the parent's own measurements of it."""
-
-
 def _environment(namespace: str) -> dict[str, str]:
     """A child's environment: the bench's own lake, warehouse and Dagster home, nothing inherited
     from the shell's Keel settings (a developer's KEEL_* must not point the bench at their data)."""
@@ -91,7 +87,7 @@ def _environment(namespace: str) -> dict[str, str]:
 _CHILDREN = itertools.count(1)
 
 
-def _run_child(name: str, *args: str, namespace: str = "bench") -> Measured:
+def _run_child(name: str, *args: str, namespace: str = "bench") -> dict:
     """Run ``data_path.py child <name> <args>`` and measure it: wall time, the peak of the summed RSS
     of its process tree (sampled every 50 ms) and the largest single process's peak (the kernel's)."""
     import psutil
@@ -135,7 +131,7 @@ def _run_child(name: str, *args: str, namespace: str = "bench") -> Measured:
     if child.returncode != 0 or not report.exists():
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
         raise RuntimeError(f"bench child {name} {args} failed (exit {child.returncode}); log {log}:\n{tail}")
-    measured = Measured(json.loads(report.read_text()))
+    measured = json.loads(report.read_text())  # what the child reported, then what the parent saw
     measured["process_seconds"] = round(seconds, 3)
     measured["peak_tree_rss_mb"] = round(peak[0] / 2**20, 1)
     measured["peak_process_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: kilobytes

@@ -10,31 +10,24 @@ select customer_id from read_parquet('$LANDING/customers/customers.parquet');
 create temp table known_terminals as
 select terminal_id from read_parquet('$LANDING/terminals/terminals.parquet');
 
--- Payments: the landing files are text; a value that does not parse is null and fails its rule.
+-- The landing files are text: a number parses if it can, and an id must be a whole number (as
+-- "12.0" would be); a value that does not parse is null and fails its rule.
+create temp macro whole_number(text) as
+    case when try_cast(text as double) = floor(try_cast(text as double)) then cast(try_cast(text as double) as bigint) end;
+
 create temp table payments as
 with
-extract as (
+typed as (
     select
         cast("date" as date) as day,
         file_row_number,
-        try_cast(transaction_id as double) as id_number,
+        whole_number(transaction_id) as transaction_id,
         try_cast(transacted_at as timestamp) as transacted_at,
-        try_cast(customer_id as double) as customer_number,
-        try_cast(terminal_id as double) as terminal_number,
+        whole_number(customer_id) as customer_id,
+        whole_number(terminal_id) as terminal_id,
         try_cast(amount as double) as amount
     from read_parquet('$LANDING/transactions/*/*.parquet', hive_partitioning = true, file_row_number = true)
     where cast("date" as date) between date '$FIRST' and date '$LAST'
-),
-typed as (
-    select
-        day,
-        file_row_number,
-        case when id_number = floor(id_number) then cast(id_number as bigint) end as transaction_id,
-        transacted_at,
-        case when customer_number = floor(customer_number) then cast(customer_number as bigint) end as customer_id,
-        case when terminal_number = floor(terminal_number) then cast(terminal_number as bigint) end as terminal_id,
-        amount
-    from extract
 ),
 ranked as (
     select
@@ -53,11 +46,11 @@ where transaction_id is not null and occurrence = 1
 -- Fraud flags reported on day D are about payments of D - 7 that passed the contract.
 create temp table flags as
 with
-extract as (
+typed as (
     select
         cast("date" as date) as reported_date,
         file_row_number,
-        try_cast(transaction_id as double) as id_number,
+        whole_number(transaction_id) as transaction_id,
         try_cast(is_fraud as double) as is_fraud,
         try_cast(fraud_scenario as double) as fraud_scenario
     from read_parquet('$LANDING/fraud_labels/*/*.parquet', hive_partitioning = true, file_row_number = true)
@@ -66,9 +59,8 @@ extract as (
 ranked as (
     select
         *,
-        case when id_number = floor(id_number) then cast(id_number as bigint) end as transaction_id,
-        row_number() over (partition by reported_date, id_number order by file_row_number) as occurrence
-    from extract
+        row_number() over (partition by reported_date, transaction_id order by file_row_number) as occurrence
+    from typed
 )
 select ranked.transaction_id, ranked.reported_date, ranked.is_fraud = 1 as is_fraud, payments.terminal_id
 from ranked

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 DATA_FILE = "data.parquet"
@@ -28,6 +29,13 @@ DATA_FILE = "data.parquet"
 
 class LakeError(LookupError):
     """A table or partition that was asked for is not in the lake."""
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as a Parquet file (no index), written by pyarrow directly."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    return buffer.getvalue()
 
 
 def _relative_path(table: str, day: date | None) -> str:
@@ -102,9 +110,7 @@ class Lake(dg.ConfigurableResource):
         return f"{self.uri}/{_relative_path(table, day)}"
 
     def _write_frame(self, relative: str, frame: pd.DataFrame) -> str:
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        self._write(relative, buffer.getvalue())
+        self._write(relative, parquet_bytes(frame))
         return f"{self.uri}/{relative}"
 
 

@@ -26,7 +26,7 @@ import dagster as dg
 import pandas as pd
 
 from keel import simulator
-from resources.lake import Lake, LakeError
+from resources.lake import Lake, LakeError, parquet_bytes
 
 REFERENCE_FEEDS = ("customers", "terminals")
 DAILY_FEEDS = ("transactions", "fraud_labels")
@@ -160,14 +160,14 @@ class LandingZone(PaymentsSource):
     # What a source system does: deliver files. The simulator uses these; so can tests.
     def deliver_reference(self, upstream: PaymentsSource) -> list[str]:
         return [
-            self.lake.write_file(self._path("customers"), _parquet(upstream.customers())),
-            self.lake.write_file(self._path("terminals"), _parquet(upstream.terminals())),
+            self.lake.write_file(self._path("customers"), parquet_bytes(upstream.customers())),
+            self.lake.write_file(self._path("terminals"), parquet_bytes(upstream.terminals())),
         ]
 
     def deliver_day(self, upstream: PaymentsSource, day: date) -> list[str]:
         """Land ``day``'s payments and the flags reported that day, as text."""
         return [
-            self.lake.write_file(self._path(feed, day), _parquet(simulator.as_text(extract)))
+            self.lake.write_file(self._path(feed, day), parquet_bytes(simulator.as_text(extract)))
             for feed, extract in (
                 ("transactions", upstream.transactions(day)),
                 ("fraud_labels", upstream.fraud_labels(day)),
@@ -213,12 +213,3 @@ class LandingZone(PaymentsSource):
         """The newest day whose payments have landed."""
         days = [f.day for f in self.landed()[0] if f.feed == "transactions"]
         return max(days, default=None)
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
-    return buffer.getvalue()

@@ -42,11 +42,7 @@ QUARANTINE_SHARE_WARNING = 0.01  # above 1% of a day's rows in quarantine, someo
 def customers(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Card holders as the source system knows them: home location on the 100x100 grid and
     spending profile (mean and spread of the amount, mean payments per day). One row per customer."""
-    frame = contracts.check_reference(landing.customers(), contracts.customers_schema())
-    path = lake.write_table("customers", frame)
-    return dg.MaterializeResult(
-        metadata={**recorded(context), "dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
-    )
+    return _reference_table(context, lake, "customers", landing.customers(), contracts.customers_schema())
 
 
 @dg.asset(
@@ -59,8 +55,13 @@ def customers(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSo
 )
 def terminals(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Payment terminals and their location on the 100x100 grid. One row per terminal."""
-    frame = contracts.check_reference(landing.terminals(), contracts.terminals_schema())
-    path = lake.write_table("terminals", frame)
+    return _reference_table(context, lake, "terminals", landing.terminals(), contracts.terminals_schema())
+
+
+def _reference_table(context, lake: Lake, table: str, extract: pd.DataFrame, schema) -> dg.MaterializeResult:
+    """A reference table replaced whole, after its contract (which fails the run on any bad row)."""
+    frame = contracts.check_reference(extract, schema)
+    path = lake.write_table(table, frame)
     return dg.MaterializeResult(
         metadata={**recorded(context), "dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
     )
