@@ -1,44 +1,63 @@
 """Data contracts for what enters the lake, and the split of a raw extract into valid and quarantined rows.
 
-A raw extract is checked in two stages:
+A raw extract (an Arrow table as read from the landing zone, or a frame) is checked in two stages:
 
-1. *parse*: every value is converted to its column's type; a value that cannot be converted
-   (``"12,50 EUR"`` as an amount) is a row failure naming the column and the value;
-2. *rules*: a pandera schema checks nulls, ranges, the partition's day, duplicate ids and
-   unknown customers or terminals, row by row (``lazy=True`` collects every failure).
+1. *parse*, value by value, exactly (``keel.parsing``): a value that is not text of its column's type
+   (``"12,50 EUR"`` as an amount, ``"007"`` or ``"1e3"`` as an id, bytes that are not UTF-8) is a
+   failure of its row alone, naming the column; no other value changes because of it;
+2. *rules*: a pandera schema checks nulls, ranges, the partition's day, duplicate ids and unknown
+   customers or terminals, row by row (``lazy=True`` collects every failure); then ids already
+   ingested on another day (``first_seen``, answered by the lake).
 
-Rows with any failure go to quarantine with every reason, joined by ``"; "``; the others go on,
-typed. ``rows_in == valid + quarantined`` always holds. Problems that are not about a row (a
-missing or unexpected column) raise :class:`ContractError`: the whole extract is refused.
+Rows with any failure go to quarantine with their raw values as text and every reason, joined by
+``"; "``; the others go on, typed, with exactly the values sent. ``rows_in == valid + quarantined``
+always holds. Problems that are not about a row (a missing, unexpected or repeated column, a column
+stored as a type that cannot hold the field) raise :class:`ContractError`: the whole extract is
+refused, and retrying cannot change that.
 
-Pure module: pandas and pandera only, no Dagster. pandera is imported in the functions that use
-it: the code location and the scoring service import this module, and pandera costs ~0.2 s.
+The field rules the scoring API shares (id range, amount range, timestamp form) are the constants
+and parsers below and in ``keel.parsing``: the service's request schema is built from them.
+
+Pure module: pandas, pyarrow and pandera only, no Dagster. pandera is imported in the functions that
+use it: the code location and the scoring service import this module, and pandera costs ~0.2 s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from keel import parsing
 
 if TYPE_CHECKING:
-    import pandera.pandas as pa
+    import pandera.pandas as pa_schema
 
-MAX_AMOUNT = 100_000.0  # no card payment in this world comes near; above it is a unit or parsing bug
+# The fields both doors (the lake's ingestion and the scoring API) judge the same way.
+MIN_ID, MAX_ID = 0, parsing.INT64_MAX  # ids are non-negative int64
+MIN_AMOUNT, MAX_AMOUNT = 0.0, 100_000.0  # no card payment in this world comes near; above is a unit bug
 
-# Column -> the type each raw value must parse to. Nullable types while checking, so that a
-# missing value is a row failure rather than a column-wide dtype error.
+# Column -> how its raw values are parsed (``keel.parsing``).
 TRANSACTION_COLUMNS = {
-    "transaction_id": "Int64",
-    "transacted_at": "datetime64[ns]",
-    "customer_id": "Int64",
-    "terminal_id": "Int64",
-    "amount": "Float64",
+    "transaction_id": "integer",
+    "transacted_at": "timestamp",
+    "customer_id": "integer",
+    "terminal_id": "integer",
+    "amount": "decimal",
 }
-LABEL_COLUMNS = {"transaction_id": "Int64", "is_fraud": "Int64", "fraud_scenario": "Int64"}
+LABEL_COLUMNS = {"transaction_id": "integer", "is_fraud": "integer", "fraud_scenario": "integer"}
+_PANDAS_TYPES = {"integer": "Int64", "decimal": "Float64", "timestamp": "datetime64[ns]"}
+UTC = ZoneInfo(parsing.DEFAULT_TIME_ZONE)  # the platform's time zone unless configured
+_STORED_TYPES = {"integer": "int64", "decimal": "float64", "timestamp": "datetime64[ns]"}
+
+# Given the ids of an extract, the day each was already ingested on (another day's partition).
+FirstSeen = Callable[[pd.Series], pd.Series]
 
 
 class ContractError(ValueError):
@@ -60,37 +79,45 @@ class Split:
 def _one_of(ids: Iterable[int], error: str):
     """``Check.isin`` for a large id set. pandera deep-copies a built-in check's arguments with the
     schema (thousands of ids, 35 ms a day); a custom check's function is not copied."""
-    import pandera.pandas as pa
+    import pandera.pandas as pa_schema
 
     known = pd.Index(list(ids) if not isinstance(ids, pd.Series | pd.Index) else ids)
-    return pa.Check(lambda values: values.isin(known), error=error)
+    return pa_schema.Check(lambda values: values.isin(known), error=error)
 
 
 def transactions_schema(
     day: date, customer_ids: Iterable[int], terminal_ids: Iterable[int]
-) -> pa.DataFrameSchema:
-    import pandera.pandas as pa
+) -> pa_schema.DataFrameSchema:
+    import pandera.pandas as pa_schema
 
     start = pd.Timestamp(day)
-    return pa.DataFrameSchema(
+    return pa_schema.DataFrameSchema(
         {
-            "transaction_id": pa.Column(
-                "Int64", nullable=False, unique=True, report_duplicates="exclude_first"
+            "transaction_id": pa_schema.Column(
+                "Int64",
+                pa_schema.Check.ge(MIN_ID, error="not negative"),
+                nullable=False,
+                unique=True,
+                report_duplicates="exclude_first",
             ),
-            "transacted_at": pa.Column(
+            "transacted_at": pa_schema.Column(
                 "datetime64[ns]",
-                pa.Check.in_range(
+                pa_schema.Check.in_range(
                     start, start + timedelta(days=1), include_max=False, error="inside the partition's day"
                 ),
                 nullable=False,
             ),
-            "customer_id": pa.Column("Int64", _one_of(customer_ids, "a known customer"), nullable=False),
-            "terminal_id": pa.Column("Int64", _one_of(terminal_ids, "a known terminal"), nullable=False),
-            "amount": pa.Column(
+            "customer_id": pa_schema.Column(
+                "Int64", _one_of(customer_ids, "a known customer"), nullable=False
+            ),
+            "terminal_id": pa_schema.Column(
+                "Int64", _one_of(terminal_ids, "a known terminal"), nullable=False
+            ),
+            "amount": pa_schema.Column(
                 "Float64",
                 [
-                    pa.Check.ge(0, error="not negative"),
-                    pa.Check.le(MAX_AMOUNT, error=f"at most {MAX_AMOUNT:,.0f}"),
+                    pa_schema.Check.ge(MIN_AMOUNT, error="not negative"),
+                    pa_schema.Check.le(MAX_AMOUNT, error=f"at most {MAX_AMOUNT:,.0f}"),
                 ],
                 nullable=False,
             ),
@@ -100,20 +127,24 @@ def transactions_schema(
     )
 
 
-def labels_schema(transaction_ids: Iterable[int]) -> pa.DataFrameSchema:
-    import pandera.pandas as pa
+def labels_schema(transaction_ids: Iterable[int]) -> pa_schema.DataFrameSchema:
+    import pandera.pandas as pa_schema
 
-    return pa.DataFrameSchema(
+    return pa_schema.DataFrameSchema(
         {
-            "transaction_id": pa.Column(
+            "transaction_id": pa_schema.Column(
                 "Int64",
                 _one_of(transaction_ids, "a transaction ingested on its day"),
                 nullable=False,
                 unique=True,
                 report_duplicates="exclude_first",
             ),
-            "is_fraud": pa.Column("Int64", pa.Check.isin({0, 1}, error="0 or 1"), nullable=False),
-            "fraud_scenario": pa.Column("Int64", pa.Check.in_range(0, 4, error="0 to 4"), nullable=False),
+            "is_fraud": pa_schema.Column(
+                "Int64", pa_schema.Check.isin({0, 1}, error="0 or 1"), nullable=False
+            ),
+            "fraud_scenario": pa_schema.Column(
+                "Int64", pa_schema.Check.in_range(0, 4, error="0 to 4"), nullable=False
+            ),
         },
         strict=True,
         name="raw_fraud_labels",
@@ -121,35 +152,71 @@ def labels_schema(transaction_ids: Iterable[int]) -> pa.DataFrameSchema:
 
 
 def split_transactions(
-    extract: pd.DataFrame, day: date, customer_ids: Iterable[int], terminal_ids: Iterable[int]
+    extract: pa.Table | pd.DataFrame,
+    day: date,
+    customer_ids: Iterable[int],
+    terminal_ids: Iterable[int],
+    *,
+    zone: ZoneInfo = UTC,
+    first_seen: FirstSeen | None = None,
 ) -> Split:
-    """Check one day's raw transactions; valid rows come back typed (int64, float64, datetime)."""
-    return _split(extract, TRANSACTION_COLUMNS, transactions_schema(day, customer_ids, terminal_ids))
+    """Check one day's raw transactions; valid rows come back typed (int64, float64, datetime).
+
+    ``zone`` is the platform's time zone (timestamps are wall times there); ``first_seen`` answers
+    which of the extract's ids the lake already holds on another day (a re-delivered or overlapping
+    extract), and those rows are quarantined with that day."""
+    schema = transactions_schema(day, customer_ids, terminal_ids)
+    return _split(extract, TRANSACTION_COLUMNS, schema, zone, first_seen)
 
 
-def split_labels(extract: pd.DataFrame, transaction_ids: Iterable[int]) -> Split:
+def split_labels(extract: pa.Table | pd.DataFrame, transaction_ids: Iterable[int]) -> Split:
     """Check one day's fraud labels against the transactions they refer to."""
-    split = _split(extract, LABEL_COLUMNS, labels_schema(transaction_ids))
+    split = _split(extract, LABEL_COLUMNS, labels_schema(transaction_ids), UTC, None)
     valid = split.valid.astype({"is_fraud": "int8", "fraud_scenario": "int8"})
     return Split(valid, split.quarantined)
 
 
-def _split(extract: pd.DataFrame, columns: dict[str, str], schema: pa.DataFrameSchema) -> Split:
+def _split(
+    extract: pa.Table | pd.DataFrame,
+    columns: dict[str, str],
+    schema: pa_schema.DataFrameSchema,
+    zone: ZoneInfo,
+    first_seen: FirstSeen | None,
+) -> Split:
     import pandera.errors
 
-    missing = [c for c in columns if c not in extract.columns]
-    unexpected = [c for c in extract.columns if c not in columns]
-    if missing or unexpected:
+    table = _as_table(extract, schema.name)
+    names = table.column_names
+    missing = [c for c in columns if c not in names]
+    unexpected = [c for c in names if c not in columns]
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if missing or unexpected or repeated:
         raise ContractError(
             f"{schema.name}: the extract's columns do not match the contract "
-            f"(missing: {missing or 'none'}; unexpected: {unexpected or 'none'})"
+            f"(missing: {missing or 'none'}; unexpected: {unexpected or 'none'}; "
+            f"repeated: {repeated or 'none'})"
         )
-    raw = extract.reset_index(drop=True)
-    parsed, reasons = _parse(raw, columns)
+    raw, parsed, reasons = {}, {}, {}
+    for column, kind in columns.items():
+        shown, text, undecodable = _text(table.column(column), column, schema.name)
+        raw[column] = shown
+        try:
+            result = _parse(text, kind, zone)
+        except TypeError:
+            raise ContractError(
+                f"{schema.name}: column {column} is stored as {table.column(column).type}, which cannot "
+                f"hold {kind} values (send text, or a column of that type)"
+            ) from None
+        for row in undecodable:
+            reasons.setdefault(row, {})[column] = ["not valid UTF-8 text"]
+        for row, problem in result.problems.items():
+            reasons.setdefault(row, {})[column] = [problem]
+        parsed[column] = result.values
+    frame = _to_pandas(parsed, columns)
     unparsed = {(row, column) for row, texts in reasons.items() for column in texts}
 
     try:
-        schema.validate(parsed, lazy=True)
+        schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as errors:
         cases = errors.failure_cases
         not_about_a_row = cases[cases["index"].isna()]
@@ -164,46 +231,120 @@ def _split(extract: pd.DataFrame, columns: dict[str, str], schema: pa.DataFrameS
                 continue  # already explained by the parse failure (its value became null)
             reasons.setdefault(row, {}).setdefault(column, []).append(_describe(case))
 
+    if first_seen is not None:
+        candidates = frame["transaction_id"].drop(index=list(reasons)).dropna()
+        seen = first_seen(candidates)
+        for row, identifier in candidates[candidates.isin(seen.index)].items():
+            reasons.setdefault(int(row), {})["transaction_id"] = [
+                f"already ingested on another day (first seen {seen[identifier]})"
+            ]
+
     bad = sorted(reasons)
-    quarantined = raw.loc[bad].astype("string")
-    quarantined.insert(0, "source_row", pd.Series(bad, index=bad, dtype="int64"))
+    quarantined = pd.DataFrame(
+        {
+            column: pd.Series(values.take(pa.array(bad, pa.int64())).to_pylist(), dtype="string")
+            for column, values in raw.items()
+        }
+    )
+    quarantined.insert(0, "source_row", pd.Series(bad, dtype="int64"))
     quarantined["reason"] = pd.Series(
-        [
-            "; ".join(f"{column}: {text}" for column, texts in reasons[row].items() for text in texts)
-            for row in bad
-        ],
-        index=quarantined.index,
+        ["; ".join(f"{c}: {text}" for c, texts in reasons[row].items() for text in texts) for row in bad],
         dtype="string",
     )
-    valid = parsed.drop(index=bad)
-    final_types = {c: t.lower() if t in ("Int64", "Float64") else t for c, t in columns.items()}
-    return Split(valid.astype(final_types).reset_index(drop=True), quarantined.reset_index(drop=True))
+    valid = frame.drop(index=bad)
+    stored = {column: _STORED_TYPES[kind] for column, kind in columns.items()}
+    return Split(valid.astype(stored).reset_index(drop=True), quarantined)
 
 
-def _parse(
-    raw: pd.DataFrame, columns: dict[str, str]
-) -> tuple[pd.DataFrame, dict[int, dict[str, list[str]]]]:
-    """Convert each column to its type; return the typed frame and the per-row parse failures."""
-    parsed = {}
-    reasons: dict[int, dict[str, list[str]]] = {}
-    for column, dtype in columns.items():
-        values = raw[column]
-        if dtype == "datetime64[ns]":
-            typed = pd.to_datetime(values, errors="coerce", format="ISO8601")
-            if getattr(typed.dt, "tz", None) is not None:
-                typed = typed.dt.tz_convert(None)
-            typed = typed.astype("datetime64[ns]")
+def _as_table(extract: pa.Table | pd.DataFrame, name: str) -> pa.Table:
+    if isinstance(extract, pa.Table):
+        return extract
+    try:
+        return pa.Table.from_pandas(extract, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ContractError(f"{name}: a column mixes types that no column type holds ({error})") from error
+
+
+def _text(column: pa.ChunkedArray, name: str, table: str) -> tuple[pa.Array, pa.Array, list[int]]:
+    """A raw column as (its values shown as text, the array to parse, rows whose bytes are not UTF-8).
+
+    Text and binary columns must be UTF-8; a row whose bytes are not is refused alone, and its value is
+    shown with the bad bytes escaped (``\\xff``). Typed columns are parsed as they are."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_null(array.type):
+        array = array.cast(pa.string())
+    if pa.types.is_string_view(array.type) or pa.types.is_binary_view(array.type):
+        array = array.cast(pa.large_binary() if pa.types.is_binary_view(array.type) else pa.large_string())
+    if not any(
+        check(array.type)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+        )
+    ):
+        try:
+            return array.cast(pa.string()), array, []
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            raise ContractError(
+                f"{table}: column {name} is stored as {array.type}, which holds no {name} values"
+            ) from None
+    string_type = pa.large_string() if array.type in (pa.large_string(), pa.large_binary()) else pa.string()
+    binary_type = pa.large_binary() if string_type == pa.large_string() else pa.binary()
+    as_bytes = (
+        array.view(binary_type)
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+        else array
+    )
+    try:
+        text = as_bytes.cast(string_type)  # validates UTF-8
+        return text, text, []
+    except pa.ArrowInvalid:
+        pass
+    # Rare: find the rows whose bytes are not UTF-8, value by value.
+    shown, kept, undecodable = [], [], []
+    for row, value in enumerate(as_bytes.to_pylist()):
+        if value is None:
+            shown.append(None)
+            kept.append(None)
+            continue
+        try:
+            decoded = value.decode("utf-8")
+        except UnicodeDecodeError:
+            undecodable.append(row)
+            shown.append(value.decode("utf-8", "backslashreplace"))
+            kept.append(None)
+            continue
+        shown.append(decoded)
+        kept.append(decoded)
+    return pa.array(shown, string_type), pa.array(kept, string_type), undecodable
+
+
+def _parse(text: pa.Array, kind: str, zone: ZoneInfo) -> parsing.Parsed:
+    if kind == "integer":
+        return parsing.parse_integers(text)
+    if kind == "decimal":
+        return parsing.parse_decimals(text)
+    return parsing.parse_timestamps(text, zone)
+
+
+def _to_pandas(parsed: dict[str, pa.Array], columns: dict[str, str]) -> pd.DataFrame:
+    """Typed columns as pandas' nullable types: an int64 with nulls stays int64 (never a float)."""
+    frame = {}
+    for column, values in parsed.items():
+        if columns[column] == "timestamp":
+            frame[column] = pd.Series(pc.cast(values, pa.timestamp("ns")).to_pandas(), dtype="datetime64[ns]")
         else:
-            numbers = pd.to_numeric(values, errors="coerce")
-            if dtype == "Int64":
-                whole = numbers.isna() | (numbers == numbers.round())
-                numbers = numbers.where(whole)
-            typed = numbers.astype(dtype)
-        failed = typed.isna() & values.notna()
-        for row, value in values[failed].items():
-            reasons.setdefault(int(row), {})[column] = [f"cannot parse as {dtype.lower()} (got {value!r})"]
-        parsed[column] = typed
-    return pd.DataFrame(parsed, index=raw.index), reasons
+            frame[column] = pd.Series(
+                values.to_pandas(
+                    types_mapper={pa.int64(): pd.Int64Dtype(), pa.float64(): pd.Float64Dtype()}.get
+                ),
+                dtype=_PANDAS_TYPES[columns[column]],
+            )
+    return pd.DataFrame(frame)
 
 
 def _describe(case) -> str:
@@ -214,7 +355,7 @@ def _describe(case) -> str:
     return f"must be {case.check} (got {case.failure_case})"
 
 
-def check_reference(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+def check_reference(frame: pd.DataFrame, schema: pa_schema.DataFrameSchema) -> pd.DataFrame:
     """Validate a reference table as a whole: a bad reference table is refused, not split."""
     import pandera.errors
 
@@ -230,31 +371,31 @@ def check_reference(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataF
         ) from errors
 
 
-def customers_schema() -> pa.DataFrameSchema:
-    import pandera.pandas as pa
+def customers_schema() -> pa_schema.DataFrameSchema:
+    import pandera.pandas as pa_schema
 
-    return pa.DataFrameSchema(
+    return pa_schema.DataFrameSchema(
         {
-            "customer_id": pa.Column("int64", pa.Check.ge(0), unique=True),
-            "x": pa.Column("float64", pa.Check.in_range(0, 100)),
-            "y": pa.Column("float64", pa.Check.in_range(0, 100)),
-            "mean_amount": pa.Column("float64", pa.Check.gt(0)),
-            "std_amount": pa.Column("float64", pa.Check.ge(0)),
-            "mean_transactions_per_day": pa.Column("float64", pa.Check.ge(0)),
+            "customer_id": pa_schema.Column("int64", pa_schema.Check.ge(MIN_ID), unique=True),
+            "x": pa_schema.Column("float64", pa_schema.Check.in_range(0, 100)),
+            "y": pa_schema.Column("float64", pa_schema.Check.in_range(0, 100)),
+            "mean_amount": pa_schema.Column("float64", pa_schema.Check.gt(0)),
+            "std_amount": pa_schema.Column("float64", pa_schema.Check.ge(0)),
+            "mean_transactions_per_day": pa_schema.Column("float64", pa_schema.Check.ge(0)),
         },
         strict=True,
         name="customers",
     )
 
 
-def terminals_schema() -> pa.DataFrameSchema:
-    import pandera.pandas as pa
+def terminals_schema() -> pa_schema.DataFrameSchema:
+    import pandera.pandas as pa_schema
 
-    return pa.DataFrameSchema(
+    return pa_schema.DataFrameSchema(
         {
-            "terminal_id": pa.Column("int64", pa.Check.ge(0), unique=True),
-            "x": pa.Column("float64", pa.Check.in_range(0, 100)),
-            "y": pa.Column("float64", pa.Check.in_range(0, 100)),
+            "terminal_id": pa_schema.Column("int64", pa_schema.Check.ge(MIN_ID), unique=True),
+            "x": pa_schema.Column("float64", pa_schema.Check.in_range(0, 100)),
+            "y": pa_schema.Column("float64", pa_schema.Check.in_range(0, 100)),
         },
         strict=True,
         name="terminals",

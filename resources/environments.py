@@ -29,7 +29,9 @@ from typing import Any
 
 import dagster as dg
 
+from keel import parsing
 from resources.alerts import Alerts, LogAlerts, WebhookAlerts
+from resources.calendar import Calendar
 from resources.dbt import REPO_ROOT, DbtCli, dbt_project
 from resources.lake import Lake, LocalLake
 from resources.namespace import Namespace
@@ -112,12 +114,23 @@ def online_store_url(environment: str, namespace: str) -> str:
     return f"sqlite:///{STATE_DIR / 'online_features' / f'{check_namespace(namespace)}.sqlite'}"
 
 
+def platform_time_zone() -> str:
+    """``KEEL_TIME_ZONE``: the IANA zone the lake's timestamps are wall times of (default UTC)."""
+    name = os.environ.get("KEEL_TIME_ZONE") or parsing.DEFAULT_TIME_ZONE
+    try:
+        parsing.time_zone(name)
+    except ValueError as error:
+        raise ValueError(f"KEEL_TIME_ZONE={name!r}: {error}") from None
+    return name
+
+
 def service_settings(environment: str, namespace: str) -> dict[str, str]:
     """The settings the scoring service reads (serving/service.py), for ``keel serve`` and the tests."""
     lake = lake_for(environment, namespace)
     return {
         "KEEL_ENV": environment,  # staging and prod refuse to serve without API keys (serving/auth.py)
         "KEEL_NAMESPACE": namespace,  # the online store's keys
+        "KEEL_TIME_ZONE": platform_time_zone(),  # timestamps are judged as the lake judges them
         "KEEL_ONLINE_STORE_URL": online_store_url(environment, namespace),
         "KEEL_PREDICTION_LOG_URI": f"{lake.uri}/{PREDICTION_LOG_SPOOL}",
     }
@@ -178,6 +191,7 @@ def resources_for(environment: str, namespace: str) -> dict[str, Any]:
     lake = lake_for(environment, namespace)
     return {
         "namespace": Namespace(name=namespace, environment=environment),
+        "calendar": Calendar(time_zone=platform_time_zone()),
         "lake": lake,
         "warehouse": Warehouse(path=warehouse_path(namespace)),
         "registry": ModelRegistry(lake=lake),

@@ -22,6 +22,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs
 import pyarrow.parquet as pq
 
 DATA_FILE = "data.parquet"
@@ -62,6 +63,10 @@ class Lake(dg.ConfigurableResource):
     def _read(self, relative: str) -> bytes: ...
 
     @abstractmethod
+    def _arrow_filesystem(self) -> tuple[pa.fs.FileSystem, str]:
+        """The lake as Arrow reads it: a file system and the root's path in it (for column scans)."""
+
+    @abstractmethod
     def _list(self, prefix: str) -> dict[str, float]:
         """Relative path -> last modification (POSIX seconds) of every file under ``prefix``."""
 
@@ -76,6 +81,27 @@ class Lake(dg.ConfigurableResource):
 
     def read_partition(self, table: str, day: date) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(self._read(_relative_path(table, day))))
+
+    def days_holding(self, table: str, column: str, values: pd.Series, other_than: date) -> pd.Series:
+        """Which of ``values`` the daily partitions of ``table`` other than ``other_than`` already hold
+        in ``column``: value -> the first day (ISO) holding it. Reads only that column of each day
+        (Parquet column chunks: range reads on S3), filtered as it is read."""
+        import pyarrow.dataset as ds
+
+        filesystem, root = self._arrow_filesystem()
+        found = pd.Series(dtype="string", name="day")
+        if values.empty or filesystem.get_file_info(f"{root}/{table}").type == pa.fs.FileType.NotFound:
+            return found
+        days = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+        dataset = ds.dataset(f"{root}/{table}", filesystem=filesystem, format="parquet", partitioning=days)
+        wanted = pa.array(values.to_numpy(dtype="int64"), pa.int64())
+        held = dataset.to_table(
+            columns=[column, "date"],
+            filter=(ds.field("date") != other_than.isoformat()) & ds.field(column).isin(wanted),
+        ).to_pandas()
+        if held.empty:
+            return found
+        return held.groupby(column)["date"].min().astype("string").rename("day")
 
     def partition_row_count(self, table: str, day: date) -> int:
         """Rows in a stored partition, from the Parquet footer (what was written, not what was meant)."""
@@ -133,6 +159,9 @@ class LocalLake(Lake):
 
     def _uri_of(self, relative: str) -> str:
         return Path(self.uri, relative).as_uri()
+
+    def _arrow_filesystem(self) -> tuple[pa.fs.FileSystem, str]:
+        return pa.fs.LocalFileSystem(), self.uri
 
     def _list(self, prefix: str) -> dict[str, float]:
         folder = Path(self.uri, prefix)

@@ -6,6 +6,8 @@ costs seconds to import, and every run worker of the local environment would pay
 
 from __future__ import annotations
 
+import os
+
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
@@ -46,6 +48,21 @@ class S3Lake(Lake):
             for page in pages
             for item in page.get("Contents", [])
         }
+
+    def _arrow_filesystem(self):
+        import pyarrow.fs
+
+        # The same endpoint and region as boto3; credentials from the AWS chain (Arrow reads it too).
+        endpoint = (
+            self.s3.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        region = self.s3.region_name or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        options = {"endpoint_override": endpoint} if endpoint else {}
+        if region:
+            options["region"] = region
+        return pyarrow.fs.S3FileSystem(**options), f"{self.bucket}/{self.prefix.strip('/')}".rstrip("/")
 
     def _read(self, relative: str) -> bytes:
         client = self._s3()

@@ -24,6 +24,8 @@ from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from keel import simulator
 from resources.lake import Lake, LakeError, parquet_bytes
@@ -36,8 +38,17 @@ _LANDED = re.compile(
 )
 
 
+class UnreadableFile(ValueError):
+    """A delivered file that cannot be read at all (empty, truncated, not Parquet): the source
+    system must deliver it again; reading it again cannot help."""
+
+
 class PaymentsSource(dg.ConfigurableResource):
     """A source system of card payments: reference tables, daily transactions, delayed fraud labels."""
+
+    def location(self, feed: str, day: date | None = None) -> str:
+        """Where ``feed`` (of ``day``) comes from, for errors and metadata."""
+        return f"{type(self).__name__}:{feed}" + (f"/{day}" if day else "")
 
     @abstractmethod
     def customers(self) -> pd.DataFrame: ...
@@ -46,11 +57,11 @@ class PaymentsSource(dg.ConfigurableResource):
     def terminals(self) -> pd.DataFrame: ...
 
     @abstractmethod
-    def transactions(self, day: date) -> pd.DataFrame:
-        """The raw extract of the payments made on ``day``."""
+    def transactions(self, day: date) -> pa.Table | pd.DataFrame:
+        """The raw extract of the payments made on ``day``, as delivered (the contract parses it)."""
 
     @abstractmethod
-    def fraud_labels(self, day: date) -> pd.DataFrame:
+    def fraud_labels(self, day: date) -> pa.Table | pd.DataFrame:
         """The fraud flags that became known on ``day`` (for the transactions of an earlier day)."""
 
 
@@ -133,7 +144,12 @@ class LandingZone(PaymentsSource):
             return f"{self.prefix}/{feed}/{feed}.parquet"
         return f"{self.prefix}/{feed}/date={day.isoformat()}/{feed}.parquet"
 
-    def _read(self, feed: str, day: date | None = None) -> pd.DataFrame:
+    def location(self, feed: str, day: date | None = None) -> str:
+        """Where a feed's file (of ``day``) lands: what an error about it names."""
+        return f"{self.lake.uri}/{self._path(feed, day)}"
+
+    def _read(self, feed: str, day: date | None = None) -> pa.Table:
+        """The landed file as it is: no value converted (the contract parses them)."""
         path = self._path(feed, day)
         try:
             payload = self.lake.read_file(path)
@@ -143,18 +159,30 @@ class LandingZone(PaymentsSource):
                 f"nothing has landed in {self.lake.uri}/{path}: no {feed} delivered{when} "
                 "(`uv run keel land` delivers days from the simulator)"
             ) from missing
-        return pd.read_parquet(io.BytesIO(payload))
+        try:
+            return pq.read_table(io.BytesIO(payload))
+        except (pa.ArrowException, OSError) as error:  # empty, truncated, not Parquet, corrupt pages
+            raise UnreadableFile(
+                f"{self.location(feed, day)}: not a readable Parquet file ({error})"
+            ) from error
+
+    def _reference(self, feed: str) -> pd.DataFrame:
+        table = self._read(feed)
+        try:
+            return table.to_pandas()
+        except (pa.ArrowException, UnicodeDecodeError) as error:
+            raise UnreadableFile(f"{self.location(feed)}: {error}") from error
 
     def customers(self) -> pd.DataFrame:
-        return self._read("customers")
+        return self._reference("customers")
 
     def terminals(self) -> pd.DataFrame:
-        return self._read("terminals")
+        return self._reference("terminals")
 
-    def transactions(self, day: date) -> pd.DataFrame:
+    def transactions(self, day: date) -> pa.Table:
         return self._read("transactions", day)
 
-    def fraud_labels(self, day: date) -> pd.DataFrame:
+    def fraud_labels(self, day: date) -> pa.Table:
         return self._read("fraud_labels", day)
 
     # What a source system does: deliver files. The simulator uses these; so can tests.

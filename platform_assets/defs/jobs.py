@@ -8,7 +8,13 @@ import dagster as dg
 from platform_assets.defs.lake.partitions import daily_partitions
 from platform_assets.defs.monitoring.checks import FRESHNESS_CHECKS
 from platform_assets.defs.serving.assets import PREDICTION_LOG
-from platform_assets.defs.steps import INGESTION, INGESTION_RUNS, TRAINING_RUNS, WAREHOUSE_RUNS
+from platform_assets.defs.steps import (
+    INGESTION,
+    INGESTION_RUNS,
+    TRAINING_RUNS,
+    WAREHOUSE_RUNS,
+    retry_only_transient,
+)
 from resources.sources import LandingZone, PaymentsSource
 
 # Built on every promotion, whichever job promoted.
@@ -65,6 +71,7 @@ ingest_reference = dg.define_asset_job(
     tags=INGESTION.op_tags("deliver_day"),
     retry_policy=INGESTION.retry_policy,
 )
+@retry_only_transient
 def deliver_day(context: dg.OpExecutionContext, landing: LandingZone, upstream: PaymentsSource) -> None:
     day = date.fromisoformat(context.partition_key)
     for path in landing.deliver_day(upstream, day):

@@ -12,6 +12,10 @@ Labels name the step (the asset, or the multi-asset's op) for cost attribution; 
 label is added by the executor (``resources/environments.py``), the one place that knows it.
 """
 
+import functools
+import inspect
+import urllib.error
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dagster as dg
@@ -31,8 +35,9 @@ class Step:
     cpu: float  # cores
     memory_gib: float
     scratch_gib: float = 1  # ephemeral storage: dbt targets, model exports, Bento builds
-    # Retries for steps whose failures are usually transient (S3, Redis, a webhook): exponential
-    # backoff from ``retry_delay_seconds`` with jitter, so retries of many steps do not land together.
+    # Retries for steps that talk to the network (S3, Redis, a webhook): exponential backoff from
+    # ``retry_delay_seconds`` with jitter, so retries of many steps do not land together. Only
+    # transient errors use them: the step's function is wrapped in ``retry_only_transient``.
     retries: int = 0
     retry_delay_seconds: float = 5
     # Kubernetes kills the step's pod after this long (activeDeadlineSeconds): a hung step ends as
@@ -77,10 +82,98 @@ class Step:
         return {K8S_CONFIG_TAG: config}
 
 
+# What a retry can cure: the network and the services behind it, not the data or the code. Matched
+# by name so that this module needs neither botocore nor redis (each library has its own classes).
+_TRANSIENT_BUILTINS = (ConnectionError, TimeoutError)
+_TRANSIENT_BY_NAME = {
+    "botocore.exceptions": {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionError",
+        "HTTPClientError",
+    },
+    "redis.exceptions": {"ConnectionError", "TimeoutError", "BusyLoadingError"},
+    "urllib3.exceptions": {"ProtocolError", "NewConnectionError", "ReadTimeoutError", "ConnectTimeoutError"},
+}
+# S3 answers these when it is busy or briefly broken; everything else it answers is final.
+_TRANSIENT_S3_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error``, or any error that caused it, is one a retry can cure."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, _TRANSIENT_BUILTINS):
+            return True
+        if isinstance(error, urllib.error.HTTPError):
+            if error.code == 429 or error.code >= 500:
+                return True
+        elif isinstance(error, urllib.error.URLError):  # the network (refused, DNS, reset), not an answer
+            return True
+        kind = type(error)
+        if kind.__name__ in _TRANSIENT_BY_NAME.get(kind.__module__, ()):
+            return True
+        s3_code = getattr(error, "response", None) and error.response.get("Error", {}).get("Code")
+        if kind.__module__ == "botocore.exceptions" and s3_code in _TRANSIENT_S3_CODES:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextmanager
+def _final_unless_transient():
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as error:
+        if is_transient(error):
+            raise
+        # The same inputs would fail the same way: fail now, without the retry policy's backoff.
+        raise dg.Failure(description=f"{type(error).__name__}: {error}", allow_retries=False) from error
+
+
+def retry_only_transient(function):
+    """Let the step's retry policy retry transient errors only (``is_transient``): any other error,
+    a contract refusing an extract, a file that cannot be parsed, a bug, fails the step at once.
+    Dagster's ``RetryPolicy`` retries whatever is raised; ``Failure(allow_retries=False)`` is how a
+    step says that retrying is pointless. Put it under the ``@dg.asset`` decorator."""
+    if inspect.isgeneratorfunction(function):
+
+        @functools.wraps(function)
+        def generator(*args, **kwargs):
+            with _final_unless_transient():
+                yield from function(*args, **kwargs)
+
+        return generator
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        with _final_unless_transient():
+            return function(*args, **kwargs)
+
+    return call
+
+
 # The steps of Keel, by kind of work. Sizes are for the default world (5,000 cards, ~1.7 M payments
 # over six months) with room to grow; change them here, not on the assets.
 INGESTION = Step(cpu=0.5, memory_gib=1, scratch_gib=1, retries=3)  # reads the landing zone (S3)
-WAREHOUSE = Step(cpu=1, memory_gib=4, scratch_gib=4, retries=2)  # dbt: reads the lake (S3) into DuckDB
+# dbt: reads the lake (S3) into DuckDB. Not retried by Dagster: a failed dbt build does not say whether
+# the network or a dbt test failed, and s3fs already retries S3's transient errors (botocore's retries).
+WAREHOUSE = Step(cpu=1, memory_gib=4, scratch_gib=4)
 FEATURES = Step(cpu=1, memory_gib=4, scratch_gib=2)  # DuckDB windows over the warehouse file
 # Training is not retried: a failure there is rarely transient, and an hour is a lot to repeat.
 TRAINING = Step(cpu=2, memory_gib=8, scratch_gib=4, deadline_seconds=3600)

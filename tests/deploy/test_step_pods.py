@@ -31,8 +31,14 @@ RUN_LAUNCHER = types.SimpleNamespace(
     instance_config_map="dagster-instance",
     postgres_password_secret="keel-postgresql",
 )
-# The steps that are not retried: no network (features: the warehouse file) or too costly to repeat.
-NOT_RETRIED = {"features__transaction_features", "models__fraud_model"}
+# The steps that are not retried: no network (features: the warehouse file), too costly to repeat
+# (training), or failures that do not say whether they were transient (dbt: s3fs retries S3 itself).
+NOT_RETRIED = {
+    "features__transaction_features",
+    "models__fraud_model",
+    "warehouse_models",
+    "warehouse_daily_models",
+}
 
 
 @pytest.fixture(scope="module")

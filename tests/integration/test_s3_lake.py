@@ -118,6 +118,17 @@ def test_landed_days_are_ingested_into_daily_partitions_on_s3(built):
         assert f"{PREFIX}/quarantined_transactions/date={day.isoformat()}/data.parquet" in s3_keys(PREFIX)
 
 
+def test_the_lake_on_s3_answers_which_day_already_holds_an_id(built):
+    """Ingestion's cross-day uniqueness reads the partitions' id columns from S3 (pyarrow)."""
+    definitions, _, result = built
+    assert result.success
+    lake = definitions.resources["lake"]
+    first = lake.read_partition("raw_transactions", DAYS[0])["transaction_id"].head(3)
+    held = lake.days_holding("raw_transactions", "transaction_id", first, other_than=DAYS[1])
+    assert held.to_dict() == dict.fromkeys(first.tolist(), DAYS[0].isoformat())
+    assert lake.days_holding("raw_transactions", "transaction_id", first, other_than=DAYS[0]).empty
+
+
 def test_dbt_builds_the_warehouse_and_features_from_the_lake_on_s3_and_nothing_is_local(built):
     definitions, root, result = built
     assert result.success

@@ -1,12 +1,15 @@
 """Step declarations (platform_assets/defs/steps.py): what reaches the pod, and retries that work."""
 
+import urllib.error
 from pathlib import Path
 
+import botocore.exceptions
 import dagster as dg
 import pytest
+import redis.exceptions
 
 from platform_assets.defs.lake.assets import customers
-from platform_assets.defs.steps import INGESTION, Step
+from platform_assets.defs.steps import INGESTION, Step, is_transient
 from resources.lake import LocalLake
 from resources.sources import LandingZone, SimulatorSource
 
@@ -67,3 +70,49 @@ def test_an_ingestion_step_that_fails_on_a_transient_error_succeeds_on_its_retry
     assert len(retried) == 1 and INGESTION.retries >= 1
     assert "connection reset by peer" in str(retried[0].event_specific_data.error)
     assert len(lake.read_table("customers")) == 50
+
+
+def _caused_by(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (ConnectionResetError("reset by peer"), True),
+        (TimeoutError("read timed out"), True),
+        (botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3"), True),
+        (botocore.exceptions.ClientError({"Error": {"Code": "SlowDown"}}, "GetObject"), True),
+        (botocore.exceptions.ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject"), False),
+        (redis.exceptions.ConnectionError("Connection refused"), True),
+        (urllib.error.URLError(ConnectionRefusedError()), True),
+        (urllib.error.HTTPError("http://hook", 503, "unavailable", {}, None), True),
+        (urllib.error.HTTPError("http://hook", 404, "not found", {}, None), False),
+        (ValueError("cannot parse"), False),
+        (KeyError("a bug"), False),
+        (_caused_by(RuntimeError("write failed"), ConnectionResetError()), True),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_only_errors_of_the_network_and_its_services_count_as_transient(error, transient):
+    assert is_transient(error) is transient
+
+
+class BrokenLanding(LandingZone):
+    """A landing zone whose reference table has a bug that no retry can fix."""
+
+    def customers(self):
+        raise KeyError("customer_id")
+
+
+def test_an_ingestion_step_that_fails_for_a_reason_a_retry_cannot_cure_fails_at_once(tmp_path):
+    lake = LocalLake(root=str(tmp_path / "lake"))
+    result = dg.materialize(
+        [customers], resources={"lake": lake, "landing": BrokenLanding(lake=lake)}, raise_on_error=False
+    )
+
+    assert not result.success
+    types = [event.event_type for event in result.all_events]
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in types
+    assert types.count(dg.DagsterEventType.STEP_FAILURE) == 1

@@ -6,6 +6,7 @@ from the files actually written.
 """
 
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -17,9 +18,10 @@ from keel.client import stored_in_lake
 from keel.simulator import LABEL_DELAY_DAYS
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
 from platform_assets.defs.provenance import recorded
-from platform_assets.defs.steps import INGESTION
+from platform_assets.defs.steps import INGESTION, retry_only_transient
+from resources.calendar import Calendar
 from resources.lake import Lake
-from resources.sources import PaymentsSource
+from resources.sources import PaymentsSource, UnreadableFile
 
 CUSTOMERS = dg.AssetKey(["lake", "customers"])
 TERMINALS = dg.AssetKey(["lake", "terminals"])
@@ -27,6 +29,11 @@ RAW_TRANSACTIONS = dg.AssetKey(["lake", "raw_transactions"])
 QUARANTINED_TRANSACTIONS = dg.AssetKey(["lake", "quarantined_transactions"])
 RAW_FRAUD_LABELS = dg.AssetKey(["lake", "raw_fraud_labels"])
 QUARANTINED_FRAUD_LABELS = dg.AssetKey(["lake", "quarantined_fraud_labels"])
+
+# A transaction id is unique across days: ingesting a day asks the lake which of its ids another day
+# holds. Two days ingested at once would not see each other's ids, so the steps writing
+# raw_transactions share a pool of one (deploy/local/dagster.yaml, deploy/helm: default limit 1).
+TRANSACTION_IDS_POOL = "transaction_ids"
 
 QUARANTINE_SHARE_WARNING = 0.01  # above 1% of a day's rows in quarantine, someone should look
 
@@ -39,10 +46,11 @@ QUARANTINE_SHARE_WARNING = 0.01  # above 1% of a day's rows in quarantine, someo
     op_tags=INGESTION.op_tags("customers"),
     retry_policy=INGESTION.retry_policy,
 )
+@retry_only_transient
 def customers(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Card holders as the source system knows them: home location on the 100x100 grid and
     spending profile (mean and spread of the amount, mean payments per day). One row per customer."""
-    return _reference_table(context, lake, "customers", landing.customers(), contracts.customers_schema())
+    return _reference_table(context, lake, "customers", landing, contracts.customers_schema())
 
 
 @dg.asset(
@@ -53,14 +61,34 @@ def customers(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSo
     op_tags=INGESTION.op_tags("terminals"),
     retry_policy=INGESTION.retry_policy,
 )
+@retry_only_transient
 def terminals(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource) -> dg.MaterializeResult:
     """Payment terminals and their location on the 100x100 grid. One row per terminal."""
-    return _reference_table(context, lake, "terminals", landing.terminals(), contracts.terminals_schema())
+    return _reference_table(context, lake, "terminals", landing, contracts.terminals_schema())
 
 
-def _reference_table(context, lake: Lake, table: str, extract: pd.DataFrame, schema) -> dg.MaterializeResult:
+@contextmanager
+def refused_for_good(landed: str):
+    """A file the contract refuses, or that cannot be read, fails its step at once, naming the file:
+    the same file fails the same way every time, so it is not retried (the source must send it
+    again, and the landing sensor ingests the new delivery). One failed run, one alert."""
+    try:
+        yield
+    except (contracts.ContractError, UnreadableFile) as error:
+        where = "" if landed in str(error) else f"{landed}: "
+        raise dg.Failure(
+            description=f"{where}{error}",
+            metadata={"landing_file": dg.MetadataValue.path(landed)},
+            allow_retries=False,
+        ) from error
+
+
+def _reference_table(
+    context, lake: Lake, table: str, landing: PaymentsSource, schema
+) -> dg.MaterializeResult:
     """A reference table replaced whole, after its contract (which fails the run on any bad row)."""
-    frame = contracts.check_reference(extract, schema)
+    with refused_for_good(landing.location(table)):
+        frame = contracts.check_reference(getattr(landing, table)(), schema)
     path = lake.write_table(table, frame)
     return dg.MaterializeResult(
         metadata={**recorded(context), "dagster/row_count": len(frame), "path": dg.MetadataValue.path(path)}
@@ -77,7 +105,7 @@ class DayIngested:
 
 
 def _ingest_day(
-    lake: Lake, table: str, quarantine: str, day: date, extract: pd.DataFrame, split: contracts.Split
+    lake: Lake, table: str, quarantine: str, day: date, extract, split: contracts.Split
 ) -> DayIngested:
     lake.write_partition(table, day, split.valid)
     lake.write_partition(quarantine, day, split.quarantined)
@@ -181,8 +209,9 @@ def _ingestion_checks(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
             group_name="lake",
             metadata=stored_in_lake("raw_transactions"),
             kinds={"parquet"},
-            description="Card payments of the day that passed the transaction contract (types, nulls, "
-            "ranges, timestamp inside the day, unique ids, known customers and terminals). "
+            description="Card payments of the day that passed the transaction contract (values parsed "
+            "exactly, nulls, ranges, timestamp inside the day in the platform's time zone, ids unique in "
+            "the file and across days, known customers and terminals), with the values as sent. "
             "One row per transaction; one Parquet file per day.",
         ),
         dg.AssetSpec(
@@ -196,19 +225,30 @@ def _ingestion_checks(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
         ),
     ],
     check_specs=_ingestion_checks(RAW_TRANSACTIONS),
+    pool=TRANSACTION_IDS_POOL,
     partitions_def=daily_partitions,
     backfill_policy=one_run_per_backfill,
     op_tags=INGESTION.op_tags("raw_transactions"),
     retry_policy=INGESTION.retry_policy,
 )
-def raw_transactions(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource):
+@retry_only_transient
+def raw_transactions(
+    context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource, calendar: Calendar
+):
     customer_ids = lake.read_table("customers")["customer_id"]
     terminal_ids = lake.read_table("terminals")["terminal_id"]
     days = []
     for key in context.partition_keys:
         day = date.fromisoformat(key)
-        extract = landing.transactions(day)
-        split = contracts.split_transactions(extract, day, customer_ids, terminal_ids)
+
+        def first_seen(ids, day=day):  # ids another day's partition already holds
+            return lake.days_holding("raw_transactions", "transaction_id", ids, other_than=day)
+
+        with refused_for_good(landing.location("transactions", day)):
+            extract = landing.transactions(day)
+            split = contracts.split_transactions(
+                extract, day, customer_ids, terminal_ids, zone=calendar.zone, first_seen=first_seen
+            )
         days.append(_ingest_day(lake, "raw_transactions", "quarantined_transactions", day, extract, split))
         context.log.info(
             f"raw_transactions {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined"
@@ -251,18 +291,18 @@ LABEL_DEPS = [RAW_TRANSACTIONS]
     op_tags=INGESTION.op_tags("raw_fraud_labels"),
     retry_policy=INGESTION.retry_policy,
 )
+@retry_only_transient
 def raw_fraud_labels(context: dg.AssetExecutionContext, lake: Lake, landing: PaymentsSource):
     days = []
     for key in context.partition_keys:
         day = date.fromisoformat(key)
-        extract = landing.fraud_labels(day)
         paid_on = day - timedelta(days=LABEL_DELAY_DAYS)
-        # A flag must be about a payment that was ingested on its day; before history starts
-        # there are no payments, and the source sends no flags.
-        known = (
-            lake.read_partition("raw_transactions", paid_on)["transaction_id"] if not extract.empty else []
-        )
-        split = contracts.split_labels(extract, known)
+        with refused_for_good(landing.location("fraud_labels", day)):
+            extract = landing.fraud_labels(day)
+            # A flag must be about a payment that was ingested on its day; before history starts
+            # there are no payments, and the source sends no flags.
+            known = lake.read_partition("raw_transactions", paid_on)["transaction_id"] if len(extract) else []
+            split = contracts.split_labels(extract, known)
         days.append(_ingest_day(lake, "raw_fraud_labels", "quarantined_fraud_labels", day, extract, split))
         context.log.info(
             f"raw_fraud_labels {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined"

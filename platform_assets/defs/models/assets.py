@@ -18,7 +18,7 @@ from keel import drift, features, provenance, training
 from keel.metrics import Metrics, fraud_metrics
 from keel.promotion import GatePolicy, decide
 from platform_assets.defs.provenance import recorded
-from platform_assets.defs.steps import GATE, PUBLISHING, TRAINING
+from platform_assets.defs.steps import GATE, PUBLISHING, TRAINING, retry_only_transient
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
 from resources.warehouse import Warehouse
@@ -204,6 +204,7 @@ def fraud_model(
     op_tags=GATE.op_tags("evaluation"),
     retry_policy=GATE.retry_policy,
 )
+@retry_only_transient
 def evaluation(
     context: dg.AssetExecutionContext, config: GateConfig, warehouse: Warehouse, registry: ModelRegistry
 ):
@@ -278,6 +279,7 @@ def evaluation(
     op_tags=PUBLISHING.op_tags("production_model"),
     retry_policy=PUBLISHING.retry_policy,
 )
+@retry_only_transient
 def production_model(context: dg.AssetExecutionContext, registry: ModelRegistry):
     """The model version in production: the challenger the gate approved, promoted in the registry,
     with its model card. Roll back with ``keel models promote <tag>``."""

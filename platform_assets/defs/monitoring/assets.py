@@ -24,7 +24,7 @@ from platform_assets.defs.models.assets import FEATURES, LABELS, PRODUCTION_MODE
 from platform_assets.defs.provenance import recorded
 from platform_assets.defs.scores.assets import SCORE_TABLE, SCORES
 from platform_assets.defs.serving.assets import PREDICTION_LOG
-from platform_assets.defs.steps import MONITORING
+from platform_assets.defs.steps import MONITORING, retry_only_transient
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.lake import Lake, LakeError
 from resources.registry import ModelRegistry, RegistryError
@@ -91,6 +91,7 @@ def _served_or_built(day: date, lake: Lake, warehouse: Warehouse) -> tuple[pd.Da
     op_tags=MONITORING.op_tags("feature_drift"),
     retry_policy=MONITORING.retry_policy,
 )
+@retry_only_transient
 def feature_drift(
     context: dg.AssetExecutionContext,
     config: DriftConfig,
@@ -177,6 +178,7 @@ _FLAGS_OF_THE_DAY = dg.TimeWindowPartitionMapping(
     op_tags=MONITORING.op_tags("live_performance"),
     retry_policy=MONITORING.retry_policy,
 )
+@retry_only_transient
 def live_performance(context: dg.AssetExecutionContext, config: PerformanceConfig, warehouse: Warehouse):
     """How the model in production did on the day's payments, once their fraud flags are known
     (a label delay later): ROC AUC, average precision and card precision@100 of the day's scores."""

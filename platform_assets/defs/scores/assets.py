@@ -11,7 +11,7 @@ from platform_assets.defs.automation import follows_upstream
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import FEATURES, PRODUCTION_MODEL
 from platform_assets.defs.provenance import recorded
-from platform_assets.defs.steps import SCORING
+from platform_assets.defs.steps import SCORING, retry_only_transient
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.lake import Lake
 from resources.registry import ModelRegistry, RegistryError
@@ -35,6 +35,7 @@ SCORE_TABLE = f"ml.{SCORES}"  # warehouse table
     op_tags=SCORING.op_tags("transaction_scores"),
     retry_policy=SCORING.retry_policy,
 )
+@retry_only_transient
 def transaction_scores(
     context: dg.AssetExecutionContext, warehouse: Warehouse, lake: Lake, registry: ModelRegistry
 ):

@@ -17,7 +17,7 @@ from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import PRODUCTION_MODEL
 from platform_assets.defs.provenance import recorded
-from platform_assets.defs.steps import INGESTION, PUBLISHING
+from platform_assets.defs.steps import INGESTION, PUBLISHING, retry_only_transient
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from resources.lake import Lake
 from resources.namespace import Namespace
@@ -50,6 +50,7 @@ _SNAPSHOT_WINDOW = dg.TimeWindowPartitionMapping(
     op_tags=PUBLISHING.op_tags("online_features"),
     retry_policy=PUBLISHING.retry_policy,
 )
+@retry_only_transient
 def online_features(
     context: dg.AssetExecutionContext, warehouse: Warehouse, online_store: OnlineFeatureStore
 ):
@@ -107,6 +108,7 @@ def online_features(
     op_tags=PUBLISHING.op_tags("fraud_scorer_bento"),
     retry_policy=PUBLISHING.retry_policy,
 )
+@retry_only_transient
 def fraud_scorer_bento(
     context: dg.AssetExecutionContext, registry: ModelRegistry, lake: Lake, namespace: Namespace
 ):
@@ -164,6 +166,7 @@ def fraud_scorer_bento(
     op_tags=INGESTION.op_tags("prediction_log"),
     retry_policy=INGESTION.retry_policy,
 )
+@retry_only_transient
 def prediction_log(context: dg.AssetExecutionContext, lake: Lake):
     """Every payment the scoring service scored on the day: its facts, the features it used, the
     score, decision, model version, snapshot and latency. The service writes small files to the
