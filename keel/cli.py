@@ -170,12 +170,12 @@ def _serve(bento: str, host: str, port: int) -> int:
     from pathlib import Path
 
     from resources.environments import current_environment, current_namespace, service_settings
-    from serving.auth import api_keys_from_env
+    from serving.settings import Settings, SettingsError
 
     environment = {**os.environ, **service_settings(current_environment(), current_namespace())}
     try:
-        api_keys_from_env(environment)  # the service checks again; failing here is quicker to read
-    except RuntimeError as error:
+        Settings.from_env(environment)  # `bentoml serve` checks again; failing here is quicker to read
+    except SettingsError as error:
         print(f"keel serve: {error}", file=sys.stderr)
         return 2
     bentoml = str(Path(sys.executable).with_name("bentoml"))

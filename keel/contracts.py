@@ -185,34 +185,9 @@ def _split(
 ) -> Split:
     import pandera.errors
 
-    table = _as_table(extract, schema.name)
-    names = table.column_names
-    missing = [c for c in columns if c not in names]
-    unexpected = [c for c in names if c not in columns]
-    repeated = sorted({c for c in names if names.count(c) > 1})
-    if missing or unexpected or repeated:
-        raise ContractError(
-            f"{schema.name}: the extract's columns do not match the contract "
-            f"(missing: {missing or 'none'}; unexpected: {unexpected or 'none'}; "
-            f"repeated: {repeated or 'none'})"
-        )
-    raw, parsed, reasons = {}, {}, {}
-    for column, kind in columns.items():
-        shown, text, undecodable = _text(table.column(column), column, schema.name)
-        raw[column] = shown
-        try:
-            result = _parse(text, kind, zone)
-        except TypeError:
-            raise ContractError(
-                f"{schema.name}: column {column} is stored as {table.column(column).type}, which cannot "
-                f"hold {kind} values (send text, or a column of that type)"
-            ) from None
-        for row in undecodable:
-            reasons.setdefault(row, {})[column] = ["not valid UTF-8 text"]
-        for row, problem in result.problems.items():
-            reasons.setdefault(row, {})[column] = [problem]
-        parsed[column] = result.values
-    frame = _to_pandas(parsed, columns)
+    parsed = parse_extract(extract, columns, zone, schema.name)
+    frame, raw = parsed.frame, parsed.raw
+    reasons = {row: dict(problems) for row, problems in parsed.reasons.items()}
     unparsed = {(row, column) for row, texts in reasons.items() for column in texts}
 
     try:
@@ -254,6 +229,51 @@ def _split(
     valid = frame.drop(index=bad)
     stored = {column: _STORED_TYPES[kind] for column, kind in columns.items()}
     return Split(valid.astype(stored).reset_index(drop=True), quarantined)
+
+
+@dataclass(frozen=True)
+class ParsedExtract:
+    """An extract's values parsed exactly, before the rules."""
+
+    frame: pd.DataFrame  # typed columns (pandas' nullable types); null where missing or refused
+    raw: dict[str, pa.Array]  # each column as text, as sent (bytes that are not UTF-8 escaped)
+    reasons: dict[int, dict[str, list[str]]]  # row -> column -> why its value was refused
+
+
+def parse_extract(
+    extract: pa.Table | pd.DataFrame, columns: dict[str, str], zone: ZoneInfo = UTC, name: str = "extract"
+) -> ParsedExtract:
+    """Parse every value of ``columns`` (column -> kind, as ``TRANSACTION_COLUMNS``) exactly; the
+    scoring service's /score_file parses its files with this too. Raises ``ContractError`` when the
+    columns are not exactly these, or one is stored as a type that cannot hold its kind."""
+    table = _as_table(extract, name)
+    names = table.column_names
+    missing = [c for c in columns if c not in names]
+    unexpected = [c for c in names if c not in columns]
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if missing or unexpected or repeated:
+        raise ContractError(
+            f"{name}: the extract's columns do not match the contract "
+            f"(missing: {missing or 'none'}; unexpected: {unexpected or 'none'}; "
+            f"repeated: {repeated or 'none'})"
+        )
+    raw, parsed, reasons = {}, {}, {}
+    for column, kind in columns.items():
+        shown, text, undecodable = _text(table.column(column), column, name)
+        raw[column] = shown
+        try:
+            result = _parse(text, kind, zone)
+        except TypeError:
+            raise ContractError(
+                f"{name}: column {column} is stored as {table.column(column).type}, which cannot "
+                f"hold {kind} values (send text, or a column of that type)"
+            ) from None
+        for row in undecodable:
+            reasons.setdefault(row, {})[column] = ["not valid UTF-8 text"]
+        for row, problem in result.problems.items():
+            reasons.setdefault(row, {})[column] = [problem]
+        parsed[column] = result.values
+    return ParsedExtract(_to_pandas(parsed, columns), raw, reasons)
 
 
 def _as_table(extract: pa.Table | pd.DataFrame, name: str) -> pa.Table:

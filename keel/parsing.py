@@ -80,25 +80,25 @@ def time_zone(name: str) -> ZoneInfo:
 # --- one value (the scoring API) ---------------------------------------------------------------------
 
 
-def parse_timestamp(text: str, zone: ZoneInfo) -> datetime:
-    """``text`` as a naive wall time in ``zone``; ``ValueError`` says what is wrong."""
+def parse_timestamp(text: str, zone: ZoneInfo | None = None) -> datetime:
+    """``text`` as a datetime: aware when it carries an offset, else naive. With ``zone``, the
+    result is the naive wall time there (refused inside a daylight-saving gap). ``ValueError`` says
+    what is wrong, never quoting the value (it may come from a request)."""
     match = _TIMESTAMP_RE.fullmatch(text)
     if match is None:
         raise ValueError(f"expected {TIMESTAMP_FORM}, a real date from {EARLIEST_YEAR} to {LATEST_YEAR}")
-    wall = datetime.fromisoformat(match["wall"].replace(" ", "T") + (match["fraction"] or ""))
-    offset = match["offset"]
-    if offset is None:
-        if not _exists(wall, zone):
-            raise ValueError(f"does not exist in {zone.key} (a daylight-saving gap)")
-        return wall
-    aware = datetime.fromisoformat(wall.isoformat() + ("+00:00" if offset == "Z" else offset))
-    return aware.astimezone(zone).replace(tzinfo=None)
+    value = datetime.fromisoformat(text)
+    return value if zone is None else wall_time(value, zone)
 
 
-def _exists(wall: datetime, zone: ZoneInfo) -> bool:
-    """A wall time exists in ``zone`` when it survives a round trip through UTC."""
-    there = wall.replace(tzinfo=zone)
-    return there.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall
+def wall_time(value: datetime, zone: ZoneInfo) -> datetime:
+    """A parsed timestamp as a naive wall time of ``zone``: converted when aware, checked when naive."""
+    if value.tzinfo is not None:
+        return value.astimezone(zone).replace(tzinfo=None)
+    there = value.replace(tzinfo=zone)
+    if there.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != value:
+        raise ValueError(f"not a wall time of {zone.key}: a daylight-saving gap")
+    return value
 
 
 # --- a column (the lake) -----------------------------------------------------------------------------
@@ -167,7 +167,11 @@ def _integer_problem(value) -> str:
 def parse_decimals(column: pa.Array) -> Parsed:
     """Floats exactly: decimal text of at most 15 significant digits, or a numeric column."""
     if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
-        return Parsed(pc.cast(column, pa.float64()), {})  # the value sent is the value stored
+        floats = pc.cast(column, pa.float64())  # the value sent is the value stored, if it is a number
+        not_finite = pc.invert(pc.is_finite(floats))
+        return _refuse(
+            Parsed(floats, {}), not_finite, lambda value: f"not a finite number (got {value})", column
+        )
     if pa.types.is_decimal(column.type):
         column = pc.cast(column, pa.string())  # exact; then judged as text
     if not _is_text(column):

@@ -5,20 +5,22 @@ computes the request features with ``keel.features`` (the module the offline pip
 ``FraudModel`` (batched) for the probability. Every scored payment goes to the prediction log.
 
 Endpoints: ``POST /score`` (one payment), ``POST /score_batch`` (up to ``MAX_BATCH``, in order),
-``/score_file`` (a task: a Parquet file of any size in, a Parquet file of scores out), and BentoML's
-own ``/livez``, ``/readyz`` (model and online store reachable), ``/metrics`` (Prometheus) and
-``/docs.json`` (OpenAPI).
+``/score_file`` (also a task: a Parquet file of up to ``MAX_FILE_ROWS`` rows in, a Parquet file of
+scores out), and BentoML's own ``/livez``, ``/readyz`` (model and online store reachable),
+``/metrics`` (Prometheus) and ``/docs.json`` (OpenAPI). Every request is admitted first by
+``serving/admission.py`` (bounds, content type, the request schema, the file's footer); a refusal is a
+4xx naming the field, or a 503 naming the reason with ``Retry-After``.
 
-Settings, read when a worker starts (``.env.example`` lists them):
-``KEEL_ONLINE_STORE_URL`` (``sqlite:////abs/path`` or ``redis://host:port/db``),
-``KEEL_PREDICTION_LOG_URI`` (a folder or ``s3://bucket/prefix``), ``KEEL_DECISION_THRESHOLD``
-(default 0.5) and ``KEEL_ONLINE_STORE_TIMEOUT_SECONDS`` (default 0.5).
+Settings: ``serving/settings.py``, read once per process; checked before ``bentoml serve`` binds
+its port (the deployment hook), so a misconfigured service never starts.
 """
 
 from __future__ import annotations
 
 import gc
-import os
+import io
+import logging
+import math
 import tempfile
 import time
 import uuid
@@ -31,29 +33,30 @@ import bentoml
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 from bentoml.validators import ContentType
-from pydantic import TypeAdapter, ValidationError
+from starlette.responses import JSONResponse
 
+from keel import contracts, parsing
 from keel.circuit_breaker import CircuitBreaker, CircuitOpen
 from keel.features import ENTITY_FLAGS, FEATURES, online_feature_values
 from keel.online_store import NoSnapshot, StoreUnavailable, open_store
+from serving.admission import Admission, Refused
 from serving.auth import ApiKeyAuth
 from serving.batching import MicroBatcher
-from serving.bodies import ReadableBodies
 from serving.model import BentoArguments, FraudModel
 from serving.openapi import CorrectedOpenApi
 from serving.prediction_log import PredictionLog
 from serving.schemas import Score, Transaction, Transactions
+from serving.settings import MAX_FILE_DECODED_BYTES, MAX_FILE_ROWS, Settings, settings
 
 ARGUMENTS = bentoml.use_arguments(BentoArguments)
 PARQUET = "application/vnd.apache.parquet"
 FACTS = list(Transaction.model_fields)
 MAX_BATCH_ROWS = 2000  # rows per model call; /score_file reads its file in chunks of this size
-# Backpressure: past this many requests in flight a worker answers 429 at once instead of queueing
-# work it cannot finish in time; a request still running after REQUEST_TIMEOUT_SECONDS gets a 504.
-MAX_CONCURRENCY = 256  # per service: BentoML divides it among the workers
+# A request still running after this long gets a 504 (BentoML cancels it); past its in-flight limit
+# a worker refuses at once with a 503 (serving/admission.py), rather than queueing work.
 REQUEST_TIMEOUT_SECONDS = 10
+logger = logging.getLogger("keel.serving")
 # What /score_file adds to each row of the file (null where the row could not be scored).
 SCORE_FILE_COLUMNS = [
     pa.field("fraud_probability", pa.float64()),
@@ -62,8 +65,6 @@ SCORE_FILE_COLUMNS = [
     pa.field("feature_snapshot_date", pa.date32()),
     pa.field("error", pa.string()),
 ]
-_FILE_ROWS = TypeAdapter(list[Transaction])
-
 scored_payments = bentoml.metrics.Counter(
     name="keel_scored_payments",
     documentation="Payments scored, by endpoint and decision",
@@ -81,34 +82,18 @@ store_failures = bentoml.metrics.Counter(
 )
 
 
-@dataclass(frozen=True)
-class Settings:
-    online_store_url: str
-    namespace: str  # whose online features (keys in a shared Redis)
-    prediction_log_uri: str
-    threshold: float
-    store_timeout_seconds: float
-    store_retry_seconds: float
+class Unavailable(Exception):
+    """The online feature store cannot answer now: a 503 naming why, with ``Retry-After``."""
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        def required(name: str) -> str:
-            value = os.environ.get(name)
-            if not value:
-                raise RuntimeError(f"{name} is not set: the service cannot start without it (.env.example)")
-            return value
+    REASONS = {
+        StoreUnavailable: "the online feature store is not reachable",
+        CircuitOpen: "the online feature store failed repeatedly; calls to it are paused",
+        NoSnapshot: "no online features are published",
+    }
 
-        threshold = float(os.environ.get("KEEL_DECISION_THRESHOLD", "0.5"))
-        if not 0 < threshold <= 1:
-            raise RuntimeError(f"KEEL_DECISION_THRESHOLD={threshold}: expected a probability in (0, 1]")
-        return cls(
-            online_store_url=required("KEEL_ONLINE_STORE_URL"),
-            namespace=required("KEEL_NAMESPACE"),
-            prediction_log_uri=required("KEEL_PREDICTION_LOG_URI"),
-            threshold=threshold,
-            store_timeout_seconds=float(os.environ.get("KEEL_ONLINE_STORE_TIMEOUT_SECONDS", "0.5")),
-            store_retry_seconds=float(os.environ.get("KEEL_ONLINE_STORE_RETRY_SECONDS", "5")),
-        )
+    def __init__(self, cause: Exception):
+        super().__init__(self.REASONS[type(cause)])
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -140,11 +125,50 @@ def _one_openmp_thread() -> None:
     threadpool_limits(limits=1, user_api="openmp")
 
 
+def check_payments_file(content: bytes) -> None:
+    """Admission of /score_file's upload (``serving/admission.py``): a Parquet file whose footer shows
+    the payment columns, in types the lake's contract reads, at most ``MAX_FILE_ROWS`` rows and at
+    most ``MAX_FILE_DECODED_BYTES`` once decompressed. Rows are judged one by one while scoring."""
+
+    def refused(status: int, message: str) -> Refused:
+        return Refused(
+            status, f"payments: {message}", [{"loc": ["payments"], "msg": message, "type": "file"}]
+        )
+
+    try:
+        footer = pq.ParquetFile(io.BytesIO(content)).metadata
+        schema = footer.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError) as error:
+        raise refused(400, f"not a readable Parquet file ({error})") from None
+    present = [column for column in FACTS if column in schema.names]
+    if missing := [column for column in FACTS if column not in present]:
+        raise refused(400, f"the file lacks the columns {missing} (expected {FACTS})")
+    try:
+        contracts.parse_extract(schema.empty_table().select(FACTS), contracts.TRANSACTION_COLUMNS)
+    except contracts.ContractError as error:
+        raise refused(400, str(error).removeprefix("extract: ")) from None
+    if footer.num_rows == 0:
+        raise refused(400, "the file has no rows")
+    if footer.num_rows > MAX_FILE_ROWS:
+        raise refused(413, f"{footer.num_rows:,} rows: at most {MAX_FILE_ROWS:,} (split the file)")
+    wanted = {schema.get_field_index(column) for column in FACTS}
+    decoded = sum(
+        group.column(i).total_uncompressed_size
+        for group in (footer.row_group(g) for g in range(footer.num_row_groups))
+        for i in range(group.num_columns)
+        if i in wanted
+    )
+    if decoded > MAX_FILE_DECODED_BYTES:
+        raise refused(
+            413, f"its payment columns decompress to {decoded:,} bytes: at most {MAX_FILE_DECODED_BYTES:,}"
+        )
+
+
 @bentoml.service(
     name="fraud_scorer",
     # One worker per core (in a container: per core of its CPU limit); each batches its own requests.
     workers="cpu_count",
-    traffic={"timeout": REQUEST_TIMEOUT_SECONDS, "max_concurrency": MAX_CONCURRENCY},
+    traffic={"timeout": REQUEST_TIMEOUT_SECONDS},
     # The prediction log records every scored payment and /metrics counts every status; an access log
     # line per request on top cost ~20% of the throughput (BENTOML_CONFIG_OPTIONS turns it back on).
     logging={"access": {"enabled": False}},
@@ -154,8 +178,17 @@ class FraudScorer:
     # At class scope, so that `bentoml build` packs this model into the Bento.
     model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
 
+    @bentoml.on_deployment
+    def refuse_to_start_unsafe() -> None:
+        """In ``bentoml serve``'s own process, before it binds its port: settings that are missing or
+        unsafe (no API keys in staging or prod) stop it there, exiting non-zero with the reason."""
+        Settings.from_env()
+
     def __init__(self) -> None:
-        self.settings = Settings.from_env()
+        self.settings = settings()
+        logging.getLogger("keel").setLevel(
+            logging.INFO
+        )  # refusals are INFO lines; BentoML's default is WARNING
         self.model_version = ARGUMENTS.model_tag
         self.model = FraudModel(bentoml.sklearn.load_model(self.model_ref))  # resolved by now
         self.store = open_store(
@@ -180,72 +213,102 @@ class FraudScorer:
     async def score(self, transaction: Transaction, /) -> Score:
         """Score one payment."""
         request = Request("score", [transaction], time.perf_counter())
-        return self._scores(request, await self.batcher(request))[0]
+        try:
+            return self._scores(request, await self.batcher(request))[0]
+        except Unavailable as unavailable:
+            return self._unavailable("/score", unavailable)
 
     @bentoml.api(route="/score_batch")
     async def score_batch(self, transactions: Transactions, /) -> list[Score]:
         """Score up to MAX_BATCH payments; the scores come back in the order of the payments."""
         request = Request("score_batch", list(transactions), time.perf_counter())
-        return self._scores(request, await self.batcher(request))
+        try:
+            return self._scores(request, await self.batcher(request))
+        except Unavailable as unavailable:
+            return self._unavailable("/score_batch", unavailable)
 
     @bentoml.task(route="/score_file")
     async def score_file(
         self, payments: Annotated[Path, ContentType(PARQUET)]
     ) -> Annotated[bytes, ContentType(PARQUET)]:
-        """Score a Parquet file of payments (columns: the fields of Transaction), any size.
+        """Score a Parquet file of payments: the columns of Transaction (text as the lake takes it, or
+        typed), at most MAX_FILE_ROWS rows.
 
-        The result has one row per input row, in order: the facts, ``fraud_probability``,
+        The result has one row per input row, in order: the facts as sent, ``fraud_probability``,
         ``decision``, ``model_version``, ``feature_snapshot_date``, and ``error``, which names what is
         wrong with a row that could not be scored (its score is then empty). Nothing is dropped.
         """
-        try:
-            source = pq.ParquetFile(payments)
-        except (pa.ArrowInvalid, OSError) as error:
-            raise InvalidArgument(f"not a readable Parquet file: {error}") from error
-        missing = [column for column in FACTS if column not in source.schema_arrow.names]
-        if missing:
-            raise InvalidArgument(f"the file lacks columns {missing} (expected {FACTS})")
+        source = pq.ParquetFile(payments)  # admitted: a readable footer, the columns, within bounds
         schema = pa.schema([source.schema_arrow.field(column) for column in FACTS] + SCORE_FILE_COLUMNS)
         output = Path(tempfile.mkdtemp(prefix="keel-scores-")) / "scores.parquet"
-        rows = 0
         try:
             with pq.ParquetWriter(output, schema) as writer:
                 for batch in source.iter_batches(batch_size=MAX_BATCH_ROWS, columns=FACTS):
-                    rows += batch.num_rows
                     writer.write_batch(await self._score_file_batch(batch, schema))
-            if not rows:
-                raise InvalidArgument("the file has no rows")
             # Bytes, not the Path: BentoML 1.4 cannot store a file response as a task result
             # (starlette 1.x's FileResponse needs a request method its task serializer does not give).
             return output.read_bytes()
+        except Unavailable as unavailable:
+            return self._unavailable("/score_file", unavailable)
+        except (pa.ArrowException, OSError) as error:  # pages the footer promised but the file lacks
+            message = f"payments: not a readable Parquet file ({error})"
+            logger.info("400 /score_file: %s", message)
+            return JSONResponse({"error": message}, status_code=400)
         finally:
             output.unlink(missing_ok=True)
             output.parent.rmdir()
 
     async def _score_file_batch(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-        """Validate each row as /score would (types coerced as a Parquet file may store them), score
-        the valid ones, and name what is wrong with the others."""
-        records = batch.to_pylist()
-        errors: list[str | None] = [None] * len(records)
-        try:
-            payments = _FILE_ROWS.validate_python(records, strict=False)
-            valid = list(range(len(records)))
-        except ValidationError as error:
-            for problem in error.errors(include_url=False):
-                row, *field = problem["loc"]
-                message = f"{'.'.join(map(str, field)) or 'row'}: {problem['msg']}"
-                errors[row] = message if errors[row] is None else f"{errors[row]}; {message}"
-            valid = [row for row, problem in enumerate(errors) if problem is None]
-            payments = _FILE_ROWS.validate_python([records[row] for row in valid], strict=False)
-        probability = np.full(len(records), np.nan)
-        decision = np.full(len(records), None, dtype=object)
+        """Judge each row as the lake would (``keel.contracts``: exact values, the platform's time
+        zone, the id and amount ranges), score the valid ones, and name what is wrong with the others."""
+        parsed = contracts.parse_extract(
+            pa.Table.from_batches([batch]), contracts.TRANSACTION_COLUMNS, self.settings.time_zone, "payments"
+        )
+        facts, reasons = parsed.frame, parsed.reasons
+        for column in FACTS:
+            low, high = (
+                (contracts.MIN_AMOUNT, contracts.MAX_AMOUNT)
+                if column == "amount"
+                else (contracts.MIN_ID, None)
+            )
+            values = facts[column]
+            for row in np.flatnonzero(values.isna().to_numpy()):
+                reasons.setdefault(int(row), {}).setdefault(column, ["missing"])
+            if column == "transacted_at":
+                continue
+            outside = (values < low) | ((values > high) if high is not None else False)
+            for row in np.flatnonzero(outside.fillna(False).to_numpy()):
+                reasons.setdefault(int(row), {}).setdefault(
+                    column,
+                    [f"must be from {low:,} to {high:,}" if high is not None else f"must be at least {low}"],
+                )
+        errors = [
+            "; ".join(f"{c}: {text}" for c, texts in reasons[row].items() for text in texts)
+            if row in reasons
+            else None
+            for row in range(batch.num_rows)
+        ]
+        valid = [row for row in range(batch.num_rows) if row not in reasons]
+        rows = facts.iloc[valid]
+        payments = [
+            Transaction.model_construct(
+                transaction_id=int(p.transaction_id),
+                transacted_at=p.transacted_at.to_pydatetime(),
+                customer_id=int(p.customer_id),
+                terminal_id=int(p.terminal_id),
+                amount=float(p.amount),
+            )
+            for p in rows.itertuples(index=False)
+        ]
+        probability = np.full(batch.num_rows, np.nan)
+        decision = np.full(batch.num_rows, None, dtype=object)
         snapshot_day = None
         if payments:
             scored = await self.batcher(Request("score_file", payments, time.perf_counter()))
             probability[valid] = scored.fraud_probability
             decision[valid] = np.where(scored.decline, "decline", "approve")
             snapshot_day = scored.snapshot_day
-        scored_rows = np.zeros(len(records), dtype=bool)
+        scored_rows = np.zeros(batch.num_rows, dtype=bool)
         scored_rows[valid] = True
         columns = [batch.column(name) for name in FACTS] + [
             pa.array(probability, mask=~scored_rows),
@@ -255,6 +318,13 @@ class FraudScorer:
             pa.array(errors, type=pa.string()),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    def _unavailable(self, route: str, unavailable: Unavailable) -> JSONResponse:
+        """503 naming the reason, and when to try again (the breaker's pause): one log line, with the
+        store's own message for the operator (no request values in it)."""
+        retry = math.ceil(self.settings.store_retry_seconds)
+        logger.warning("503 POST %s: %s (%s)", route, unavailable, unavailable.cause)
+        return JSONResponse({"error": str(unavailable)}, status_code=503, headers={"Retry-After": str(retry)})
 
     def _score_requests(self, requests: list[Request]) -> list[Scored]:
         """One model call for the payments of several requests (the micro-batcher calls this in a
@@ -269,14 +339,18 @@ class FraudScorer:
                 ("amount", "float64"),
             )
         }
-        facts["transacted_at"] = np.array([p.transacted_at for p in payments], dtype="datetime64[us]")
+        # Wall times of the platform's zone, as the lake stores them (an offset sent is converted).
+        zone = self.settings.time_zone
+        facts["transacted_at"] = np.array(
+            [parsing.wall_time(p.transacted_at, zone) for p in payments], dtype="datetime64[us]"
+        )
         try:
             lookup = self.breaker.call(
                 self.store.lookup, facts["customer_id"].tolist(), facts["terminal_id"].tolist()
             )
         except (StoreUnavailable, CircuitOpen, NoSnapshot) as error:
             store_failures.labels(reason=type(error).__name__).inc()
-            raise ServiceUnavailable(f"online feature store: {error}") from error
+            raise Unavailable(error) from error
         features = online_feature_values(facts["amount"], facts["transacted_at"], lookup.values)
         probability = np.asarray(self.model.predict_proba(features.values), dtype="float64")
         decline = probability >= self.settings.threshold
@@ -358,6 +432,11 @@ class FraudScorer:
         self.store.close()
 
 
+# Outermost first: a caller without a key learns nothing more; the document is served as corrected;
+# then every request to a scoring route is admitted (bounded, typed, validated) before BentoML reads it.
+FILES = {"payments": PARQUET}  # the file fields of the routes, and their media type
 FraudScorer.add_asgi_middleware(ApiKeyAuth)
-FraudScorer.add_asgi_middleware(CorrectedOpenApi)
-FraudScorer.add_asgi_middleware(ReadableBodies)
+FraudScorer.add_asgi_middleware(CorrectedOpenApi, service=FraudScorer, media_types=FILES)
+FraudScorer.add_asgi_middleware(
+    Admission, service=FraudScorer, file_checks={"payments": check_payments_file}, media_types=FILES
+)

@@ -25,6 +25,15 @@ class Server:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
+    def wait_for_log(self, written, timeout: float = 120) -> str:
+        """The server's log once ``written(text)`` holds: workers write their lines when they get to it."""
+        deadline = time.monotonic() + timeout
+        while not written(text := self.log.read_text()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the log did not get the expected lines in {timeout} s:\n{text[-3000:]}")
+            time.sleep(0.2)
+        return text
+
     def stop(self) -> int:
         """SIGTERM to the server's main process only, as Kubernetes stops a container: BentoML's
         arbiter stops its workers, which drain and run their shutdown hooks."""

@@ -120,8 +120,10 @@ def without(field):
         ({**GOOD, "amount": -3}, "amount"),
         ({**GOOD, "amount": 2e9}, "amount"),  # absurd: above the contract's maximum
         ({**GOOD, "is_fraud": 1}, "is_fraud"),  # extra fields are refused, not ignored
-        ({**GOOD, "transacted_at": "2026-02-04T10:00:00+02:00"}, "transacted_at"),
-        ({**GOOD, "transacted_at": "2999-01-01T00:00:00"}, "transacted_at"),  # far in the future
+        ({**GOOD, "transacted_at": "2026-02-04T10:00:00+15:00"}, "transacted_at"),  # no such offset
+        ({**GOOD, "transacted_at": "2026-02-30T10:00:00"}, "transacted_at"),  # no such day
+        ({**GOOD, "transacted_at": "2026-02-04T10:00:00.1234567"}, "transacted_at"),  # finer than µs
+        ({**GOOD, "transacted_at": "2999-01-01T00:00:00"}, "transacted_at"),  # after 2099
         ({**GOOD, "transacted_at": "1970-01-01T00:00:00"}, "transacted_at"),
         ({**GOOD, "transacted_at": "yesterday"}, "transacted_at"),
         ({**GOOD, "customer_id": "17"}, "customer_id"),  # strict: no coercion from strings
@@ -231,9 +233,9 @@ def test_without_its_online_store_the_service_is_live_but_not_ready_and_says_why
             },
         )
     assert ready.status_code == 503
-    # BentoML answers every 5xx with a generic body; the reason goes to the server's log.
-    assert answer.status_code == 503
-    assert "materialize serving/online_features" in (tmp_path / "serve.log").read_text()
+    assert answer.status_code == 503 and answer.json() == {"error": "no online features are published"}
+    assert "retry-after" in answer.headers
+    assert "materialize serving/online_features" in server.wait_for_log(lambda text: "503 POST" in text)
 
 
 @pytest.mark.redis

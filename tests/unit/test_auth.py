@@ -6,7 +6,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from serving.auth import ApiKeyAuth, api_keys_from_env
+from serving.auth import ApiKeyAuth
+from serving.settings import SettingsError, api_keys_from_env
 
 KEY = "a-key-long-enough-0001"
 
@@ -38,7 +39,7 @@ def test_keys_come_from_the_variable_and_the_mounted_secret(tmp_path):
     ],
 )
 def test_a_missing_or_weak_key_configuration_refuses_to_start(environ, message):
-    with pytest.raises(RuntimeError, match=message):
+    with pytest.raises(SettingsError, match=message):
         api_keys_from_env(environ)
 
 
