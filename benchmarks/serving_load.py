@@ -92,6 +92,30 @@ def running(name: str, command: list[str], env: dict[str, str], port: int, ready
                 process.wait()
 
 
+def run_facts() -> dict:
+    """When and where a benchmark ran, for its results file."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+
+
+def latest_bento():
+    """The namespace's latest Bento of the scoring service, and the settings `make serve` gives it."""
+    from keel import bentos
+    from resources.environments import current_namespace, service_settings, use_local_homes
+
+    use_local_homes()
+    built = bentos.built(current_namespace())
+    if not built:
+        raise SystemExit("no Bento of the scoring service yet: run `make demo` first")
+    return built[-1], service_settings("local", current_namespace())
+
+
 def load_levels(
     url: str, bodies: list[bytes], levels: list[int], seconds: float, warmup: float
 ) -> list[dict]:
@@ -238,15 +262,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    from keel import bentos
-    from resources.environments import current_namespace, service_settings, use_local_homes
-
-    use_local_homes()
-    built = bentos.built()
-    if not built:
-        raise SystemExit("no Bento of the scoring service yet: run `make demo` first")
-    bento = built[-1]
-    settings = service_settings("local", current_namespace())
+    bento, settings = latest_bento()
     payments = warehouse_payments(2000)
     bodies = [json.dumps(payment).encode() for payment in payments]
     frame = pd.DataFrame(payments * 10)
@@ -255,12 +271,7 @@ def main() -> None:
     workers = os.cpu_count() or 1
     executable = Path(sys.executable)
     results = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **run_facts(),
         "bento": bento.tag,
         "model": bento.model_tag,
         "workers": workers,

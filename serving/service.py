@@ -43,6 +43,7 @@ from keel.online_store import NoSnapshot, StoreUnavailable, open_store
 from serving.admission import Admission, Refused
 from serving.auth import ApiKeyAuth
 from serving.batching import MicroBatcher
+from serving.drain import Drain
 from serving.model import BentoArguments, FraudModel
 from serving.openapi import CorrectedOpenApi
 from serving.prediction_log import PredictionLog
@@ -432,9 +433,12 @@ class FraudScorer:
         self.store.close()
 
 
-# Outermost first: a caller without a key learns nothing more; the document is served as corrected;
-# then every request to a scoring route is admitted (bounded, typed, validated) before BentoML reads it.
+# Outermost first: after SIGTERM every answer closes its connection (a lame duck until the worker's
+# connections are answered); a caller without a key learns nothing more; the document is served as
+# corrected; then every request to a scoring route is admitted (bounded, typed, validated) before
+# BentoML reads it.
 FILES = {"payments": PARQUET}  # the file fields of the routes, and their media type
+FraudScorer.add_asgi_middleware(Drain)
 FraudScorer.add_asgi_middleware(ApiKeyAuth)
 FraudScorer.add_asgi_middleware(CorrectedOpenApi, service=FraudScorer, media_types=FILES)
 FraudScorer.add_asgi_middleware(

@@ -36,11 +36,12 @@ class Server:
 
     def stop(self) -> int:
         """SIGTERM to the server's main process only, as Kubernetes stops a container: BentoML's
-        arbiter stops its workers, which drain and run their shutdown hooks."""
+        arbiter stops its workers, which drain (serving/drain.py: up to 10 s for open connections,
+        then the requests still running) and run their shutdown hooks."""
         if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

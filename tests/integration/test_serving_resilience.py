@@ -178,51 +178,76 @@ def test_when_redis_hangs_or_dies_scoring_answers_503_naming_why_and_recovers(
     assert "not called" in log and "Traceback" not in log  # the breaker's reason, one line each
 
 
-def test_sigterm_under_load_drains_in_flight_requests_and_logs_every_200(
+def test_sigterm_under_load_answers_every_accepted_request_and_logs_every_200(
     champion_bento, store_of_the_day_before, offline, tmp_path
 ):
+    """64 clients post /score on keep-alive connections, one more holds an idle connection, and the
+    server gets SIGTERM. Each request is answered, or its connection is refused (nothing was sent):
+    none is sent and then cut off. The idle connection's next request is answered too."""
     spool = tmp_path / "spool"
     payments = as_json(offline)
     ids = count(10**12)  # transaction ids no other test (nor the simulator) uses
-    answered, lock = [], threading.Lock()
-    stopping = threading.Event()
+    outcomes, lock = [], threading.Lock()  # (response or "refused" or the transport error, after SIGTERM)
+    signalled = threading.Event()
 
-    def client(number):
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+    def payment() -> dict:
+        with lock:
+            transaction_id = next(ids)
+        return {**payments[transaction_id % len(payments)], "transaction_id": transaction_id}
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
             while True:
-                with lock:
-                    transaction_id = next(ids)
-                payment = {**payments[transaction_id % len(payments)], "transaction_id": transaction_id}
+                late = signalled.is_set()
                 try:
-                    answer = http.post("/score", json=payment)
-                except httpx.TransportError:  # the server stopped accepting: this client is done
-                    return
+                    outcome = http.post("/score", json=payment())
+                except httpx.ConnectError:  # refused: the server stopped accepting; nothing was sent
+                    outcome = "refused"
+                except httpx.TransportError as error:  # sent, then the connection closed unanswered
+                    outcome = error
                 with lock:
-                    answered.append((transaction_id, answer, stopping.is_set()))
+                    outcomes.append((outcome, late))
+                if late and not isinstance(outcome, httpx.Response):
+                    return  # a real client would go to another replica
+
+    def idle_then_send() -> tuple[httpx.Response, httpx.Response]:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            before = http.post("/score", json=payment())
+            server.wait_for_log(lambda text: "SIGTERM: stopped accepting" in text)
+            return before, http.post("/score", json=payment())  # on the connection kept alive
 
     with (
         serving(
             champion_bento["bento"], env_for(store_of_the_day_before, tmp_path), tmp_path / "serve.log"
         ) as server,
-        ThreadPoolExecutor(16) as pool,
+        ThreadPoolExecutor(65) as pool,
     ):
-        clients = [pool.submit(client, number) for number in range(16)]
-        time.sleep(2.0)  # full load
-        stopping.set()
-        exit_code = server.stop()  # SIGTERM in the middle of it
+        idle = pool.submit(idle_then_send)
+        clients = [pool.submit(client) for _ in range(64)]
+        while len(outcomes) < 640:  # full load: ten answers a client on average
+            time.sleep(0.1)
+        signalled.set()
+        exit_code = server.stop()  # SIGTERM to bentoml serve's main process, in the middle of it
         for finished in clients:
-            finished.result(timeout=30)
+            finished.result()
+        before, after = idle.result()
 
+    cut_off = [outcome for outcome, _ in outcomes if isinstance(outcome, httpx.TransportError)]
+    assert not cut_off, cut_off[:5]
+    assert before.status_code == 200 and after.status_code == 200
+    assert after.headers["connection"] == "close"
+    answered = [(outcome, late) for outcome, late in outcomes if isinstance(outcome, httpx.Response)]
+    assert any(outcome == "refused" for outcome, _ in outcomes)  # it did stop accepting under load
     assert exit_code == 0
-    statuses = pd.Series([answer.status_code for _, answer, _ in answered]).value_counts().to_dict()
+    statuses = pd.Series([answer.status_code for answer, _ in answered]).value_counts().to_dict()
     assert set(statuses) <= {200, 503}, statuses  # a refusal while stopping at worst, never a 500
     ok = {
-        transaction_id: answer.json()["fraud_probability"]
-        for transaction_id, answer, _ in answered
+        answer.json()["transaction_id"]: answer.json()["fraud_probability"]
+        for answer, _ in [*answered, (before, False), (after, True)]
         if answer.status_code == 200
     }
-    assert len(ok) > 100
-    assert any(late for _, answer, late in answered if answer.status_code == 200)  # drained, not cut
+    assert len(ok) > 640
+    assert any(late for answer, late in answered if answer.status_code == 200)  # drained, not cut
     spooled = pd.concat(
         [pd.read_parquet(f) for f in spool.rglob("*.parquet") if not f.name.startswith("_")],
         ignore_index=True,
