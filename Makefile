@@ -41,13 +41,12 @@ test: install $(MANIFEST)  ## run the test suite
 	$(RUN) pytest
 
 # The lake's reports (drift) are linked from the UI: a read-only file server on PORT+1 serves them.
+# keel/dev.py runs both and stops both, with everything they started, on Ctrl-C or SIGTERM (to make
+# or its group) within 10 s; `exec` leaves no shell between make and it to swallow make's SIGTERM.
 REPORTS_PORT := $(shell echo $$(($(PORT) + 1)))
 dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon on http://127.0.0.1:$(PORT), reports on PORT+1
 	@mkdir -p $(STATE)/lake
-	@trap 'kill $$reports 2>/dev/null' EXIT; \
-	$(RUN) python -m http.server --bind 127.0.0.1 --directory $(STATE)/lake $(REPORTS_PORT) >/dev/null 2>&1 & reports=$$!; \
-	KEEL_LAKE_PUBLIC_URL=http://127.0.0.1:$(REPORTS_PORT) DAGSTER_WEBSERVER_URL=http://127.0.0.1:$(PORT) \
-		$(RUN) dg dev --host 127.0.0.1 --port $(PORT)
+	@exec $(RUN) python -m keel.dev --port $(PORT) --reports-port $(REPORTS_PORT) --reports-dir $(STATE)/lake
 
 serve: install  ## serve the namespace's latest Bento on http://127.0.0.1:$(PORT) (BENTO=<tag> for another)
 	$(RUN) keel serve --port $(PORT) $(if $(BENTO),--bento $(BENTO))
