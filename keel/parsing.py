@@ -119,7 +119,10 @@ def _refuse(parsed: Parsed, refused: pa.Array, why: Callable[[object], str], raw
     if not len(rows):
         return parsed
     problems = dict(parsed.problems)
-    for row, value in zip(rows.to_pylist(), raw.take(rows).to_pylist(), strict=True):
+    shown = raw.take(rows)
+    if pa.types.is_temporal(shown.type):  # as Arrow writes it: Python's datetime stops at year 9999
+        shown = pc.cast(shown, pa.string())
+    for row, value in zip(rows.to_pylist(), shown.to_pylist(), strict=True):
         problems.setdefault(row, why(value))
     values = pc.if_else(refused, pa.scalar(None, parsed.values.type), parsed.values)
     return Parsed(values, problems)
@@ -166,11 +169,21 @@ def _integer_problem(value) -> str:
 
 def parse_decimals(column: pa.Array) -> Parsed:
     """Floats exactly: decimal text of at most 15 significant digits, or a numeric column."""
-    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+    if pa.types.is_floating(column.type):
         floats = pc.cast(column, pa.float64())  # the value sent is the value stored, if it is a number
         not_finite = pc.invert(pc.is_finite(floats))
         return _refuse(
             Parsed(floats, {}), not_finite, lambda value: f"not a finite number (got {value})", column
+        )
+    if pa.types.is_integer(column.type):  # exact as a float up to 2**53; beyond, only if it round-trips
+        floats = pc.cast(column, pa.float64(), safe=False)
+        inexact = pc.not_equal(pc.cast(floats, column.type, safe=False), column)
+        too_big = pc.greater_equal(pc.abs(floats), 2.0**63)  # where the cast back is undefined
+        return _refuse(
+            Parsed(floats, {}),
+            pc.or_(inexact, too_big),
+            lambda value: f"not exactly a float64 (got {value})",
+            column,
         )
     if pa.types.is_decimal(column.type):
         column = pc.cast(column, pa.string())  # exact; then judged as text
@@ -272,13 +285,18 @@ def _typed_timestamps(column: pa.Array, zone: ZoneInfo) -> Parsed:
         micros = pc.divide(counts, 1000)
     else:
         finer = pc.not_equal(counts, counts)  # false where there is a value: nothing finer than us
-        micros = pc.multiply(counts, {"s": 1_000_000, "ms": 1_000, "us": 1}[unit])
+        factor = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
+        # Beyond +-2**62 microseconds (146,000 years) the multiplication would wrap around into
+        # an ordinary date: such counts are null here, and refused below as outside the years.
+        scalable = pc.less_equal(pc.abs(counts), 2**62 // factor)
+        micros = pc.multiply(pc.if_else(scalable, counts, pa.scalar(None, pa.int64())), factor)
     instants = pc.cast(micros, pa.timestamp("us"))
     values = _wall_time(instants, zone) if column.type.tz else instants
     earliest, latest = (
         pa.scalar(datetime(year, 1, 1), pa.timestamp("us")) for year in (EARLIEST_YEAR, LATEST_YEAR + 1)
     )
-    outside = pc.or_(pc.less(values, earliest), pc.greater_equal(values, latest))
+    within = pc.and_(pc.greater_equal(values, earliest), pc.less(values, latest))
+    outside = pc.and_(pc.is_valid(column), pc.invert(pc.fill_null(within, False)))
     parsed = _refuse(
         Parsed(values, {}),
         finer,

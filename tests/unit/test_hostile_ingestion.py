@@ -305,6 +305,34 @@ def test_typed_timestamp_columns_with_a_zone_are_converted_and_naive_ones_taken_
     assert "microseconds" in split(rows_at(nanos)).quarantined.loc[0, "reason"]
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        # counts whose scaling to microseconds would wrap around int64 into 2026-01-05 12:00
+        pa.array([-9223370269240375808], pa.timestamp("ms")),
+        pa.array([-9223372035087161408], pa.timestamp("s")),
+        pa.array([253_402_300_800_000_000], pa.timestamp("us")),  # year 10000: past Python's datetime
+        pa.array([-62_135_596_800_000_001], pa.timestamp("us", tz="UTC")),  # before year 1
+    ],
+    ids=["ms_wrapping", "s_wrapping", "year_10000", "before_year_1"],
+)
+def test_typed_timestamps_far_outside_the_years_are_quarantined_not_wrapped_or_crashing(column):
+    result = split(rows_at(column))
+    assert result.valid.empty
+    assert "transacted_at: not from 2000 to 2099" in result.quarantined.loc[0, "reason"]
+
+
+def test_an_integer_amount_is_stored_exactly_or_quarantined_when_no_float64_holds_it():
+    table = rows_with(["1", "2", "3"]).set_column(
+        4, "amount", pa.array([12, 2**53 + 1, -(2**53)], pa.int64())
+    )
+    result = split(table)
+    assert result.valid["amount"].tolist() == [12.0]  # -2**53 is exact, and refused as negative
+    reasons = result.quarantined.set_index("source_row")["reason"]
+    assert reasons[1] == f"amount: not exactly a float64 (got {2**53 + 1})"
+    assert reasons[2].startswith("amount: must be not negative")
+
+
 # --- bytes that are not text ------------------------------------------------------------------------
 
 
