@@ -17,6 +17,7 @@ its port (the deployment hook), so a misconfigured service never starts.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import io
 import logging
@@ -141,6 +142,8 @@ def check_payments_file(content: bytes) -> None:
         schema = footer.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as error:
         raise refused(400, f"not a readable Parquet file ({error})") from None
+    if repeated := sorted({name for name in schema.names if schema.names.count(name) > 1}):
+        raise refused(400, f"the file repeats the columns {repeated}")
     present = [column for column in FACTS if column in schema.names]
     if missing := [column for column in FACTS if column not in present]:
         raise refused(400, f"the file lacks the columns {missing} (expected {FACTS})")
@@ -152,12 +155,12 @@ def check_payments_file(content: bytes) -> None:
         raise refused(400, "the file has no rows")
     if footer.num_rows > MAX_FILE_ROWS:
         raise refused(413, f"{footer.num_rows:,} rows: at most {MAX_FILE_ROWS:,} (split the file)")
-    wanted = {schema.get_field_index(column) for column in FACTS}
+    # Parquet counts leaf columns (a nested column has several): each leaf by the column it is in.
     decoded = sum(
         group.column(i).total_uncompressed_size
         for group in (footer.row_group(g) for g in range(footer.num_row_groups))
         for i in range(group.num_columns)
-        if i in wanted
+        if group.column(i).path_in_schema.split(".")[0] in FACTS
     )
     if decoded > MAX_FILE_DECODED_BYTES:
         raise refused(
@@ -243,16 +246,20 @@ class FraudScorer:
         schema = pa.schema([source.schema_arrow.field(column) for column in FACTS] + SCORE_FILE_COLUMNS)
         output = Path(tempfile.mkdtemp(prefix="keel-scores-")) / "scores.parquet"
         try:
+            # Reading and judging the rows run in threads: the event loop keeps serving other
+            # requests, and the time limit (504) can end the work between batches.
+            batches = source.iter_batches(batch_size=MAX_BATCH_ROWS, columns=FACTS)
             with pq.ParquetWriter(output, schema) as writer:
-                for batch in source.iter_batches(batch_size=MAX_BATCH_ROWS, columns=FACTS):
+                while (batch := await asyncio.to_thread(next, batches, None)) is not None:
                     writer.write_batch(await self._score_file_batch(batch, schema))
             # Bytes, not the Path: BentoML 1.4 cannot store a file response as a task result
             # (starlette 1.x's FileResponse needs a request method its task serializer does not give).
             return output.read_bytes()
         except Unavailable as unavailable:
             return self._unavailable("/score_file", unavailable)
-        except (pa.ArrowException, OSError) as error:  # pages the footer promised but the file lacks
-            message = f"payments: not a readable Parquet file ({error})"
+        except (pa.ArrowException, OSError):  # pages the footer promised but the file lacks
+            # Arrow's own message can quote values of the file: not in the answer, not in the log.
+            message = "payments: not a readable Parquet file (its pages do not match its footer)"
             logger.info("400 /score_file: %s", message)
             return JSONResponse({"error": message}, status_code=400)
         finally:
@@ -262,8 +269,12 @@ class FraudScorer:
     async def _score_file_batch(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         """Judge each row as the lake would (``keel.contracts``: exact values, the platform's time
         zone, the id and amount ranges), score the valid ones, and name what is wrong with the others."""
-        parsed = contracts.parse_extract(
-            pa.Table.from_batches([batch]), contracts.TRANSACTION_COLUMNS, self.settings.time_zone, "payments"
+        parsed = await asyncio.to_thread(
+            contracts.parse_extract,
+            pa.Table.from_batches([batch]),
+            contracts.TRANSACTION_COLUMNS,
+            self.settings.time_zone,
+            "payments",
         )
         facts, reasons = parsed.frame, parsed.reasons
         for column in FACTS:

@@ -117,6 +117,34 @@ def test_a_small_file_of_three_million_rows_is_a_413_at_once(secured):
         assert "3,000,000 rows" in answer.json()["error"]
 
 
+def test_a_file_whose_columns_decompress_past_the_limit_is_a_413_whatever_columns_come_first(secured):
+    """A nested column first shifts Parquet's leaf columns against Arrow's fields: the bound is on
+    the payment columns by name, so a small file of long amounts is refused all the same."""
+    rows, text = 6_000, "9" * 50_000  # 300 MB of amounts once decoded
+    table = pa.table(
+        {
+            "nested": pa.array([{"a": 1, "b": 2}] * rows),
+            "transaction_id": pa.array(["1"] * rows),
+            "transacted_at": pa.array(["2026-01-05 10:00:00"] * rows),
+            "customer_id": pa.array(["1"] * rows),
+            "terminal_id": pa.array(["1"] * rows),
+            "amount": pa.array([text] * rows),
+        }
+    )
+    content = io.BytesIO()
+    pq.write_table(table, content, compression="zstd", use_dictionary=False)
+    answer = post(secured, "/score_file", files={"payments": ("p.parquet", content.getvalue(), PARQUET)})
+    assert answer.status_code == 413, answer.text
+    assert "decompress" in answer.json()["error"]
+
+
+def test_a_file_that_repeats_a_column_is_a_400_naming_it(secured):
+    repeated = pa.table([pa.array(["1"])] * 6, names=[*FACTS, "amount"])
+    answer = post(secured, "/score_file", files={"payments": ("p.parquet", parquet(repeated), PARQUET)})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "payments: the file repeats the columns ['amount']"
+
+
 def test_a_json_body_over_its_limit_is_a_413(secured, offline):
     payment = as_json(offline.iloc[:1])[0]
     padded = '{"pad": "' + "x" * (2 << 20) + '"}'
