@@ -31,7 +31,12 @@ from resources.dbt import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 DONE = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-RUN_WAIT_SECONDS = 120
+# Bounds on waits for events, far above what a busy two-core machine needs: a page that renders in a
+# second on a quiet machine, a run that takes twenty seconds. Playwright's own default is 30 s for
+# actions, navigations and browser launch and 5 s for `expect`: every wait here uses UI_TIMEOUT_MS.
+UI_TIMEOUT_MS = 180_000
+WEBSERVER_START_SECONDS = 600  # dagster-webserver loading the code location
+RUN_WAIT_SECONDS = 900  # the run launched from the UI, until it has finished
 RECENT_PARTITIONS = 90  # what the launch dialog offers until told "Show all partitions" (Dagster 1.13)
 
 
@@ -55,8 +60,7 @@ def ui(chromium_program, demo_world, tmp_path_factory):
     """The webserver and a headless Chromium on a copy of the demo's world, with a drift report."""
     from playwright.sync_api import expect, sync_playwright
 
-    # Pages and launches take seconds on a busy two-core machine, more than Playwright's default 5.
-    expect.set_options(timeout=30_000)
+    expect.set_options(timeout=UI_TIMEOUT_MS)  # every `expect` of this module
     assert demo_world.demo.returncode == 0, demo_world.demo.stdout[-2000:] + demo_world.demo.stderr[-2000:]
     folder = tmp_path_factory.mktemp("ui")
     env = copy_world(demo_world.root, demo_world.env, folder / "world")
@@ -79,9 +83,11 @@ def ui(chromium_program, demo_world, tmp_path_factory):
                     resources=definitions.resources,
                 )
             assert drift.success
-            server.wait_until_loaded()
+            server.wait_until_loaded(timeout=WEBSERVER_START_SECONDS)
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=chromium_program, headless=True)
+                browser = playwright.chromium.launch(
+                    executable_path=chromium_program, headless=True, timeout=UI_TIMEOUT_MS
+                )
                 try:
                     yield BrowserOnUI(server, browser, instance, env)
                 finally:
@@ -93,7 +99,7 @@ def page(ui):
     context = ui.browser.new_context(viewport={"width": 1600, "height": 1000})
     # A first visit on localhost gets a newsletter dialog over the page: this browser has seen it.
     context.add_init_script("window.localStorage.setItem('communityNux', '\"1\"')")
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(UI_TIMEOUT_MS)  # actions, navigations and new pages of the context
     yield context.new_page()
     context.close()
 
@@ -153,7 +159,7 @@ def test_the_drift_asset_shows_its_metadata_and_a_link_that_opens_its_report(ui,
         report = opened.value
         report.wait_for_load_state("domcontentloaded")
         assert report.url == report_url
-        served = page.context.request.get(report_url)
+        served = page.context.request.get(report_url, timeout=UI_TIMEOUT_MS)
         assert served.ok, f"{report_url}: {served.status}"
     # What the link opens is the day's report itself, as the asset wrote it into the lake.
     assert served.body() == Path(metadata["report_path"].value).read_bytes()

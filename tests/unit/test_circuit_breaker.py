@@ -5,8 +5,12 @@ import pytest
 
 from keel.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen
 
+WAIT_SECONDS = 120  # a bound on waits for events between threads, never reached unless broken
+
 
 class Clock:
+    """The breaker's clock, moved by the test: no test waits for a pause to pass."""
+
     def __init__(self):
         self.now = 0.0
 
@@ -91,17 +95,20 @@ def test_only_one_trial_is_out_at_a_time():
 
     def slow_trial():
         inside.set()
-        release.wait(5)
+        if not release.wait(WAIT_SECONDS):
+            raise TimeoutError("the test never released the trial")
         return "ok"
 
     trial = threading.Thread(target=guarded.call, args=(slow_trial,))
     trial.start()
-    inside.wait(5)
-    with pytest.raises(CircuitOpen, match="a trial call is under way"):
-        guarded.call(redis)
-    release.set()
-    trial.join()
-    assert guarded.state == CLOSED
+    try:
+        assert inside.wait(WAIT_SECONDS), "the trial call never started"
+        with pytest.raises(CircuitOpen, match="a trial call is under way"):
+            guarded.call(redis)
+    finally:
+        release.set()
+        trial.join()
+    assert guarded.state == CLOSED and redis.calls == 3  # the trial was the only call let through
 
 
 def test_an_answer_that_is_an_error_is_not_a_failure():

@@ -1,6 +1,7 @@
 """The online feature store, the same behaviour from the SQLite file and from a real Redis server."""
 
 import threading
+import time
 import uuid
 from datetime import date
 
@@ -20,6 +21,10 @@ from keel.online_store import (
 
 CUSTOMER_NAMES = ENTITIES["customer"][1]
 TERMINAL_NAMES = ENTITIES["terminal"][1]
+WAIT_SECONDS = 120  # a bound on waits for another thread, never reached unless something is broken
+# The tests' Redis timeout: the service's 0.5 s is a production choice, not a bound a busy test
+# machine keeps (the server is one more process waiting for a core).
+REDIS_TIMEOUT_SECONDS = 30
 
 
 def snapshot(value: float, customers=(1, 2, 3), terminals=(10, 20)):
@@ -36,7 +41,11 @@ def store(request, tmp_path):
         opened = SqliteOnlineStore(tmp_path / "online.sqlite")
         yield opened
     else:
-        opened = RedisOnlineStore(request.getfixturevalue("redis_url"), prefix=f"{{test-{uuid.uuid4().hex}}}")
+        opened = RedisOnlineStore(
+            request.getfixturevalue("redis_url"),
+            prefix=f"{{test-{uuid.uuid4().hex}}}",
+            timeout_seconds=REDIS_TIMEOUT_SECONDS,
+        )
         yield opened
         keys = list(opened.client.scan_iter(f"{opened.prefix}*"))
         if keys:
@@ -104,20 +113,35 @@ def test_readers_never_see_half_a_snapshot_while_another_is_published(store):
             if len(np.unique(values)) != 1:
                 torn.append(values)
 
+    def reader_has_read(more_than: int) -> None:
+        """Until the reader has finished more lookups than ``more_than`` (it runs when it gets the CPU)."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while lookups[0] <= more_than and reader.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert lookups[0] > more_than, f"the reader did {lookups[0]} lookups"
+
     reader = threading.Thread(target=read)
     reader.start()
-    for day in range(2, 8):
-        store.publish(date(2026, 1, day), *snapshot(float(day), customers=customers))
-    done.set()
-    reader.join()
+    try:
+        reader_has_read(0)
+        for day in range(2, 8):
+            before = lookups[0]
+            store.publish(date(2026, 1, day), *snapshot(float(day), customers=customers))
+            # A lookup begun after this publish began: the reader reads beside every publish.
+            reader_has_read(before + 1)
+    finally:
+        done.set()
+        reader.join()
 
-    assert lookups[0] > 0 and torn == []
+    assert torn == []
     assert store.lookup([0], [10]).entities.iloc[0].eq(7.0).all()
 
 
 @pytest.mark.redis
 def test_redis_keeps_only_the_current_snapshots_keys(redis_url):
-    store = RedisOnlineStore(redis_url, prefix=f"{{test-{uuid.uuid4().hex}}}")
+    store = RedisOnlineStore(
+        redis_url, prefix=f"{{test-{uuid.uuid4().hex}}}", timeout_seconds=REDIS_TIMEOUT_SECONDS
+    )
     try:
         first = store.publish(date(2026, 1, 1), *snapshot(1.0))
         second = store.publish(date(2026, 1, 2), *snapshot(2.0))
@@ -156,7 +180,8 @@ def test_the_url_chooses_the_store_and_a_relative_sqlite_path_is_refused():
 @pytest.mark.redis
 def test_namespaces_sharing_one_redis_each_read_only_their_own_snapshot(redis_url):
     run = uuid.uuid4().hex[:8]
-    prod, mine = open_store(redis_url, f"prod_{run}"), open_store(redis_url, f"alice_{run}")
+    prod = open_store(redis_url, f"prod_{run}", timeout_seconds=REDIS_TIMEOUT_SECONDS)
+    mine = open_store(redis_url, f"alice_{run}", timeout_seconds=REDIS_TIMEOUT_SECONDS)
     try:
         prod.publish(date(2026, 1, 10), *snapshot(1.0))
         assert mine.current() is None  # nothing published in alice's namespace yet

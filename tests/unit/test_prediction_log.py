@@ -10,6 +10,8 @@ import pytest
 
 from serving.prediction_log import PredictionLog
 
+WAIT_SECONDS = 120  # a bound on waits for the background thread, never reached unless it is broken
+
 
 def scored(n: int, day: str) -> pd.DataFrame:
     return pd.DataFrame(
@@ -46,11 +48,10 @@ def test_the_background_thread_writes_without_being_asked(tmp_path):
     log = PredictionLog(str(tmp_path), flush_seconds=0.05)
     log.append(scored(4, "2026-02-10 12:00"))
     try:
-        for _ in range(100):
-            if len(written(tmp_path)) == 4:
-                break
+        deadline = time.monotonic() + WAIT_SECONDS  # polled: the thread writes when it gets the CPU
+        while len(written(tmp_path)) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(written(tmp_path)) == 4
+        assert len(written(tmp_path)) == 4 and log.pending == 0  # before close() was called
     finally:
         log.close()
 
