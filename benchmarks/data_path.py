@@ -76,6 +76,7 @@ def _environment(namespace: str) -> dict[str, str]:
         KEEL_LAKE_ROOT=str(STATE / "lake"),
         KEEL_WAREHOUSE_DIR=str(STATE / "warehouse"),
         KEEL_ONLINE_STORE_URL=f"sqlite:///{STATE / 'online' / namespace}.sqlite",
+        KEEL_CALENDAR_START=WORLD_START.isoformat(),
         DAGSTER_HOME=str(STATE / "dagster" / namespace),
         BENTOML_HOME=str(STATE / "bentoml"),
         BENTOML_DO_NOT_TRACK="true",
@@ -448,11 +449,15 @@ WORLD_START = date(2026, 1, 1)  # keel.simulator.WORLD_START, not imported: the 
 
 def child_land(root: str, days: str) -> dict:
     """Keel's side of the simulator case: deliver the days into a landing zone as `keel land` does."""
+    from keel.settings import Settings
     from resources.environments import upstream_source
     from resources.lake import LocalLake
     from resources.sources import LandingZone
 
-    source, landing = upstream_source(), LandingZone(lake=LocalLake(root=root))
+    source, landing = (
+        upstream_source(Settings(calendar_start=WORLD_START)),
+        LandingZone(lake=LocalLake(root=root)),
+    )
     started = time.perf_counter()
     landing.deliver(source, [WORLD_START + timedelta(days=i) for i in range(int(days))])
     seconds = time.perf_counter() - started
@@ -532,10 +537,11 @@ def child_materialize(first: str, last: str, what: str) -> dict:
     started = time.perf_counter()
     import dagster as dg
 
+    from keel.settings import Settings
+    from keel_cli.local import use_local_homes
     from platform_assets.definitions import defs
-    from resources.environments import use_local_homes
 
-    use_local_homes()
+    use_local_homes(Settings())
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
@@ -642,12 +648,14 @@ def child_handwritten(first: str, last: str) -> dict:
 def child_score(first: str, last: str) -> dict:
     """The direct side of batch scoring: the production model on the same rows, already in memory."""
     from keel import features
-    from resources.environments import current_environment, current_namespace, registry_for, warehouse_path
+    from keel.settings import Settings
+    from resources.environments import registry_for
     from resources.warehouse import Warehouse
 
-    registry = registry_for(current_environment(), current_namespace())
+    settings = Settings()
+    registry = registry_for(settings)
     model = registry.load(registry.champion().tag)
-    with Warehouse(path=str(warehouse_path(current_namespace()))).connect() as connection:
+    with Warehouse(path=settings.warehouse_path).connect() as connection:
         frame = connection.execute(
             f"select * from {features.FEATURE_TABLE} where transaction_date between ? and ? "
             "order by transaction_id",

@@ -15,13 +15,13 @@ import time
 import duckdb
 import httpx
 
-from resources.environments import current_namespace, warehouse_path
+from keel.settings import Settings
 
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
 
 def payments(n: int) -> list[dict]:
-    with duckdb.connect(warehouse_path(current_namespace()), read_only=True) as connection:
+    with duckdb.connect(Settings().warehouse_path, read_only=True) as connection:
         rows = connection.execute(
             "select transaction_id, transacted_at + interval 1 day, customer_id, terminal_id, amount "
             "from ml.transaction_features where transaction_date = (select max(transaction_date) "

@@ -107,13 +107,16 @@ def run_facts() -> dict:
 def latest_bento():
     """The namespace's latest Bento of the scoring service, and the settings `make serve` gives it."""
     from keel import bentos
-    from resources.environments import current_namespace, service_settings, use_local_homes
+    from keel.settings import Settings
+    from keel_cli.local import use_local_homes
+    from resources.environments import service_settings
 
-    use_local_homes()
-    built = bentos.built(current_namespace())
+    settings = Settings()
+    use_local_homes(settings)
+    built = bentos.built(settings.namespace)
     if not built:
         raise SystemExit("no Bento of the scoring service yet: run `make demo` first")
-    return built[-1], service_settings("local", current_namespace())
+    return built[-1], service_settings(settings)
 
 
 def load_levels(

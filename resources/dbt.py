@@ -1,6 +1,8 @@
 """The dbt project as Dagster sees it. Kept free of relative imports: `dagster-dbt project
 prepare-and-package --file resources/dbt.py` loads this file on its own to build the manifest."""
 
+import shutil
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +29,30 @@ class DbtCli(DbtCliResource):
       ``fetch_column_metadata()``, which Keel does not call (DuckDB's file is dbt's to write).
 
     Both override private methods: if dagster-dbt renames them, the overrides are simply unused.
+
+    dbt also gets an environment of its own: ``environment`` (the namespace's lake and warehouse, which
+    dbt_project/profiles.yml reads) and a call's ``env`` (a partition window). ``DbtCliResource.cli``
+    starts dbt with a copy of this process's environment and takes none of its own, so dbt is started
+    through ``env NAME=value ... dbt``: nothing is written into this process's ``os.environ``.
     """
+
+    environment: dict[str, str] = {}
+
+    def cli(self, args: Sequence[str], *, env: Mapping[str, str] | None = None, **kwargs):
+        values = {**self.environment, **(env or {})}
+        if not values:
+            return super().cli(args, **kwargs)
+        launcher = self.model_copy(
+            update={
+                "dbt_executable": shutil.which("env") or "/usr/bin/env",
+                "global_config_flags": [
+                    *(f"{name}={value}" for name, value in values.items()),
+                    self.dbt_executable,
+                    *self.global_config_flags,
+                ],
+            }
+        )
+        return DbtCliResource.cli(launcher, args, **kwargs)
 
     @cached_property
     def _cli_version(self) -> version.Version:

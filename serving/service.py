@@ -41,13 +41,13 @@ from keel import contracts, parsing
 from keel.circuit_breaker import CircuitBreaker, CircuitOpen
 from keel.features import ENTITY_FLAGS, FEATURES, online_feature_values
 from keel.online_store import NoSnapshot, StoreUnavailable, open_store
+from keel.prediction_log import PredictionLog
 from serving.admission import Admission, Refused
 from serving.auth import ApiKeyAuth
 from serving.batching import MicroBatcher
 from serving.drain import Drain
 from serving.model import BentoArguments, FraudModel
 from serving.openapi import CorrectedOpenApi
-from serving.prediction_log import PredictionLog
 from serving.schemas import Score, Transaction, Transactions
 from serving.settings import MAX_FILE_DECODED_BYTES, MAX_FILE_ROWS, Settings, settings
 

@@ -6,8 +6,12 @@ import socket
 
 import pytest
 
+# The test worlds' calendar: their days are fixed (a world of 2026-01-01 on), not relative to today.
+TEST_CALENDAR_START = "2026-01-01"
+
 KEEL_SETTINGS = (
     "KEEL_ENV",
+    "KEEL_TIME_ZONE",
     "KEEL_LAKE_ROOT",
     "KEEL_NAMESPACE",
     "KEEL_WAREHOUSE_DIR",
@@ -32,6 +36,13 @@ KEEL_SETTINGS = (
     "KEEL_API_KEYS_FILE",
     "BENTOML_CONFIG_OPTIONS",
 )
+
+
+# Test-process start-up, before any conftest below imports the code location (its partitions follow the
+# calendar): a developer's shell settings must not leak into tests, and the calendar is the test worlds'.
+for _name in KEEL_SETTINGS:
+    os.environ.pop(_name, None)
+os.environ["KEEL_CALENDAR_START"] = TEST_CALENDAR_START
 
 
 def require_service(name: str, host: str, port: int) -> None:

@@ -5,10 +5,10 @@ from datetime import date
 
 import dagster as dg
 
-from platform_assets.defs.lake.partitions import daily_partitions
 from platform_assets.defs.monitoring.checks import FRESHNESS_CHECKS
 from platform_assets.defs.serving.assets import PREDICTION_LOG
-from platform_assets.defs.steps import (
+from platform_assets.partitions import daily_partitions
+from platform_assets.steps import (
     INGESTION,
     INGESTION_RUNS,
     TRAINING_RUNS,

@@ -18,7 +18,7 @@ from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import get_user_defined_k8s_config
 from kubernetes.client import ApiClient
 
-from platform_assets.defs import steps
+from platform_assets import steps
 from resources.environments import k8s_executor_config
 
 KUBERNETES_VERSION = "1.31"

@@ -10,9 +10,11 @@ import duckdb
 import pytest
 from world_settings import NAMESPACE
 
-from keel import client, reproduce
+from keel import reproduce
 from keel.features import FEATURE_NAMES, FEATURE_TABLE
-from platform_assets.defs.provenance import DBT_MANIFEST, GIT_COMMIT, LOCKFILE
+from keel.settings import Settings
+from keel_cli import client
+from platform_assets.provenance import DBT_MANIFEST, GIT_COMMIT, LOCKFILE
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +24,7 @@ FRAUD_MODEL = dg.AssetKey(["models", "fraud_model"])
 @pytest.fixture(scope="module")
 def keel(backfill, instance):
     assert backfill.success
-    return client.Client("local", NAMESPACE, instance.root_directory)
+    return client.Client(Settings(namespace=NAMESPACE), instance.root_directory)
 
 
 @pytest.fixture(scope="module")

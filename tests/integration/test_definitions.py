@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from platform_assets.defs.lake.partitions import daily_partitions
+from platform_assets.partitions import daily_partitions
 
 
 def test_lake_warehouse_features_models_scores_and_serving_form_one_lineage_graph(definitions):

@@ -36,4 +36,4 @@ def test_the_demo_refuses_a_window_too_short_to_train_on():
     keel = Path(sys.executable).with_name("keel")
     refused = subprocess.run([keel, "demo", "--days", "20"], capture_output=True, text=True)
     assert refused.returncode == 2
-    assert "--days must be at least 35" in refused.stderr
+    assert "needs at least 35" in refused.stderr

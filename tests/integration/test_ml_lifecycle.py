@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from keel import training
-from keel.cli import main as keel
 from keel.features import FEATURE_NAMES, FEATURE_TABLE
+from keel_cli.cli import main as keel
 from platform_assets.defs.models.assets import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
 
 pytestmark = pytest.mark.slow

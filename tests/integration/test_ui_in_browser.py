@@ -23,9 +23,9 @@ from ui_dagster import (
 )
 
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
-from platform_assets.defs.lake.partitions import daily_partitions
 from platform_assets.defs.models.assets import FEATURES
 from platform_assets.defs.monitoring.assets import DRIFT_REPORTS, FEATURE_DRIFT
+from platform_assets.partitions import daily_partitions
 from resources.dbt import REPO_ROOT
 
 pytestmark = pytest.mark.slow

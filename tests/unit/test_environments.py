@@ -2,25 +2,28 @@ import re
 from datetime import date, timedelta
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 from dagster_dbt import DbtCliResource
 
-from resources import environments
+from keel import settings as keel_settings
+from keel.settings import Settings
 from resources.alerts import LogAlerts, WebhookAlerts
 from resources.dbt import REPO_ROOT
-from resources.environments import (
-    current_environment,
-    current_namespace,
-    resources_for,
-    service_settings,
-)
+from resources.environments import resources_for, service_settings
 from resources.lake import LocalLake
 from resources.s3_lake import S3Lake
 from resources.sources import LandingZone, SimulatorSource
 from resources.warehouse import Warehouse
 
-SMALL_SOURCE = SimulatorSource(n_customers=200, n_terminals=400)
+SMALL_SOURCE = SimulatorSource(n_customers=200, n_terminals=400, start_date="2026-01-01")
+DEPLOYED = {
+    "KEEL_LAKE_ROOT": "s3://bucket/some/prefix",
+    "KEEL_ONLINE_STORE_URL": "redis://redis:6379/0",
+    "KEEL_ALERT_WEBHOOK_URL": "https://hooks.example.com/keel",
+    "KEEL_CALENDAR_START": "2026-01-01",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -30,35 +33,48 @@ def _no_world_settings(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+def settings(**values) -> Settings:
+    return Settings(_env_file=None, **values)
+
+
 START = date.fromisoformat(SMALL_SOURCE.start_date)
 
 
 def test_the_environment_defaults_to_local():
-    assert current_environment() == "local"
+    assert settings().env == "local"
 
 
 @pytest.mark.parametrize("name", ["local", "staging", "prod"])
 def test_the_environment_is_read_from_keel_env(monkeypatch, name):
+    for variable, value in DEPLOYED.items():
+        monkeypatch.setenv(variable, value)
     monkeypatch.setenv("KEEL_ENV", name)
-    assert current_environment() == name
+    assert settings().env == name
 
 
 def test_an_unknown_keel_env_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("KEEL_ENV", "production")
-    with pytest.raises(ValueError, match="production"):
-        current_environment()
+    with pytest.raises(ValueError, match="env\n  Input should be 'local', 'staging' or 'prod'"):
+        settings()
 
 
 def test_local_resources_follow_the_keel_variables_and_the_namespace(monkeypatch, tmp_path):
     monkeypatch.setenv("KEEL_LAKE_ROOT", str(tmp_path / "lake"))
     monkeypatch.setenv("KEEL_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
-    resources = resources_for("local", "alice")
+    resources = resources_for(settings(namespace="alice"))
     assert isinstance(resources["lake"], LocalLake)
     assert resources["lake"].root == str(tmp_path / "lake" / "namespaces" / "alice")
     assert isinstance(resources["warehouse"], Warehouse)
     assert resources["warehouse"].path == str(tmp_path / "warehouse" / "alice.duckdb")
     assert isinstance(resources["dbt"], DbtCliResource)  # Keel's DbtCli, a DbtCliResource
     assert resources["dbt"].target == "local"
+    # dbt is given the namespace's lake and warehouse; nothing is written into os.environ for it.
+    assert resources["dbt"].environment == {
+        "KEEL_ENV": "local",
+        "KEEL_NAMESPACE": "alice",
+        "KEEL_LAKE_ROOT": str(tmp_path / "lake"),
+        "KEEL_WAREHOUSE_DIR": str(tmp_path / "warehouse"),
+    }
     assert isinstance(resources["upstream"], SimulatorSource)
     assert isinstance(resources["landing"], LandingZone)
     # The landing zone is the environment's, shared: every namespace ingests the same deliveries.
@@ -67,91 +83,125 @@ def test_local_resources_follow_the_keel_variables_and_the_namespace(monkeypatch
     assert resources["namespace"].name == "alice"
 
 
-def test_local_state_defaults_to_the_keel_folder_of_the_repository(monkeypatch, tmp_path):
-    monkeypatch.delenv("KEEL_LAKE_ROOT", raising=False)
-    monkeypatch.delenv("KEEL_WAREHOUSE_DIR", raising=False)
-    assert environments.STATE_DIR == REPO_ROOT / ".keel"
-    state = tmp_path / ".keel"  # the same layout, without writing into the repository's .keel/
-    monkeypatch.setattr(environments, "STATE_DIR", state)
-    resources = resources_for("local", "alice")
-    assert Path(resources["lake"].root).is_relative_to(state)
-    assert Path(resources["warehouse"].path).is_relative_to(state)
-    assert resources["online_store"].url.endswith("/.keel/online_features/alice.sqlite")
+def test_local_state_defaults_to_the_keel_folder_of_the_repository():
+    assert keel_settings.STATE_DIR == REPO_ROOT / ".keel"
+    local = settings(namespace="alice")
+    assert Path(local.lake_uri) == REPO_ROOT / ".keel" / "lake"
+    assert Path(local.warehouse_path) == REPO_ROOT / ".keel" / "warehouse" / "alice.duckdb"
+    assert local.online_store.endswith("/.keel/online_features/alice.sqlite")
 
 
 def test_the_namespace_is_the_login_name_locally_and_prod_when_deployed(monkeypatch):
     monkeypatch.setenv("USER", "alice")
-    assert current_namespace("local") == "alice"
-    assert current_namespace("staging") == current_namespace("prod") == "prod"
+    assert settings().namespace == "alice"
+    assert settings(env="staging", **_deployed()).namespace == "prod"
     monkeypatch.setenv("KEEL_NAMESPACE", "churn_experiment")
-    assert current_namespace("local") == current_namespace("prod") == "churn_experiment"
+    assert settings().namespace == settings(env="prod", **_deployed()).namespace == "churn_experiment"
+
+
+def _deployed() -> dict:
+    return {
+        "lake_root": DEPLOYED["KEEL_LAKE_ROOT"],
+        "online_store_url": DEPLOYED["KEEL_ONLINE_STORE_URL"],
+        "alert_webhook_configured": True,
+        "calendar_start": DEPLOYED["KEEL_CALENDAR_START"],
+    }
 
 
 @pytest.mark.parametrize("name", ["Alice", "john.doe", "1st", "a" * 33, "x-y"])
 def test_a_namespace_that_cannot_name_folders_keys_and_bentos_is_refused_by_name(monkeypatch, name):
     monkeypatch.setenv("KEEL_NAMESPACE", name)
     with pytest.raises(ValueError, match=re.escape(repr(name))):
-        current_namespace("local")
+        settings()
 
 
 def test_the_malformed_row_rate_of_the_source_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", "0")
-    assert resources_for("local", "alice")["upstream"].malformed_rows_per_day == 0
+    assert resources_for(settings(namespace="alice"))["upstream"].malformed_rows_per_day == 0
+
+
+def test_the_calendar_is_the_configured_one_or_a_rolling_window_ending_yesterday(monkeypatch):
+    monkeypatch.setenv("KEEL_CALENDAR_START", "2018-04-01")
+    assert settings().first_day == date(2018, 4, 1)
+    # The source's world starts with the calendar: there is no history before the first partition.
+    assert resources_for(settings(namespace="alice"))["upstream"].start_date == "2018-04-01"
+    monkeypatch.delenv("KEEL_CALENDAR_START")
+    rolling = settings()
+    assert rolling.first_day == rolling.today() - timedelta(days=keel_settings.DEFAULT_CALENDAR_DAYS)
+
+
+def test_settings_chosen_at_start_up_are_the_process_s_and_cannot_change_afterwards(monkeypatch):
+    monkeypatch.setattr(keel_settings, "_current", None)
+    chosen = keel_settings.use(settings(namespace="alice"))
+    assert keel_settings.current() is chosen
+    # Another namespace is fine (a client, a command run in the same process); another calendar is not.
+    assert keel_settings.use(settings(namespace="bob")).namespace == "bob"
+    with pytest.raises(RuntimeError, match="already built its calendar"):
+        keel_settings.use(settings(calendar_start="2018-04-01"))
 
 
 @pytest.mark.parametrize("name", ["staging", "prod"])
 def test_deployed_environments_keep_the_lake_on_s3(monkeypatch, name):
-    monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
-    monkeypatch.setenv("KEEL_ONLINE_STORE_URL", "redis://redis:6379/0")
-    monkeypatch.setenv("KEEL_ALERT_WEBHOOK_URL", "https://hooks.example.com/keel")
-    resources = resources_for(name, "prod")
+    for variable, value in DEPLOYED.items():
+        monkeypatch.setenv(variable, value)
+    deployed = settings(env=name)
+    resources = resources_for(deployed)
     assert isinstance(resources["lake"], S3Lake)
-    assert resources["alerts"] == WebhookAlerts(url="https://hooks.example.com/keel")
+    # The webhook's URL is a secret: Dagster reads it from the environment, the UI shows its name.
+    assert isinstance(resources["alerts"], WebhookAlerts)
+    assert resources["alerts"].url == dg.EnvVar("KEEL_ALERT_WEBHOOK_URL")
     assert (resources["lake"].bucket, resources["lake"].prefix) == ("bucket", "some/prefix/namespaces/prod")
     assert resources["lake"].uri == "s3://bucket/some/prefix/namespaces/prod"
     assert resources["landing"].lake.uri == "s3://bucket/some/prefix"
     assert resources["dbt"].target == name
     assert resources["online_store"].url == "redis://redis:6379/0"
-    settings = service_settings(name, "prod")
+    service = service_settings(deployed)
     assert (
-        settings["KEEL_PREDICTION_LOG_URI"] == "s3://bucket/some/prefix/namespaces/prod/prediction_log_spool"
+        service["KEEL_PREDICTION_LOG_URI"] == "s3://bucket/some/prefix/namespaces/prod/prediction_log_spool"
     )
-    assert settings["KEEL_NAMESPACE"] == "prod"
+    assert service["KEEL_NAMESPACE"] == "prod"
 
 
 @pytest.mark.parametrize("name", ["staging", "prod"])
-def test_deployed_environments_refuse_to_guess_the_online_store(monkeypatch, name):
-    monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
-    with pytest.raises(ValueError, match="KEEL_ONLINE_STORE_URL"):
-        resources_for(name, "prod")
-
-
-@pytest.mark.parametrize("name", ["staging", "prod"])
-def test_deployed_environments_refuse_to_send_alerts_only_to_a_log(monkeypatch, name):
-    monkeypatch.setenv("KEEL_LAKE_ROOT", "s3://bucket/some/prefix")
-    monkeypatch.setenv("KEEL_ONLINE_STORE_URL", "redis://redis:6379/0")
-    with pytest.raises(ValueError, match="KEEL_ALERT_WEBHOOK_URL"):
-        resources_for(name, "prod")
+@pytest.mark.parametrize(
+    "missing", ["KEEL_ONLINE_STORE_URL", "KEEL_ALERT_WEBHOOK_URL", "KEEL_CALENDAR_START"]
+)
+def test_deployed_environments_refuse_to_guess_a_setting_they_need(monkeypatch, name, missing):
+    for variable, value in DEPLOYED.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.delenv(missing)
+    with pytest.raises(ValueError, match=missing):
+        resources_for(settings(env=name))
 
 
 def test_local_alerts_go_to_the_log_and_the_retraining_policy_to_the_environment(monkeypatch):
     monkeypatch.setenv("KEEL_RETRAIN_AFTER_LABELLED_DAYS", "3")
-    resources = resources_for("local", "alice")
+    resources = resources_for(settings(namespace="alice"))
     assert isinstance(resources["alerts"], LogAlerts)
     assert resources["retraining"].policy().labelled_days == 3
 
 
 @pytest.mark.parametrize("lake_root", [None, "/data/lake"])
 def test_prod_refuses_a_lake_that_is_not_on_s3(monkeypatch, lake_root):
+    for variable, value in DEPLOYED.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.delenv("KEEL_LAKE_ROOT")
     if lake_root is not None:
         monkeypatch.setenv("KEEL_LAKE_ROOT", lake_root)
     with pytest.raises(ValueError, match="KEEL_LAKE_ROOT"):
-        resources_for("prod", "prod")
+        settings(env="prod")
 
 
-def test_an_unknown_environment_has_no_resources():
-    with pytest.raises(ValueError, match="dev"):
-        resources_for("dev", "prod")
+def test_an_unknown_environment_has_no_settings():
+    with pytest.raises(ValueError, match="env"):
+        settings(env="dev")
+
+
+def test_a_refused_setting_is_named_and_its_value_never_repeated(monkeypatch):
+    monkeypatch.setenv("KEEL_SIMULATOR_CUSTOMERS", "secret-looking-value")
+    with pytest.raises(ValueError, match="simulator_customers") as refused:
+        settings()
+    assert "secret-looking-value" not in str(refused.value)
 
 
 def test_a_missing_warehouse_is_named_in_the_error(tmp_path):
@@ -194,4 +244,4 @@ def test_a_relative_path_setting_is_refused_because_dagster_and_dbt_would_resolv
 ):
     monkeypatch.setenv(name, "data/somewhere")
     with pytest.raises(ValueError, match=f"{name}='data/somewhere' must be an absolute path"):
-        resources_for("local", "alice")
+        settings()

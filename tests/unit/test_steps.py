@@ -1,4 +1,4 @@
-"""Step declarations (platform_assets/defs/steps.py): what reaches the pod, and retries that work."""
+"""Step declarations (platform_assets/steps.py): what reaches the pod, and retries that work."""
 
 import urllib.error
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 import redis.exceptions
 
 from platform_assets.defs.lake.assets import customers
-from platform_assets.defs.steps import INGESTION, Step, is_transient
+from platform_assets.steps import INGESTION, Step, is_transient
 from resources.lake import LocalLake
 from resources.sources import LandingZone, SimulatorSource
 

@@ -10,12 +10,12 @@ import dagster as dg
 import pandas as pd
 
 from keel import features
-from keel.client import stored_in_warehouse
-from platform_assets.defs.automation import follows_upstream
-from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
-from platform_assets.defs.provenance import recorded
-from platform_assets.defs.steps import FEATURES
+from platform_assets.automation import follows_upstream
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
+from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.provenance import recorded
+from platform_assets.steps import FEATURES
+from platform_assets.storage import stored_in_warehouse
 from resources.warehouse import Warehouse
 
 # Day D's features read the entity marts of days D-30 .. D-1 (windows close the day before) and

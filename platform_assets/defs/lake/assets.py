@@ -14,11 +14,11 @@ import dagster as dg
 import pandas as pd
 
 from keel import contracts
-from keel.client import stored_in_lake
 from keel.simulator import LABEL_DELAY_DAYS
-from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill
-from platform_assets.defs.provenance import recorded
-from platform_assets.defs.steps import INGESTION, retry_only_transient
+from platform_assets.partitions import daily_partitions, one_run_per_backfill
+from platform_assets.provenance import recorded
+from platform_assets.steps import INGESTION, retry_only_transient
+from platform_assets.storage import stored_in_lake
 from resources.calendar import Calendar
 from resources.lake import Lake
 from resources.sources import PaymentsSource, UnreadableFile

@@ -17,9 +17,9 @@ import pandas as pd
 from keel import drift, features, provenance, training
 from keel.metrics import Metrics, fraud_metrics
 from keel.promotion import GatePolicy, decide
-from platform_assets.defs.provenance import recorded
-from platform_assets.defs.steps import GATE, PUBLISHING, TRAINING, retry_only_transient
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
+from platform_assets.provenance import recorded
+from platform_assets.steps import GATE, PUBLISHING, TRAINING, retry_only_transient
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
 from resources.warehouse import Warehouse
 

@@ -18,14 +18,14 @@ from keel import drift, features
 from keel.metrics import fraud_metrics
 from keel.promotion import GatePolicy
 from keel.simulator import LABEL_DELAY_DAYS
-from platform_assets.defs.automation import follows_upstream
-from platform_assets.defs.lake.partitions import daily_partitions
+from platform_assets.automation import follows_upstream
 from platform_assets.defs.models.assets import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
-from platform_assets.defs.provenance import recorded
 from platform_assets.defs.scores.assets import SCORE_TABLE, SCORES
 from platform_assets.defs.serving.assets import PREDICTION_LOG
-from platform_assets.defs.steps import MONITORING, retry_only_transient
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
+from platform_assets.partitions import daily_partitions
+from platform_assets.provenance import recorded
+from platform_assets.steps import MONITORING, retry_only_transient
 from resources.lake import Lake, LakeError
 from resources.registry import ModelRegistry, RegistryError
 from resources.warehouse import Warehouse

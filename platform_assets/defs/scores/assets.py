@@ -6,13 +6,13 @@ import dagster as dg
 import pandas as pd
 
 from keel import features, training
-from keel.client import stored_in_warehouse
-from platform_assets.defs.automation import follows_upstream
-from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.automation import follows_upstream
 from platform_assets.defs.models.assets import FEATURES, PRODUCTION_MODEL
-from platform_assets.defs.provenance import recorded
-from platform_assets.defs.steps import SCORING, retry_only_transient
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
+from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.provenance import recorded
+from platform_assets.steps import SCORING, retry_only_transient
+from platform_assets.storage import stored_in_warehouse
 from resources.lake import Lake
 from resources.registry import ModelRegistry, RegistryError
 from resources.warehouse import Warehouse

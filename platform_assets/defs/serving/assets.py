@@ -10,21 +10,21 @@ import dagster as dg
 import pandas as pd
 
 from keel import bentos, features
-from keel.client import stored_in_lake
+from keel.prediction_log import SPOOL, day_folder
 from keel.provenance import code_version
-from platform_assets.defs.automation import follows_upstream
+from platform_assets.automation import follows_upstream
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
-from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.defs.models.assets import PRODUCTION_MODEL
-from platform_assets.defs.provenance import recorded
-from platform_assets.defs.steps import INGESTION, PUBLISHING, retry_only_transient
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
+from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.provenance import recorded
+from platform_assets.steps import INGESTION, PUBLISHING, retry_only_transient
+from platform_assets.storage import stored_in_lake
 from resources.lake import Lake
 from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
 from resources.registry import ModelRegistry, RegistryError
 from resources.warehouse import Warehouse
-from serving.prediction_log import SPOOL, day_folder
 
 PREDICTION_LOG = "prediction_log"  # lake table
 

@@ -9,19 +9,18 @@ partitioned and are rebuilt whole. dbt tests become asset checks on the models t
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, dbt_assets
 
-from platform_assets.defs.automation import follows_upstream
-from platform_assets.defs.lake.partitions import daily_partitions, one_run_per_backfill, partition_days
-from platform_assets.defs.provenance import with_provenance
-from platform_assets.defs.steps import WAREHOUSE
-from resources.dbt import dbt_project
+from platform_assets.automation import follows_upstream
+from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.provenance import with_provenance
+from platform_assets.steps import WAREHOUSE
+from resources.dbt import DbtCli, dbt_project
 from resources.namespace import Namespace
 
 DAILY_MODELS = "tag:daily"
@@ -86,32 +85,15 @@ def _keep_parse(target_path: Path, last_parse: Path) -> None:
         os.replace(partial, last_parse)
 
 
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``values`` in os.environ for the duration: DbtCliResource.cli() takes no environment, it
-    starts dbt with a copy of os.environ."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
-
-
 def _dbt_build(
     context: dg.AssetExecutionContext,
-    dbt: DbtCliResource,
+    dbt: DbtCli,
     namespace: Namespace,
     environment: Mapping[str, str],
 ):
     last_parse = _last_parse(namespace)
     target_path = _target_path(context, last_parse)
-    with _environment(environment):
-        build = dbt.cli(["build"], context=context, target_path=target_path)
+    build = dbt.cli(["build"], context=context, target_path=target_path, env=environment)
     try:
         for event in build.stream():
             yield with_provenance(context, event)
@@ -128,7 +110,7 @@ def _dbt_build(
     op_tags=WAREHOUSE.op_tags("warehouse_models"),
     retry_policy=WAREHOUSE.retry_policy,
 )
-def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, namespace: Namespace):
+def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCli, namespace: Namespace):
     yield from _dbt_build(context, dbt, namespace, {})
 
 
@@ -143,9 +125,9 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, nam
     op_tags=WAREHOUSE.op_tags("warehouse_daily_models"),
     retry_policy=WAREHOUSE.retry_policy,
 )
-def warehouse_daily_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, namespace: Namespace):
+def warehouse_daily_models(context: dg.AssetExecutionContext, dbt: DbtCli, namespace: Namespace):
     first, last = partition_days(context)
-    # The window goes in the environment, not in --vars: dbt re-parses the whole project whenever
+    # The window goes in dbt's environment, not in --vars: dbt re-parses the whole project whenever
     # the vars differ from its saved parse's, as every new day's would (see partition_window.sql).
     context.log.info(f"dbt builds the days {first} to {last} (KEEL_MIN_DATE, KEEL_MAX_DATE)")
     window = {"KEEL_MIN_DATE": first.isoformat(), "KEEL_MAX_DATE": last.isoformat()}

@@ -4,13 +4,12 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from keel.simulator import WORLD_START
-from resources.environments import platform_time_zone
+from keel.settings import current
 
-# History starts when the reference source's world starts; the last partition is yesterday. Days are
-# the platform's (KEEL_TIME_ZONE): a day's partition exists once that day has ended there.
+# The calendar is the deployment's (KEEL_CALENDAR_START, KEEL_TIME_ZONE; keel/settings.py): days are
+# the platform's, and a day's partition exists once that day has ended there.
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=WORLD_START.isoformat(), timezone=platform_time_zone()
+    start_date=current().first_day.isoformat(), timezone=current().time_zone
 )
 
 # A backfill of many days runs as one run per asset (the lake loops over its days, dbt builds

@@ -16,6 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from keel.settings import Settings
+
 JOB_NAME = "keel_pipeline"
 WAREHOUSE_TABLES = [
     "customers",
@@ -28,13 +30,13 @@ WAREHOUSE_TABLES = [
 ]
 
 
-def days_needed() -> int:
+def days_needed(train_days: int | None = None) -> int:
     """The shortest window the job can train on with its default training configuration."""
     from keel.simulator import LABEL_DELAY_DAYS
     from keel.training import TrainingWindow
     from platform_assets.defs.models.assets import TrainingConfig
 
-    config = TrainingConfig()
+    config = TrainingConfig(**({"train_days": train_days} if train_days else {}))
     return TrainingWindow.days_needed(config.train_days, LABEL_DELAY_DAYS, config.test_days, LABEL_DELAY_DAYS)
 
 
@@ -42,6 +44,14 @@ def days_needed() -> int:
 class Window:
     start: date
     days: int
+
+    @classmethod
+    def chosen(cls, settings, start: date | None, days: int | None) -> "Window":
+        """``days`` from ``start``; by default from the calendar's first day, up to yesterday."""
+        start = start or settings.first_day
+        if days is None:
+            days = (settings.today() - start).days
+        return cls(start, days)
 
     @property
     def end(self) -> date:
@@ -54,18 +64,22 @@ class Window:
         }
 
 
-def run(window: Window, console: Console) -> int:
+def run(settings, window: Window, console: Console, train_days: int | None = None) -> int:
     import dagster as dg
 
-    from platform_assets.definitions import defs
-    from resources.environments import current_environment, current_namespace
+    from platform_assets.definitions import build
 
     began = time.monotonic()
     console.print(
         f"[bold]Keel demo[/]: {JOB_NAME} for {window.start} .. {window.end} ({window.days} days), "
-        f"environment [bold]{current_environment()}[/], namespace [bold]{current_namespace()}[/]"
+        f"environment [bold]{settings.env}[/], namespace [bold]{settings.namespace}[/]"
     )
-    definitions = defs()
+    if settings.calendar_start and settings.calendar_start != Settings().calendar_start:
+        console.print(
+            f"The calendar starts on {settings.calendar_start} for this demo: to see its days in the UI, "
+            f"set KEEL_CALENDAR_START={settings.calendar_start} (in .env) before `make dev`."
+        )
+    definitions = build(settings)
     landing, upstream = definitions.resources["landing"], definitions.resources["upstream"]
     delivered = landing.deliver_missing(
         upstream, [window.start + timedelta(days=i) for i in range(window.days)]
@@ -95,7 +109,14 @@ def run(window: Window, console: Console) -> int:
                 raise_on_error=False,
                 # Dagster's log lines (dbt's warnings too) stay in the run's logs, in the UI;
                 # failures are reported below from the run's events.
-                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+                    **(
+                        {"ops": {"models__fraud_model": {"config": {"train_days": train_days}}}}
+                        if train_days
+                        else {}
+                    ),
+                },
             )
     finally:
         watcher.stop()

@@ -8,19 +8,18 @@ from rich.table import Table
 PRODUCTION_MODEL = ["models", "production_model"]
 
 
-def _registry():
-    from resources.environments import current_environment, current_namespace, registry_for
+def _registry(settings):
+    from resources.environments import registry_for
 
-    environment = current_environment()
-    return registry_for(environment, current_namespace(environment))
+    return registry_for(settings)
 
 
 def _days(first: str, last: str) -> int:
     return (date.fromisoformat(last) - date.fromisoformat(first)).days + 1
 
 
-def list_versions(console: Console) -> int:
-    registry = _registry()
+def list_versions(settings, console: Console) -> int:
+    registry = _registry(settings)
     versions = registry.versions()
     if not versions:
         console.print(
@@ -65,14 +64,14 @@ def list_versions(console: Console) -> int:
     return 0
 
 
-def promote(tag: str, reason: str, console: Console) -> int:
+def promote(settings, tag: str, reason: str, console: Console) -> int:
     """Promote ``tag`` and tell Dagster, so the UI's models/production_model shows the change."""
     import dagster as dg
 
     from platform_assets.defs.models.assets import promotion_metadata
     from resources.registry import RegistryError
 
-    registry = _registry()
+    registry = _registry(settings)
     try:
         promotion = registry.promote(tag, reason=f"manual: {reason}")
     except RegistryError as refused:
@@ -91,19 +90,18 @@ def promote(tag: str, reason: str, console: Console) -> int:
     return 0
 
 
-def reproduce(tag: str, console: Console) -> int:
+def reproduce(settings, tag: str, console: Console) -> int:
     """Train ``tag`` again from its record; exit 0 only if the data and every metric are the same."""
     from keel.reproduce import reproduce as train_again
-    from resources.environments import current_namespace, warehouse_path
     from resources.registry import RegistryError
     from resources.warehouse import Warehouse
 
     try:
-        version = _registry().version(tag)
+        version = _registry(settings).version(tag)
     except RegistryError as error:
         console.print(f"[red]{error}[/]")
         return 2
-    with Warehouse(path=warehouse_path(current_namespace())).connect() as connection:
+    with Warehouse(path=settings.warehouse_path).connect() as connection:
         result = train_again(tag, version.metadata, connection)
     table = Table(title=f"Reproducing {tag} ({version.metadata['training_window']})")
     for column in ("metric", "recorded", "reproduced", ""):

@@ -5,10 +5,6 @@ import os
 import sys
 from datetime import date
 
-from keel.simulator import WORLD_START
-
-DEMO_DAYS = 42  # six weeks: two of training, the label delay, a week of test, and fresh days to score
-
 
 def _console():
     from rich.console import Console
@@ -26,8 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the main job over a window of days and print a summary")
-    demo.add_argument("--start", type=date.fromisoformat, default=WORLD_START, help="first day (YYYY-MM-DD)")
-    demo.add_argument("--days", type=int, default=DEMO_DAYS, help="number of days (default: %(default)s)")
+    demo.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        help="first day (YYYY-MM-DD; default: the calendar's first day, KEEL_CALENDAR_START, else "
+        "the days up to yesterday that give full feature windows)",
+    )
+    demo.add_argument("--days", type=int, help="number of days (default: up to yesterday)")
+    demo.add_argument(
+        "--train-days", type=int, help="days the model trains on (default: the use case's own setting)"
+    )
     drift = commands.add_parser(
         "demo-drift", help="after `keel demo`: land drifted days and run the monitoring loop on them"
     )
@@ -66,115 +70,130 @@ def main(argv: list[str] | None = None) -> int:
     )
     reproduce.add_argument("tag", help="the version, e.g. fraud_detector:abc123 (see `keel models list`)")
     args = parser.parse_args(argv)
-    if args.namespace:
-        os.environ["KEEL_NAMESPACE"] = args.namespace
+    from pydantic import ValidationError
 
-    from resources.environments import use_local_homes
+    from keel import settings as keel_settings
+    from keel_cli.local import use_local_homes
 
+    overrides = {"namespace": args.namespace} if args.namespace else {}
     try:
-        use_local_homes()
-    except ValueError as error:  # an invalid namespace
-        parser.error(str(error))
+        settings = keel_settings.Settings(**overrides)
+        if args.command == "demo" and args.start and args.start < settings.first_day:
+            # The demo's days must be partitions of the calendar: it starts with them in this process.
+            settings = keel_settings.Settings(**overrides, calendar_start=args.start)
+    except ValidationError as error:  # an invalid namespace, zone, path... named, its value not repeated
+        parser.error("; ".join(map(_setting_error, error.errors())))
+    keel_settings.use(settings)
+    use_local_homes(settings)
     if args.command == "namespace":
-        return _namespace()
+        return _namespace(settings)
     if args.command == "demo":
-        from keel import demo as demo_module
+        from keel_cli import demo as demo_module
 
-        needed = demo_module.days_needed()
-        if args.days < needed:
+        window = demo_module.Window.chosen(settings, args.start, args.days)
+        needed = demo_module.days_needed(args.train_days)
+        if window.days < needed:
             parser.error(
-                f"--days must be at least {needed}: training needs its train, gap and test days, "
-                "and the test days' fraud flags arrive a label delay later"
+                f"the demo's window has {window.days} days and needs at least {needed}: training needs "
+                "its train, gap and test days, and the test days' labels arrive a label delay later"
             )
         # The console keeps the real stdout (the demo sends step output, dbt's, to a log file).
-        return demo_module.run(demo_module.Window(args.start, args.days), _console())
+        return demo_module.run(settings, window, _console(), train_days=args.train_days)
 
     if args.command == "demo-drift":
-        from keel import demo_drift
+        from keel_cli import demo_drift
 
-        return demo_drift.run(_console(), days=args.days, amount_scale=args.amount_scale)
+        return demo_drift.run(settings, _console(), days=args.days, amount_scale=args.amount_scale)
 
     if args.command == "land":
-        return _land(args)
+        return _land(settings, args)
 
     if args.command == "reproduce":
-        from keel import registry_commands
+        from keel_cli import registry_commands
 
-        return registry_commands.reproduce(args.tag, _console())
+        return registry_commands.reproduce(settings, args.tag, _console())
 
     if args.command == "serve":
         from keel.bentos import bento_name
-        from resources.environments import current_namespace
 
-        return _serve(args.bento or f"{bento_name(current_namespace())}:latest", args.host, args.port)
+        bento = args.bento or f"{bento_name(settings.namespace)}:latest"
+        return _serve(settings, bento, args.host, args.port)
 
-    from keel import registry_commands
+    from keel_cli import registry_commands
 
     if args.action == "list":
-        return registry_commands.list_versions(_console())
-    return registry_commands.promote(args.tag, args.reason, _console())
+        return registry_commands.list_versions(settings, _console())
+    return registry_commands.promote(settings, args.tag, args.reason, _console())
 
 
-def _land(args) -> int:
-    """Deliver days from the source system (the simulator) into the landing zone of the environment."""
+def _setting_error(error: dict) -> str:
+    message = error["msg"].removeprefix("Value error, ")
+    return f"KEEL_{'_'.join(map(str, error['loc'])).upper()}: {message}" if error["loc"] else message
+
+
+def _land(settings, args) -> int:
+    """Deliver days from the source system (the simulator) into the landing zone of the environment.
+    Only days that have ended: a source system cannot deliver a day still going on."""
     from datetime import timedelta
 
-    from resources.environments import current_environment, landing_lake_for, upstream_source
+    from resources.environments import landing_lake_for, upstream_source
     from resources.sources import LandingZone
 
-    landing = LandingZone(lake=landing_lake_for(current_environment()))
+    landing = LandingZone(lake=landing_lake_for(settings))
     last = landing.last_day()
-    first = args.day or (last + timedelta(days=1) if last else WORLD_START)
-    upstream = upstream_source()
+    first = args.day or (last + timedelta(days=1) if last else settings.first_day)
+    days = [first + timedelta(days=i) for i in range(args.days)]
+    if unfinished := [day for day in days if day >= settings.today()]:
+        print(
+            f"keel land: {unfinished[0]} has not ended yet ({settings.time_zone}): the source system "
+            f"delivers a day once it is over. Days up to {settings.today() - timedelta(days=1)} can "
+            "land (--day YYYY-MM-DD delivers a day again).",
+            file=sys.stderr,
+        )
+        return 2
+    upstream = upstream_source(settings)
     if args.amount_scale or args.card_testing:
         upstream = upstream.drifting_from(first, args.amount_scale or 1.0, args.card_testing)
     if landing.customers_missing():
         for path in landing.deliver_reference(upstream):
             print(f"landed {path}")
-    for i in range(args.days):
-        for path in landing.deliver_day(upstream, first + timedelta(days=i)):
+    for day in days:
+        for path in landing.deliver_day(upstream, day):
             print(f"landed {path}")
     return 0
 
 
-def _namespace() -> int:
+def _namespace(settings) -> int:
     """Print the namespace and where its data lives, as `KEY=value` lines a shell can export."""
     from keel.bentos import bento_name
-    from resources.environments import (
-        current_environment,
-        current_namespace,
-        lake_for,
-        landing_lake_for,
-        online_store_url,
-        warehouse_path,
-    )
+    from resources.environments import lake_for, landing_lake_for
 
-    environment = current_environment()
-    namespace = current_namespace(environment)
     for key, value in {
-        "KEEL_ENV": environment,
-        "KEEL_NAMESPACE": namespace,
-        "lake": lake_for(environment, namespace).uri,
-        "landing_zone": f"{landing_lake_for(environment).uri}/landing",
-        "warehouse": warehouse_path(namespace),
-        "online_store": online_store_url(environment, namespace),
-        "bento": bento_name(namespace),
+        "KEEL_ENV": settings.env,
+        "KEEL_NAMESPACE": settings.namespace,
+        "lake": lake_for(settings).uri,
+        "landing_zone": f"{landing_lake_for(settings).uri}/landing",
+        "warehouse": settings.warehouse_path,
+        "online_store": settings.online_store,
+        "calendar": f"{settings.first_day} on ({settings.time_zone})",
+        "bento": bento_name(settings.namespace),
         "DAGSTER_HOME": os.environ["DAGSTER_HOME"],
     }.items():
         print(f"{key}={value}")
     return 0
 
 
-def _serve(bento: str, host: str, port: int) -> int:
+def _serve(settings, bento: str, host: str, port: int) -> int:
     """Replace this process by `bentoml serve`, with the environment's online store and log settings."""
     from pathlib import Path
 
-    from resources.environments import current_environment, current_namespace, service_settings
-    from serving.settings import Settings, SettingsError
+    from resources.environments import service_settings
+    from serving.settings import Settings as ServiceSettings
+    from serving.settings import SettingsError
 
-    environment = {**os.environ, **service_settings(current_environment(), current_namespace())}
+    environment = {**os.environ, **service_settings(settings)}
     try:
-        Settings.from_env(environment)  # `bentoml serve` checks again; failing here is quicker to read
+        ServiceSettings.from_env(environment)  # `bentoml serve` checks again; failing here is quicker to read
     except SettingsError as error:
         print(f"keel serve: {error}", file=sys.stderr)
         return 2

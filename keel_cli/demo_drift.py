@@ -2,7 +2,7 @@
 
 The simulator's drift knob changes the world from the next day on (amounts scaled, a card-testing
 fraud pattern); those days land in the landing zone, and Keel's own sensors and automation, ticked
-in this process (``keel.loop``), take it from there: ingestion -> warehouse -> features -> scores ->
+in this process (``keel_cli.loop``), take it from there: ingestion -> warehouse -> features -> scores ->
 drift report and check -> retraining sensor -> train, gate, promote or refuse -> Bento.
 """
 
@@ -20,16 +20,16 @@ DRIFT_DAYS = 2  # a day's own features drift at once; its windows over past days
 AMOUNT_SCALE = 3.0
 
 
-def run(console: Console, days: int = DRIFT_DAYS, amount_scale: float = AMOUNT_SCALE) -> int:
+def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float = AMOUNT_SCALE) -> int:
     import dagster as dg
 
-    from keel.loop import Loop
-    from platform_assets.definitions import defs
+    from keel_cli.loop import Loop
+    from platform_assets.definitions import build
     from platform_assets.defs.models.assets import EVALUATION, PRODUCTION_MODEL
     from platform_assets.defs.monitoring.assets import FEATURE_DRIFT, LIVE_PERFORMANCE
 
     began = time.monotonic()
-    definitions = defs()
+    definitions = build(settings)
     registry, landing = definitions.resources["registry"], definitions.resources["landing"]
     champion = registry.champion()
     last = landing.last_day()
@@ -40,6 +40,10 @@ def run(console: Console, days: int = DRIFT_DAYS, amount_scale: float = AMOUNT_S
     loop = Loop(definitions, instance, report=lambda line: console.print(f"  {line}", highlight=False))
     loop.start()
     first = last + timedelta(days=1)
+    if first + timedelta(days=days - 1) >= settings.today():
+        # The days after the last have not ended: the source delivers its newest days again, drifted
+        # (a re-delivered file is a new arrival; its partitions are replaced).
+        first = last - timedelta(days=days - 1)
     drifted = definitions.resources["upstream"].drifting_from(first, amount_scale, card_testing=True)
     new_days = [first + timedelta(days=i) for i in range(days)]
     for day in new_days:

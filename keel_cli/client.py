@@ -1,6 +1,6 @@
 """Keel from a notebook or a script: assets' values, the model registry and runs, per namespace.
 
-    from keel import client
+    from keel_cli import client
 
     keel = client.connect()                      # your namespace (KEEL_NAMESPACE, else your login name)
     keel.assets()                                # every asset: group, partitions, where its value is
@@ -28,19 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-LAKE_TABLE = "keel/lake_table"
-TABLE_NAME = "dagster/table_name"
-PARTITION_COLUMN = "keel/partition_column"
-
-
-def stored_in_lake(table: str) -> dict[str, str]:
-    """Asset metadata: the value is the lake table ``table`` (one file per day if partitioned)."""
-    return {LAKE_TABLE: table}
-
-
-def stored_in_warehouse(relation: str, day_column: str | None = None) -> dict[str, str]:
-    """Asset metadata: the value is the warehouse relation ``schema.table``, by ``day_column``."""
-    return {TABLE_NAME: relation, **({PARTITION_COLUMN: day_column} if day_column else {})}
+from platform_assets.storage import LAKE_TABLE, PARTITION_COLUMN, TABLE_NAME
 
 
 class ClientError(LookupError):
@@ -76,30 +64,26 @@ class RunInfo:
 
 def connect(namespace: str | None = None, dagster_home: str | None = None) -> Client:
     """The client of ``namespace`` (default: this shell's) in this environment (``KEEL_ENV``)."""
-    from resources.environments import (
-        check_namespace,
-        current_environment,
-        current_namespace,
-        dagster_home_for,
-    )
+    from keel.settings import Settings
+    from keel_cli.local import dagster_home_for
 
-    environment = current_environment()
-    name = check_namespace(namespace) if namespace else current_namespace(environment)
-    return Client(environment, name, dagster_home or dagster_home_for(name))
+    settings = Settings(namespace=namespace) if namespace else Settings()
+    return Client(settings, dagster_home or dagster_home_for(settings))
 
 
 class Client:
-    def __init__(self, environment: str, namespace: str, dagster_home: str):
-        from resources.environments import lake_for, registry_for, warehouse_path
+    def __init__(self, settings, dagster_home: str):
+        from resources.environments import lake_for, registry_for
         from resources.warehouse import Warehouse
 
-        self.environment, self.namespace, self.dagster_home = environment, namespace, dagster_home
-        self.lake = lake_for(environment, namespace)
-        self.warehouse = Warehouse(path=warehouse_path(namespace))
-        self.registry = registry_for(environment, namespace)
+        self.settings, self.dagster_home = settings, dagster_home
+        self.environment, self.namespace = settings.env, settings.namespace
+        self.lake = lake_for(settings)
+        self.warehouse = Warehouse(path=settings.warehouse_path)
+        self.registry = registry_for(settings)
 
     def __repr__(self) -> str:
-        return f"keel.client(namespace={self.namespace!r}, lake={self.lake.uri!r})"
+        return f"keel_cli.client(namespace={self.namespace!r}, lake={self.lake.uri!r})"
 
     # Assets ------------------------------------------------------------------------------------
 
@@ -112,7 +96,7 @@ class Client:
         from resources.environments import resources_for
 
         assets = dg.load_from_defs_folder(path_within_project=Path(location.__file__).parent).assets
-        resources = resources_for(self.environment, self.namespace)
+        resources = resources_for(self.settings)
         return dg.Definitions(assets=assets, resources=resources).resolve_asset_graph()
 
     @cached_property
