@@ -311,7 +311,9 @@ def _models_summary(metadata, console: Console) -> None:
         f"Training took {trained['training_seconds']:.1f} s. Promotion gate: {evaluation['decision']}"
     )
     promoted = metadata.get("models/production_model")
-    if promoted:
+    if promoted and not promoted["promoted"]:
+        console.print(f"[bold yellow]Not promoted[/]: {promoted['model_tag']} stays in production")
+    elif promoted:
         console.print(
             f"[bold green]In production:[/] {promoted['model_tag']} (replaced {promoted['replaces']}); "
             f"model card: {promoted['model_card_path']}"

@@ -105,7 +105,7 @@ def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float 
         evaluation = _metadata(run.result, EVALUATION)
         promoted = _metadata(run.result, PRODUCTION_MODEL)
         console.print(f"  promotion gate: {evaluation.get('decision', 'not reached')}")
-        if promoted:
+        if promoted.get("promoted"):
             console.print(
                 f"[bold green]Promoted[/] {promoted['model_tag']} (replaces {promoted['replaces']})"
             )

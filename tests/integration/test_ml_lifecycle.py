@@ -64,6 +64,9 @@ def degraded(retrained, definitions, instance, registry, first_version):
     model = training.fit_fraud_model(shuffled, seed=0, hyper_parameters={"max_iter": 50})
     metadata = registry.version(first_version["model_tag"]).metadata | {"note": "trained on shuffled labels"}
     tag = registry.register(model, metadata)
+    # Registered by hand and reported to Dagster as models/fraud_model's newest materialization: the
+    # gate judges the version that materialization produced, not the newest in the registry.
+    instance.report_runless_asset_event(dg.AssetMaterialization(FRAUD_MODEL, metadata={"model_tag": tag}))
     return tag, train_and_promote(definitions, instance, [EVALUATION, PRODUCTION_MODEL])
 
 
@@ -142,15 +145,35 @@ def test_a_challenger_trained_on_shuffled_labels_is_refused_and_the_champion_sta
     tag, judged = degraded
     (champion,) = materializations(retrained, PRODUCTION_MODEL)
 
-    assert not judged.success  # the gate is a blocking check: the run stops before promotion
+    # A refusal is an expected outcome: the run succeeds, the gate's check is a WARN, nothing is
+    # promoted, and production_model records that the champion stays.
+    assert judged.success
     (gate,) = [
         e.event_specific_data for e in judged.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     assert gate.check_name == "promotion_gate" and not gate.passed
+    assert gate.severity == dg.AssetCheckSeverity.WARN
     assert "refused" in gate.description
-    assert materializations(judged, PRODUCTION_MODEL) == []
+    (evaluated,) = materializations(judged, EVALUATION)
+    assert evaluated["challenger"] == tag and evaluated["approved"] is False
+    (stays,) = materializations(judged, PRODUCTION_MODEL)
+    assert stays["promoted"] is False and stays["refused"] == tag
+    assert stays["model_tag"] == champion["model_tag"]
     assert registry.version(tag).stage == "refused"
     assert registry.champion().tag == champion["model_tag"]
+
+
+def test_the_gate_judges_the_version_its_training_run_produced_not_the_newest_registered(
+    degraded, definitions, instance, registry
+):
+    """A version registered after the last training materialization is not what the gate judges."""
+    tag, _ = degraded
+    stray = registry.register(registry.load(tag), registry.version(tag).metadata | {"note": "stray"})
+    judged = train_and_promote(definitions, instance, [EVALUATION])
+    assert not judged.success  # the version models/fraud_model produced was judged already
+    assert registry.version(stray).stage == "candidate"  # the newest in the registry was not touched
+    failure = next(e for e in judged.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"nothing to evaluate: {tag}" in str(failure.event_specific_data)
 
 
 def test_a_refused_version_cannot_be_promoted_by_hand_either(degraded, capsys):

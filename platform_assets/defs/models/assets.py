@@ -3,9 +3,12 @@
     features + labels -> fraud_model (train, register) -> evaluation (gate check) -> production_model
 
 Every version lands in the model registry (``resources.registry``); a stage is an alias there.
-The gate is a blocking check on ``evaluation``: when it fails, ``production_model`` does not run
-and the champion stays in production. The maths lives in ``keel.training``, ``keel.metrics``,
-``keel.promotion`` and ``keel.model_card``; these assets read, call, record and report.
+Each step works on the exact version its upstream produced, read from that upstream's
+materialization (never "the newest in the registry"). A refused challenger is an expected outcome,
+not a failure: the run succeeds, the gate's check on ``evaluation`` is a WARN, the registry records
+the refusal, and ``production_model`` records that the champion stays (nothing is promoted).
+The maths lives in ``keel.training``, ``keel.metrics``, ``keel.promotion`` and ``keel.model_card``;
+these assets read, call, record and report.
 """
 
 import base64
@@ -20,7 +23,7 @@ from keel.promotion import GatePolicy, decide
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from platform_assets.provenance import recorded
 from platform_assets.steps import GATE, PUBLISHING, TRAINING, retry_only_transient
-from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
+from resources.registry import APPROVED, ARCHIVED, CANDIDATE, PRODUCTION, REFUSED, ModelRegistry
 from resources.warehouse import Warehouse
 
 FRAUD_MODEL = dg.AssetKey(["models", "fraud_model"])
@@ -80,6 +83,22 @@ def _metrics_table(rows: dict[str, Metrics | None]) -> dg.MetadataValue:
                 f"| {m.rows:,} | {m.frauds:,} |"
             )
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def produced_by(context: dg.AssetExecutionContext, key: dg.AssetKey, entry: str) -> tuple[str, str]:
+    """``entry`` of the materialization of ``key`` this step follows (in this run, the one it just
+    made; alone, the latest), and the run that made it: the hand-over between lifecycle steps."""
+    records = context.instance.fetch_materializations(key, limit=1).records
+    if not records:
+        raise dg.Failure(
+            f"{key.to_user_string()} was never materialized: materialize it first", allow_retries=False
+        )
+    metadata = records[0].asset_materialization.metadata
+    if entry not in metadata:
+        raise dg.Failure(
+            f"the latest materialization of {key.to_user_string()} records no {entry}", allow_retries=False
+        )
+    return str(metadata[entry].value), records[0].run_id
 
 
 def _period(frame: pd.DataFrame) -> dict[str, int]:
@@ -199,7 +218,8 @@ def fraud_model(
     group_name="models",
     deps=[FRAUD_MODEL, FEATURES, LABELS],
     pool=WAREHOUSE_POOL,
-    check_specs=[dg.AssetCheckSpec("promotion_gate", asset=EVALUATION, blocking=True)],
+    # Not blocking: a refusal is an expected outcome (a WARN), and production_model reads the verdict.
+    check_specs=[dg.AssetCheckSpec("promotion_gate", asset=EVALUATION)],
     kinds={"scikit-learn"},
     op_tags=GATE.op_tags("evaluation"),
     retry_policy=GATE.retry_policy,
@@ -208,13 +228,15 @@ def fraud_model(
 def evaluation(
     context: dg.AssetExecutionContext, config: GateConfig, warehouse: Warehouse, registry: ModelRegistry
 ):
-    """The challenger (the newest trained version) and the production champion scored on the same
-    latest labelled days. Its blocking check is the promotion gate."""
-    challenger = registry.latest()
+    """The challenger (the version models/fraud_model produced) and the production champion scored
+    on the same latest labelled days. Its check is the promotion gate (a WARN when it refuses)."""
+    tag, trained_in = produced_by(context, FRAUD_MODEL, "model_tag")
+    challenger = registry.version(tag)
     if challenger.stage != CANDIDATE:
         raise dg.Failure(
-            f"nothing to evaluate: the newest version {challenger.tag} is already {challenger.stage}; "
-            "materialize models/fraud_model to train a new challenger"
+            f"nothing to evaluate: {tag}, trained by run {trained_in[:8]}, is already {challenger.stage}; "
+            "materialize models/fraud_model to train a new challenger",
+            allow_retries=False,  # the same version would be found again
         )
     champion = registry.champion()
     with warehouse.connect() as connection:
@@ -246,6 +268,8 @@ def evaluation(
         metadata={
             **recorded(context),
             "challenger": challenger.tag,
+            "challenger_trained_by_run": trained_in,
+            "approved": decision.promote,
             "champion": champion.tag if champion else "none yet",
             "evaluation_first_day": first.isoformat(),
             "evaluation_last_day": last.isoformat(),
@@ -258,6 +282,7 @@ def evaluation(
     yield dg.AssetCheckResult(
         check_name="promotion_gate",
         passed=decision.promote,
+        severity=dg.AssetCheckSeverity.WARN,
         description=decision.summary,
         metadata={
             "rules": dg.MetadataValue.md(
@@ -278,27 +303,55 @@ def evaluation(
     kinds={"bentoml"},
     op_tags=PUBLISHING.op_tags("production_model"),
     retry_policy=PUBLISHING.retry_policy,
+    # Before any promotion, a refused challenger leaves no production model to record: then this
+    # step yields nothing and what needs one (scores, the Bento) is skipped, not failed.
+    output_required=False,
 )
 @retry_only_transient
 def production_model(context: dg.AssetExecutionContext, registry: ModelRegistry):
-    """The model version in production: the challenger the gate approved, promoted in the registry,
-    with its model card. Roll back with ``keel models promote <tag>``."""
-    challenger = registry.latest()
+    """The model version in production: the challenger the gate approved (the one models/evaluation
+    judged), promoted in the registry, with its model card; after a refusal, the champion that stays.
+    Roll back with ``keel models promote <tag>``."""
+    tag, judged_in = produced_by(context, EVALUATION, "challenger")
+    challenger = registry.version(tag)
     approval = challenger.approval()
-    if challenger.stage != APPROVED or approval is None:
-        raise dg.Failure(
-            f"the newest version {challenger.tag} is {challenger.stage}: the gate has not approved it"
+    if approval is not None and challenger.stage == APPROVED:
+        promotion = registry.promote(
+            tag, reason=f"promotion gate {approval.reason}", run_id=context.run.run_id
         )
-    promotion = registry.promote(
-        challenger.tag, reason=f"promotion gate {approval.reason}", run_id=context.run.run_id
+        yield dg.MaterializeResult(
+            data_version=dg.DataVersion(tag),
+            metadata={**recorded(context), **promotion_metadata(registry, promotion)},
+        )
+        return
+    verdict = challenger.verdict()
+    if challenger.stage in (PRODUCTION, ARCHIVED):
+        refusal = f"it was promoted before and is {challenger.stage}"
+    else:
+        refusal = verdict.reason if verdict else f"not judged (stage {challenger.stage})"
+    champion = registry.champion()
+    if champion is None:
+        context.log.warning(f"{tag} was not promoted ({refusal}) and no model is in production yet")
+        return
+    context.log.warning(f"{tag} was not promoted ({refusal}): {champion.tag} stays in production")
+    yield dg.MaterializeResult(
+        data_version=dg.DataVersion(champion.tag),
+        metadata={
+            **recorded(context),
+            "promoted": False,
+            "model_tag": champion.tag,
+            "refused": tag,
+            "refused_by_run": judged_in,
+            "reason": refusal,
+        },
     )
-    return dg.MaterializeResult(metadata={**recorded(context), **promotion_metadata(registry, promotion)})
 
 
 def promotion_metadata(registry: ModelRegistry, promotion) -> dict:
     """What the UI shows for a promotion, by the gate or by ``keel models promote``."""
     approval = registry.version(promotion.tag).approval()
     return {
+        "promoted": True,
         "model_tag": promotion.tag,
         "replaces": promotion.details["replaces"] or "none (first production model)",
         "promoted_by": promotion.by,
