@@ -46,7 +46,7 @@ test: install $(MANIFEST)  ## run the test suite
 REPORTS_PORT := $(shell echo $$(($(PORT) + 1)))
 dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon on http://127.0.0.1:$(PORT), reports on PORT+1
 	@mkdir -p $(STATE)/lake
-	@exec $(RUN) python -m keel_cli.dev --port $(PORT) --reports-port $(REPORTS_PORT) --reports-dir $(STATE)/lake
+	@exec $(RUN) python -m keel.dev --port $(PORT) --reports-port $(REPORTS_PORT) --reports-dir $(STATE)/lake
 
 serve: install  ## serve the namespace's latest Bento on http://127.0.0.1:$(PORT) (BENTO=<tag> for another)
 	$(RUN) keel serve --port $(PORT) $(if $(BENTO),--bento $(BENTO))

@@ -1,7 +1,7 @@
 """The naive baseline the serving benchmark compares Keel's Bento with: what a data scientist writes
 first. A plain Starlette app (uvicorn) that, for each request, validates the body with the same
 pydantic model, looks the customer and terminal up in the same online store, builds the features
-with the same ``keel.features`` function, and calls the registered pipeline's ``predict_proba`` once.
+with the same ``keel_core.features`` function, and calls the registered pipeline's ``predict_proba`` once.
 No batching, no prediction log, no metrics: only the scoring path.
 
     KEEL_ONLINE_STORE_URL=... KEEL_MODEL_TAG=fraud_detector:<v> \
@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from keel.features import FEATURE_NAMES, online_features
-from keel.online_store import open_store
+from keel_core.features import FEATURE_NAMES, online_features
+from keel_core.online_store import open_store
 from serving.schemas import Transaction
 
 THRESHOLD = 0.5

@@ -444,12 +444,12 @@ def main() -> int:
 # ---------------------------------------------------------------------------------------------
 # The children: each does one side of one case and writes what it measured to a JSON file.
 
-WORLD_START = date(2026, 1, 1)  # keel.simulator.WORLD_START, not imported: the parent stays light
+WORLD_START = date(2026, 1, 1)  # keel_core.simulator.WORLD_START, not imported: the parent stays light
 
 
 def child_land(root: str, days: str) -> dict:
     """Keel's side of the simulator case: deliver the days into a landing zone as `keel land` does."""
-    from keel.settings import Settings
+    from keel_core.settings import Settings
     from resources.environments import upstream_source
     from resources.lake import LocalLake
     from resources.sources import LandingZone
@@ -474,7 +474,7 @@ def child_generate(root: str, days: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from keel import simulator
+    from keel_core import simulator
 
     config = simulator.SimulationConfig()
     started = time.perf_counter()
@@ -537,8 +537,8 @@ def child_materialize(first: str, last: str, what: str) -> dict:
     started = time.perf_counter()
     import dagster as dg
 
-    from keel.settings import Settings
-    from keel_cli.local import use_local_homes
+    from keel.local import use_local_homes
+    from keel_core.settings import Settings
     from platform_assets.definitions import defs
 
     use_local_homes(Settings())
@@ -628,7 +628,7 @@ def child_handwritten(first: str, last: str) -> dict:
     started = time.perf_counter()
     import duckdb
 
-    from keel.contracts import MAX_AMOUNT
+    from keel_core.contracts import MAX_AMOUNT
 
     script = (
         HANDWRITTEN_SQL.read_text()
@@ -647,8 +647,8 @@ def child_handwritten(first: str, last: str) -> dict:
 
 def child_score(first: str, last: str) -> dict:
     """The direct side of batch scoring: the production model on the same rows, already in memory."""
-    from keel import features
-    from keel.settings import Settings
+    from keel_core import features
+    from keel_core.settings import Settings
     from resources.environments import registry_for
     from resources.warehouse import Warehouse
 

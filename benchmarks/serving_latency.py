@@ -15,7 +15,7 @@ import time
 import duckdb
 import httpx
 
-from keel.settings import Settings
+from keel_core.settings import Settings
 
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 

@@ -106,9 +106,9 @@ def run_facts() -> dict:
 
 def latest_bento():
     """The namespace's latest Bento of the scoring service, and the settings `make serve` gives it."""
-    from keel import bentos
-    from keel.settings import Settings
-    from keel_cli.local import use_local_homes
+    from keel.local import use_local_homes
+    from keel_core import bentos
+    from keel_core.settings import Settings
     from resources.environments import service_settings
 
     settings = Settings()
@@ -183,8 +183,8 @@ def direct_rows_per_second(
     import bentoml
     from threadpoolctl import threadpool_limits
 
-    from keel.features import online_feature_values
-    from keel.online_store import open_store
+    from keel_core.features import online_feature_values
+    from keel_core.online_store import open_store
     from serving.model import FraudModel
 
     threadpool_limits(limits=1, user_api="openmp")  # as the service runs it

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from keel.settings import Settings
+from keel_core.settings import Settings
 from resources.environments import environment_definitions
 
 

@@ -4,9 +4,9 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from keel.settings import current
+from keel_core.settings import current
 
-# The calendar is the deployment's (KEEL_CALENDAR_START, KEEL_TIME_ZONE; keel/settings.py): days are
+# The calendar is the deployment's (KEEL_CALENDAR_START, KEEL_TIME_ZONE; keel_core/settings.py): days are
 # the platform's, and a day's partition exists once that day has ended there.
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=current().first_day.isoformat(), timezone=current().time_zone

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from keel import provenance
+from keel_core import provenance
 
 GIT_COMMIT, GIT_DIRTY = "keel/git_commit", "keel/git_dirty"
 LOCKFILE, DBT_MANIFEST = "keel/lockfile_sha256", "keel/dbt_manifest_sha256"

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pydantic import field_validator
 
-from keel import parsing
+from keel_core import parsing
 
 
 class Calendar(dg.ConfigurableResource):

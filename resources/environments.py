@@ -1,4 +1,4 @@
-"""The one place that binds Keel's resources to a deployment's settings (``keel.settings.Settings``).
+"""The one place that binds Keel's resources to a deployment's settings (``keel_core.settings.Settings``).
 
 ``KEEL_ENV`` is one of ``local`` (default), ``staging`` or ``prod``: the same names are the dbt
 targets in ``dbt_project/profiles.yml`` and the Helm values files in ``deploy/``.
@@ -26,8 +26,8 @@ from typing import Any
 
 import dagster as dg
 
-from keel.prediction_log import SPOOL as PREDICTION_LOG_SPOOL
-from keel.settings import CODE_LOCATION_NEEDS, Settings
+from keel_core.prediction_log import SPOOL as PREDICTION_LOG_SPOOL
+from keel_core.settings import CODE_LOCATION_NEEDS, Settings
 from resources.alerts import Alerts, LogAlerts, WebhookAlerts
 from resources.calendar import Calendar
 from resources.dbt import DbtCli, dbt_project

@@ -1,4 +1,4 @@
-"""The online feature store as a Dagster resource: the store a URL names (``keel.online_store``).
+"""The online feature store as a Dagster resource: the store a URL names (``keel_core.online_store``).
 
 ``sqlite:////abs/path`` locally, ``redis://host:port/db`` in production; ``resources/environments.py``
 chooses. The scoring service opens the same URL itself (``KEEL_ONLINE_STORE_URL``), without Dagster.
@@ -6,7 +6,7 @@ chooses. The scoring service opens the same URL itself (``KEEL_ONLINE_STORE_URL`
 
 import dagster as dg
 
-from keel.online_store import OnlineStore, open_store
+from keel_core.online_store import OnlineStore, open_store
 
 
 class OnlineFeatureStore(dg.ConfigurableResource):

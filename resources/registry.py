@@ -30,8 +30,8 @@ from typing import Any
 
 import dagster as dg
 
-from keel import model_card
-from keel.provenance import current_user
+from keel_core import model_card
+from keel_core.provenance import current_user
 from resources.lake import Lake, LakeError
 
 MODEL_NAME = "fraud_detector"

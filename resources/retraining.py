@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from keel.retraining import RetrainingPolicy
+from keel_core.retraining import RetrainingPolicy
 
 
 class Retraining(dg.ConfigurableResource):
-    """When the retraining sensor asks for a new model (see ``keel.retraining``)."""
+    """When the retraining sensor asks for a new model (see ``keel_core.retraining``)."""
 
     labelled_days: int = RetrainingPolicy.labelled_days
 

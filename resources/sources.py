@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keel import simulator
+from keel_core import simulator
 from resources.lake import Lake, LakeError, parquet_bytes
 
 REFERENCE_FEEDS = ("customers", "terminals")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from keel.features import FEATURE_NAMES
+from keel_core.features import FEATURE_NAMES
 
 
 class BentoArguments(BaseModel):

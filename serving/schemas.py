@@ -1,11 +1,11 @@
 """Request and response bodies of the fraud-scoring service (they are its OpenAPI document).
 
 A payment is sent as the lake holds it: the raw facts, no features. Every field is judged by the
-lake's own rules (``keel.contracts``, ``keel.parsing``), so a payment the pipeline would quarantine for
-its form is refused here with a 400 naming the field, and the document states exactly what is
+lake's own rules (``keel_core.contracts``, ``keel_core.parsing``), so a payment the pipeline would
+quarantine for its form is refused here with a 400 naming the field, and the document states exactly what is
 accepted: every body it admits is scored, every body it does not admit is refused.
 
-``transacted_at`` is ISO 8601 text (``keel.parsing.TIMESTAMP``, published as the field's pattern):
+``transacted_at`` is ISO 8601 text (``keel_core.parsing.TIMESTAMP``, published as the field's pattern):
 with an offset it is converted to the platform's time zone, without one it is wall time there, as
 in the lake. The model keeps the value as parsed (aware or naive); the service converts it with the
 zone it was configured with (``KEEL_TIME_ZONE``).
@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema
 
-from keel import parsing
-from keel.contracts import MAX_AMOUNT, MAX_ID, MIN_AMOUNT, MIN_ID
+from keel_core import parsing
+from keel_core.contracts import MAX_AMOUNT, MAX_ID, MIN_AMOUNT, MIN_ID
 
 MAX_BATCH = 1000  # transactions per /score_batch request; bigger sets go through /score_file
 

@@ -1,7 +1,7 @@
 """Keel's fraud-scoring API: raw payment facts in, a fraud probability and a decision out.
 
 For each payment the service reads its customer's and terminal's features from the online store,
-computes the request features with ``keel.features`` (the module the offline pipeline uses), and asks
+computes the request features with ``keel_core.features`` (the module the offline pipeline uses), and asks
 ``FraudModel`` (batched) for the probability. Every scored payment goes to the prediction log.
 
 Endpoints: ``POST /score`` (one payment), ``POST /score_batch`` (up to ``MAX_BATCH``, in order),
@@ -37,11 +37,11 @@ import pyarrow.parquet as pq
 from bentoml.validators import ContentType
 from starlette.responses import JSONResponse
 
-from keel import contracts, parsing
-from keel.circuit_breaker import CircuitBreaker, CircuitOpen
-from keel.features import ENTITY_FLAGS, FEATURES, online_feature_values
-from keel.online_store import NoSnapshot, StoreUnavailable, open_store
-from keel.prediction_log import PredictionLog
+from keel_core import contracts, parsing
+from keel_core.circuit_breaker import CircuitBreaker, CircuitOpen
+from keel_core.features import ENTITY_FLAGS, FEATURES, online_feature_values
+from keel_core.online_store import NoSnapshot, StoreUnavailable, open_store
+from keel_core.prediction_log import PredictionLog
 from serving.admission import Admission, Refused
 from serving.auth import ApiKeyAuth
 from serving.batching import MicroBatcher
@@ -267,7 +267,7 @@ class FraudScorer:
             output.parent.rmdir()
 
     async def _score_file_batch(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-        """Judge each row as the lake would (``keel.contracts``: exact values, the platform's time
+        """Judge each row as the lake would (``keel_core.contracts``: exact values, the platform's time
         zone, the id and amount ranges), score the valid ones, and name what is wrong with the others."""
         parsed = await asyncio.to_thread(
             contracts.parse_extract,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from keel import parsing
+from keel_core import parsing
 
 # Bounds of one request. A body is read in full before anything else happens, so it is bounded first.
 MAX_JSON_BYTES = 1 << 20  # /score_batch's 1,000 payments take ~150 KB

@@ -14,8 +14,8 @@ import dagster as dg
 import pytest
 from world_settings import NAMESPACE
 
-from keel.simulator import MALFORMED_KINDS
-from keel_cli.demo import days_needed
+from keel.demo import days_needed
+from keel_core.simulator import MALFORMED_KINDS
 from resources.dbt import REPO_ROOT
 from resources.sources import SimulatorSource
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from world_settings import NAMESPACE
 
-from keel.features import FEATURE_TABLE
+from keel_core.features import FEATURE_TABLE
 from platform_assets.defs.serving import assets as serving_assets
 from resources.online_store import OnlineFeatureStore
 

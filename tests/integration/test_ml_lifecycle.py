@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keel import training
-from keel.features import FEATURE_NAMES, FEATURE_TABLE
-from keel_cli.cli import main as keel
+from keel.cli import main as keel
+from keel_core import training
+from keel_core.features import FEATURE_NAMES, FEATURE_TABLE
 from platform_assets.defs.models.assets import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.scheduler.instigation import TickStatus
 from world_settings import namespace_lake
 
-from keel_cli.loop import RUN_KEY_TAG, SENSOR_TAG
+from keel.loop import RUN_KEY_TAG, SENSOR_TAG
 from platform_assets.defs.models.assets import FRAUD_MODEL
 from platform_assets.defs.monitoring.assets import DRIFT_CHECK, DRIFT_REPORTS, FEATURE_DRIFT
 from platform_assets.defs.monitoring.sensors import RETRAIN_REASONS_TAG, TRIGGERING_TRAINING_TAG

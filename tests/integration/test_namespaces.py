@@ -12,8 +12,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from world_settings import NAMESPACE, namespace_lake
 
-from keel.features import FEATURE_NAMES, FEATURE_TABLE
-from keel_cli import client
+from keel import client
+from keel_core.features import FEATURE_NAMES, FEATURE_TABLE
 from resources.registry import APPROVED, PRODUCTION, RegistryError
 
 pytestmark = pytest.mark.slow

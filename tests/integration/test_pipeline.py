@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from world_settings import NAMESPACE
 
-from keel.simulator import LABEL_DELAY_DAYS, MALFORMED_KINDS, simulate_day
+from keel_core.simulator import LABEL_DELAY_DAYS, MALFORMED_KINDS, simulate_day
 from platform_assets.defs.lake.assets import QUARANTINE_SHARE_WARNING
 from resources.dbt import dbt_project
 

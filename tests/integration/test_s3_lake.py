@@ -20,7 +20,7 @@ import pytest
 from bento_server import default_signals, free_port, wait_for_port
 from sklearn.linear_model import LogisticRegression
 
-from keel import features
+from keel_core import features
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from bento_server import serving
 from serving_world import BENTO, FACTS, ONLINE_FEATURES, as_json, metadata_of, publish_snapshot
 from world_settings import NAMESPACE
 
-from keel import bentos
+from keel_core import bentos
 from platform_assets.defs.models.assets import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
 from platform_assets.defs.serving import assets as serving_assets
 from serving.schemas import MAX_BATCH

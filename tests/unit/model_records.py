@@ -4,10 +4,10 @@ promotion gate's approval details (see ``platform_assets/defs/models/assets.py``
 from datetime import date
 from typing import Any
 
-from keel import features
-from keel.metrics import Metrics
-from keel.promotion import GatePolicy, decide
-from keel.training import TrainingWindow
+from keel_core import features
+from keel_core.metrics import Metrics
+from keel_core.promotion import GatePolicy, decide
+from keel_core.training import TrainingWindow
 
 WINDOW = TrainingWindow.ending(date(2026, 2, 4), train_days=14, gap_days=7, test_days=7)
 HYPER_PARAMETERS = {

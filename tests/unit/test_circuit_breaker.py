@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from keel.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen
+from keel_core.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen
 
 WAIT_SECONDS = 120  # a bound on waits for events between threads, never reached unless broken
 

@@ -4,7 +4,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from keel.contracts import (
+from keel_core.contracts import (
     ContractError,
     check_reference,
     customers_schema,
@@ -12,7 +12,7 @@ from keel.contracts import (
     split_transactions,
     terminals_schema,
 )
-from keel.simulator import MALFORMED_KINDS, SimulationConfig, population, simulate_day
+from keel_core.simulator import MALFORMED_KINDS, SimulationConfig, population, simulate_day
 
 SMALL = SimulationConfig(n_customers=500, n_terminals=1000)
 DAY = date(2026, 1, 5)

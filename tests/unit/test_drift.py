@@ -1,11 +1,11 @@
-"""Feature drift (keel.drift): Evidently's per-feature scores turned into a verdict."""
+"""Feature drift (keel_core.drift): Evidently's per-feature scores turned into a verdict."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from keel import drift
-from keel.features import FEATURE_NAMES
+from keel_core import drift
+from keel_core.features import FEATURE_NAMES
 
 POLICY = drift.DriftPolicy(warn_share=0.1, fail_share=0.3, max_rows=3_000, fail_features=())
 

@@ -7,8 +7,8 @@ import duckdb
 import pytest
 from dagster_dbt import DbtCliResource
 
-from keel import settings as keel_settings
-from keel.settings import Settings
+from keel_core import settings as keel_settings
+from keel_core.settings import Settings
 from resources.alerts import LogAlerts, WebhookAlerts
 from resources.dbt import REPO_ROOT
 from resources.environments import resources_for, service_settings

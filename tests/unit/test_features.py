@@ -8,7 +8,7 @@ import pandas as pd
 import pandera.errors
 import pytest
 
-from keel import features
+from keel_core import features
 
 D = date(2026, 2, 10)  # a Tuesday
 
@@ -166,7 +166,7 @@ def test_the_entity_snapshot_of_a_day_is_what_that_days_payments_carry():
 def test_online_feature_rows_equal_the_offline_table_through_the_store(tmp_path):
     """Day D's payments, scored online against the snapshot of D-1's close, get exactly the feature
     rows (values, dtypes, new-entity flags) that the offline table gives them."""
-    from keel.online_store import SqliteOnlineStore
+    from keel_core.online_store import SqliteOnlineStore
 
     rng = np.random.default_rng(3)
     days = [D - timedelta(days=i) for i in range(35)]

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keel import contracts, parsing
+from keel_core import contracts, parsing
 from platform_assets.defs.lake.assets import raw_transactions
 from resources.calendar import Calendar
 from resources.lake import LocalLake

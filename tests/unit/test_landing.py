@@ -6,7 +6,7 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pytest
 
-from keel import contracts
+from keel_core import contracts
 from resources.lake import LakeError, LocalLake
 from resources.sources import LandingZone, SimulatorSource
 
@@ -91,7 +91,7 @@ def test_the_fallback_schedule_fetches_yesterday_from_the_source_into_the_landin
 
 
 def test_the_drift_knob_changes_the_world_from_the_given_day_on():
-    from keel.simulator import Drift
+    from keel_core.simulator import Drift
 
     drifted = SOURCE.drifting_from(DAY, amount_scale=3.0, card_testing=True)
     assert drifted.simulation().drift == Drift(start=DAY, amount_scale=3.0, card_testing=True)

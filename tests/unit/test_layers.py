@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("keel", "resources", "platform_assets", "keel_cli", "serving")
+PACKAGES = ("keel_core", "resources", "platform_assets", "keel", "serving")
 # Process start-up: the homes Dagster and BentoML read from the environment, set once when a `keel`
 # process starts, before either library is used.
-START_UP = {"keel_cli/local.py"}
+START_UP = {"keel/local.py"}
 
 
 def test_every_import_contract_is_kept():

@@ -1,9 +1,9 @@
-"""keel_cli.loop: sensors and automation ticked in process, as the daemon would, on a tiny code location."""
+"""keel.loop: sensors and automation ticked in process, as the daemon would, on a tiny code location."""
 
 import dagster as dg
 import pytest
 
-from keel_cli.loop import Loop
+from keel.loop import Loop
 from platform_assets.automation import follows_upstream
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01")

@@ -7,9 +7,9 @@ from model_records import (
     training_record,
 )
 
-from keel import features
-from keel.metrics import Metrics
-from keel.model_card import render
+from keel_core import features
+from keel_core.metrics import Metrics
+from keel_core.model_card import render
 from resources.registry import PRODUCTION, Event
 
 TAG = "fraud_detector:new2"

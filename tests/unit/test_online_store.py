@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keel.features import FEATURE_SET_VERSION
-from keel.online_store import (
+from keel_core.features import FEATURE_SET_VERSION
+from keel_core.online_store import (
     ENTITIES,
     NoSnapshot,
     RedisOnlineStore,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keel.prediction_log import PredictionLog
+from keel_core.prediction_log import PredictionLog
 
 WAIT_SECONDS = 120  # a bound on waits for the background thread, never reached unless it is broken
 

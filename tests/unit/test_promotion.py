@@ -1,7 +1,7 @@
 import pytest
 
-from keel.metrics import Metrics
-from keel.promotion import GatePolicy, decide
+from keel_core.metrics import Metrics
+from keel_core.promotion import GatePolicy, decide
 
 POLICY = GatePolicy()  # floors: ROC AUC 0.75, average precision 0.30; tolerances 0.02
 

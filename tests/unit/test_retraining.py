@@ -1,6 +1,6 @@
 import pytest
 
-from keel.retraining import Evidence, RetrainingPolicy, reasons
+from keel_core.retraining import Evidence, RetrainingPolicy, reasons
 
 POLICY = RetrainingPolicy(labelled_days=3)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keel.simulator import (
+from keel_core.simulator import (
     CARD_TESTING,
     COMPROMISED_CUSTOMER,
     COMPROMISED_TERMINAL,

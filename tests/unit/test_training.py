@@ -6,8 +6,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from keel.features import FEATURE_NAMES
-from keel.training import (
+from keel_core.features import FEATURE_NAMES
+from keel_core.training import (
     TrainingWindow,
     fit_baseline,
     fit_fraud_model,

@@ -13,8 +13,8 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from keel import contracts
-from keel.simulator import LABEL_DELAY_DAYS
+from keel_core import contracts
+from keel_core.simulator import LABEL_DELAY_DAYS
 from platform_assets.partitions import daily_partitions, one_run_per_backfill
 from platform_assets.provenance import recorded
 from platform_assets.steps import INGESTION, retry_only_transient

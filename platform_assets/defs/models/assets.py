@@ -7,8 +7,8 @@ Each step works on the exact version its upstream produced, read from that upstr
 materialization (never "the newest in the registry"). A refused challenger is an expected outcome,
 not a failure: the run succeeds, the gate's check on ``evaluation`` is a WARN, the registry records
 the refusal, and ``production_model`` records that the champion stays (nothing is promoted).
-The maths lives in ``keel.training``, ``keel.metrics``, ``keel.promotion`` and ``keel.model_card``;
-these assets read, call, record and report.
+The maths lives in ``keel_core.training``, ``keel_core.metrics``, ``keel_core.promotion`` and
+``keel_core.model_card``; these assets read, call, record and report.
 """
 
 import base64
@@ -17,9 +17,9 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from keel import drift, features, provenance, training
-from keel.metrics import Metrics, fraud_metrics
-from keel.promotion import GatePolicy, decide
+from keel_core import drift, features, provenance, training
+from keel_core.metrics import Metrics, fraud_metrics
+from keel_core.promotion import GatePolicy, decide
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from platform_assets.provenance import recorded
 from platform_assets.steps import GATE, PUBLISHING, TRAINING, retry_only_transient
@@ -57,7 +57,7 @@ class TrainingConfig(dg.Config):
 
 
 class GateConfig(dg.Config):
-    """The promotion gate: the evaluation window and the policy (see ``keel.promotion.GatePolicy``)."""
+    """The promotion gate: the evaluation window and the policy (see ``keel_core.promotion.GatePolicy``)."""
 
     evaluation_days: int = 7
     min_roc_auc: float = GatePolicy.min_roc_auc

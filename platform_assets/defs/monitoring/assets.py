@@ -5,7 +5,7 @@
 
 Both are daily and follow their inputs by themselves (``follows_upstream``); their checks fail
 when drift or performance cross the line, and the retraining sensor (``sensors.py``) acts on that.
-The maths is in ``keel.drift`` and ``keel.metrics``.
+The maths is in ``keel_core.drift`` and ``keel_core.metrics``.
 """
 
 import io
@@ -14,10 +14,10 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
-from keel import drift, features
-from keel.metrics import fraud_metrics
-from keel.promotion import GatePolicy
-from keel.simulator import LABEL_DELAY_DAYS
+from keel_core import drift, features
+from keel_core.metrics import fraud_metrics
+from keel_core.promotion import GatePolicy
+from keel_core.simulator import LABEL_DELAY_DAYS
 from platform_assets.automation import follows_upstream
 from platform_assets.defs.models.assets import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
 from platform_assets.defs.scores.assets import SCORE_TABLE, SCORES
@@ -38,7 +38,7 @@ DRIFT_REPORTS = "monitoring/drift_reports"  # lake folder of the HTML reports
 
 
 class DriftConfig(dg.Config):
-    """Thresholds on the share of drifted features, and the sample size (see ``keel.drift.DriftPolicy``)."""
+    """Thresholds on the share of drifted features, and the sample size (``keel_core.drift.DriftPolicy``)."""
 
     warn_share: float = drift.DriftPolicy.warn_share
     fail_share: float = drift.DriftPolicy.fail_share

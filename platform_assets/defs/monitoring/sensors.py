@@ -14,7 +14,7 @@ import os
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from keel.retraining import Evidence, reasons
+from keel_core.retraining import Evidence, reasons
 from platform_assets.defs.jobs import train_and_promote
 from platform_assets.defs.models.assets import FEATURES, FRAUD_MODEL, LABELS
 from platform_assets.defs.monitoring.assets import (

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from keel import features, training
+from keel_core import features, training
 from platform_assets.automation import follows_upstream
 from platform_assets.defs.models.assets import FEATURES, PRODUCTION_MODEL
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL

@@ -9,9 +9,9 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
-from keel import bentos, features
-from keel.prediction_log import SPOOL, day_folder
-from keel.provenance import code_version
+from keel_core import bentos, features
+from keel_core.prediction_log import SPOOL, day_folder
+from keel_core.provenance import code_version
 from platform_assets.automation import follows_upstream
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from platform_assets.defs.models.assets import PRODUCTION_MODEL

@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pydantic import ValidationError
 
-    from keel import settings as keel_settings
-    from keel_cli.local import use_local_homes
+    from keel.local import use_local_homes
+    from keel_core import settings as keel_settings
 
     overrides = {"namespace": args.namespace} if args.namespace else {}
     try:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "namespace":
         return _namespace(settings)
     if args.command == "demo":
-        from keel_cli import demo as demo_module
+        from keel import demo as demo_module
 
         window = demo_module.Window.chosen(settings, args.start, args.days)
         needed = demo_module.days_needed(args.train_days)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return demo_module.run(settings, window, _console(), train_days=args.train_days)
 
     if args.command == "demo-drift":
-        from keel_cli import demo_drift
+        from keel import demo_drift
 
         return demo_drift.run(settings, _console(), days=args.days, amount_scale=args.amount_scale)
 
@@ -109,17 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         return _land(settings, args)
 
     if args.command == "reproduce":
-        from keel_cli import registry_commands
+        from keel import registry_commands
 
         return registry_commands.reproduce(settings, args.tag, _console())
 
     if args.command == "serve":
-        from keel.bentos import bento_name
+        from keel_core.bentos import bento_name
 
         bento = args.bento or f"{bento_name(settings.namespace)}:latest"
         return _serve(settings, bento, args.host, args.port)
 
-    from keel_cli import registry_commands
+    from keel import registry_commands
 
     if args.action == "list":
         return registry_commands.list_versions(settings, _console())
@@ -165,7 +165,7 @@ def _land(settings, args) -> int:
 
 def _namespace(settings) -> int:
     """Print the namespace and where its data lives, as `KEY=value` lines a shell can export."""
-    from keel.bentos import bento_name
+    from keel_core.bentos import bento_name
     from resources.environments import lake_for, landing_lake_for
 
     for key, value in {

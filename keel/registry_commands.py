@@ -92,7 +92,7 @@ def promote(settings, tag: str, reason: str, console: Console) -> int:
 
 def reproduce(settings, tag: str, console: Console) -> int:
     """Train ``tag`` again from its record; exit 0 only if the data and every metric are the same."""
-    from keel.reproduce import reproduce as train_again
+    from keel_core.reproduce import reproduce as train_again
     from resources.registry import RegistryError
     from resources.warehouse import Warehouse
 

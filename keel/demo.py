@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from keel.settings import Settings
+from keel_core.settings import Settings
 
 JOB_NAME = "keel_pipeline"
 WAREHOUSE_TABLES = [
@@ -32,8 +32,8 @@ WAREHOUSE_TABLES = [
 
 def days_needed(train_days: int | None = None) -> int:
     """The shortest window the job can train on with its default training configuration."""
-    from keel.simulator import LABEL_DELAY_DAYS
-    from keel.training import TrainingWindow
+    from keel_core.simulator import LABEL_DELAY_DAYS
+    from keel_core.training import TrainingWindow
     from platform_assets.defs.models.assets import TrainingConfig
 
     config = TrainingConfig(**({"train_days": train_days} if train_days else {}))

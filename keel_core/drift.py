@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from keel.features import FEATURES
+from keel_core.features import FEATURES
 
 # A day is all weekend or all weekdays: against two weeks of training its weekend flag always
 # "drifts". Every other feature is compared; flags are categories to Evidently, the rest numbers.

@@ -1,6 +1,6 @@
 """Keel from a notebook or a script: assets' values, the model registry and runs, per namespace.
 
-    from keel_cli import client
+    from keel import client
 
     keel = client.connect()                      # your namespace (KEEL_NAMESPACE, else your login name)
     keel.assets()                                # every asset: group, partitions, where its value is
@@ -64,8 +64,8 @@ class RunInfo:
 
 def connect(namespace: str | None = None, dagster_home: str | None = None) -> Client:
     """The client of ``namespace`` (default: this shell's) in this environment (``KEEL_ENV``)."""
-    from keel.settings import Settings
-    from keel_cli.local import dagster_home_for
+    from keel.local import dagster_home_for
+    from keel_core.settings import Settings
 
     settings = Settings(namespace=namespace) if namespace else Settings()
     return Client(settings, dagster_home or dagster_home_for(settings))
@@ -83,7 +83,7 @@ class Client:
         self.registry = registry_for(settings)
 
     def __repr__(self) -> str:
-        return f"keel_cli.client(namespace={self.namespace!r}, lake={self.lake.uri!r})"
+        return f"keel.client(namespace={self.namespace!r}, lake={self.lake.uri!r})"
 
     # Assets ------------------------------------------------------------------------------------
 

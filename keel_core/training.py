@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keel.features import FEATURE_NAMES, FEATURE_TABLE, require_days
-from keel.metrics import Metrics, fraud_metrics
+from keel_core.features import FEATURE_NAMES, FEATURE_TABLE, require_days
+from keel_core.metrics import Metrics, fraud_metrics
 
 LABELS = "fraud_labels"  # the warehouse mart of fraud flags, one row per labelled payment
 

@@ -2,7 +2,7 @@
 
 A raw extract (an Arrow table as read from the landing zone, or a frame) is checked in two stages:
 
-1. *parse*, value by value, exactly (``keel.parsing``): a value that is not text of its column's type
+1. *parse*, value by value, exactly (``keel_core.parsing``): a value that is not text of its column's type
    (``"12,50 EUR"`` as an amount, ``"007"`` or ``"1e3"`` as an id, bytes that are not UTF-8) is a
    failure of its row alone, naming the column; no other value changes because of it;
 2. *rules*: a pandera schema checks nulls, ranges, the partition's day, duplicate ids and unknown
@@ -16,7 +16,7 @@ stored as a type that cannot hold the field) raise :class:`ContractError`: the w
 refused, and retrying cannot change that.
 
 The field rules the scoring API shares (id range, amount range, timestamp form) are the constants
-and parsers below and in ``keel.parsing``: the service's request schema is built from them.
+and parsers below and in ``keel_core.parsing``: the service's request schema is built from them.
 
 Pure module: pandas, pyarrow and pandera only, no Dagster. pandera is imported in the functions that
 use it: the code location and the scoring service import this module, and pandera costs ~0.2 s.
@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from keel import parsing
+from keel_core import parsing
 
 if TYPE_CHECKING:
     import pandera.pandas as pa_schema
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 MIN_ID, MAX_ID = 0, parsing.INT64_MAX  # ids are non-negative int64
 MIN_AMOUNT, MAX_AMOUNT = 0.0, 100_000.0  # no card payment in this world comes near; above is a unit bug
 
-# Column -> how its raw values are parsed (``keel.parsing``).
+# Column -> how its raw values are parsed (``keel_core.parsing``).
 TRANSACTION_COLUMNS = {
     "transaction_id": "integer",
     "transacted_at": "timestamp",

@@ -16,7 +16,7 @@ Why a supervisor rather than a shell recipe (issue 19):
 
 Each child leads a process group of its own: one ``killpg`` reaches everything it started (webserver,
 daemon, code servers, runs) and nothing outside it, and a terminal's Ctrl-C reaches this process
-(and make), not them, so that the stop happens in order (``_stop``). Run as ``python -m keel_cli.dev``.
+(and make), not them, so that the stop happens in order (``_stop``). Run as ``python -m keel.dev``.
 """
 
 import argparse
@@ -36,7 +36,7 @@ GRACE_SECONDS = 8.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m keel_cli.dev", description="the Dagster UI and daemon, and the lake's reports"
+        prog="python -m keel.dev", description="the Dagster UI and daemon, and the lake's reports"
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True, help="the Dagster UI")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + received[0]
     # Say which one stopped by itself (the report server is quiet: it would log every request).
     command = " ".join(map(str, exited[0].args))
-    print(f"keel_cli.dev: `{command}` exited ({exited[0].returncode}): stopped the rest", file=sys.stderr)
+    print(f"keel.dev: `{command}` exited ({exited[0].returncode}): stopped the rest", file=sys.stderr)
     return exited[0].returncode if exited[0].returncode >= 0 else 128 - exited[0].returncode
 
 
@@ -96,7 +96,7 @@ def _stop(children: list[subprocess.Popen]) -> None:
     _signal_groups(groups, signal.SIGTERM)
     _wait_until(lambda: not any(_alive(group) for group in groups), deadline)
     if left := [group for group in groups if _alive(group)]:
-        print(f"keel_cli.dev: killed what still ran {GRACE_SECONDS:.0f} s after SIGTERM", file=sys.stderr)
+        print(f"keel.dev: killed what still ran {GRACE_SECONDS:.0f} s after SIGTERM", file=sys.stderr)
         _signal_groups(left, signal.SIGKILL)
     for child in children:
         child.wait()

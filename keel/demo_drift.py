@@ -2,7 +2,7 @@
 
 The simulator's drift knob changes the world from the next day on (amounts scaled, a card-testing
 fraud pattern); those days land in the landing zone, and Keel's own sensors and automation, ticked
-in this process (``keel_cli.loop``), take it from there: ingestion -> warehouse -> features -> scores ->
+in this process (``keel.loop``), take it from there: ingestion -> warehouse -> features -> scores ->
 drift report and check -> retraining sensor -> train, gate, promote or refuse -> Bento.
 """
 
@@ -23,7 +23,7 @@ AMOUNT_SCALE = 3.0
 def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float = AMOUNT_SCALE) -> int:
     import dagster as dg
 
-    from keel_cli.loop import Loop
+    from keel.loop import Loop
     from platform_assets.definitions import build
     from platform_assets.defs.models.assets import EVALUATION, PRODUCTION_MODEL
     from platform_assets.defs.monitoring.assets import FEATURE_DRIFT, LIVE_PERFORMANCE

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from keel import provenance, training
-from keel.features import FEATURE_SET_VERSION
+from keel_core import provenance, training
+from keel_core.features import FEATURE_SET_VERSION
 
 # Metrics are recomputed from the same rows, seed and library versions: any difference beyond
 # float formatting means something else changed.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keel.metrics import Metrics
+from keel_core.metrics import Metrics
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from keel.provenance import REPO_ROOT
+from keel_core.provenance import REPO_ROOT
 
 BENTOFILE = REPO_ROOT / "serving" / "bentofile.yaml"
 SERVICE_NAME = "fraud_scorer"  # the API service's name (serving/service.py)

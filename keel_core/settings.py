@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keel import parsing
+from keel_core import parsing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = REPO_ROOT / ".keel"  # generated state of the local environment (git-ignored)
@@ -35,7 +35,7 @@ PRODUCTION_NAMESPACE = "prod"
 # A namespace becomes a path segment, a DuckDB file name, a Redis key part and a Bento name.
 NAMESPACE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # Unless KEEL_CALENDAR_START says otherwise, the local calendar is a rolling sandbox: it starts this
-# many days before today, which is the window `keel demo` simulates by default (keel_cli/demo.py), so
+# many days before today, which is the window `keel demo` simulates by default (keel/demo.py), so
 # after the demo every partition the UI shows is materialized. Deployments set a fixed start.
 DEFAULT_CALENDAR_DAYS = 66
 

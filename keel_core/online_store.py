@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keel.features import CUSTOMER_FEATURES, FEATURE_SET_VERSION, TERMINAL_FEATURES
+from keel_core.features import CUSTOMER_FEATURES, FEATURE_SET_VERSION, TERMINAL_FEATURES
 
 # entity -> (id column, its features, in the order they are stored)
 ENTITIES = {

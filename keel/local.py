@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from keel.settings import STATE_DIR, Settings
+from keel_core.settings import STATE_DIR, Settings
 
 
 def dagster_home_for(settings: Settings) -> str:
