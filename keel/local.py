@@ -9,8 +9,10 @@ history its sensors read.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
-from keel_core.settings import STATE_DIR, Settings
+from keel_core.settings import REPO_ROOT, STATE_DIR, Settings
 
 
 def dagster_home_for(settings: Settings) -> str:
@@ -23,7 +25,12 @@ def dagster_home_for(settings: Settings) -> str:
 
 
 def use_local_homes(settings: Settings) -> None:
-    """Process start-up: Dagster's and BentoML's homes, unless the environment names them."""
-    os.environ["DAGSTER_HOME"] = dagster_home_for(settings)
+    """Process start-up: Dagster's and BentoML's homes, unless the environment names them. A new
+    namespace's Dagster home is created as ``make`` creates it (deploy/local/dagster.yaml)."""
+    home = Path(dagster_home_for(settings))
+    if not settings.deployed and not (home / "dagster.yaml").exists() and home.is_relative_to(STATE_DIR):
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO_ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault("BENTOML_HOME", str(STATE_DIR / "bentoml"))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reporting from a platform's runs
