@@ -65,6 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     commands.add_parser("namespace", help="the namespace of this shell and where its data lives")
+    new = commands.add_parser("new", help="create something new in the project")
+    new_kinds = new.add_subparsers(dest="kind", required=True)
+    new_model = new_kinds.add_parser(
+        "model",
+        help="a use case's folder, platform_assets/defs/<name>/ (defs.yaml and features.py), that trains "
+        "on the demo's data as it is (the same as `dg scaffold defs keel.UseCase <name>`)",
+    )
+    new_model.add_argument(
+        "name", help="lowercase letters, digits and underscores: it names assets and tables"
+    )
     reproduce = commands.add_parser(
         "reproduce", help="train a registered version again from what it recorded and compare its metrics"
     )
@@ -87,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     use_local_homes(settings)
     if args.command == "namespace":
         return _namespace(settings)
+    if args.command == "new":
+        return _new_model(args.name)
     if args.command == "demo":
         from keel import demo as demo_module
 
@@ -124,6 +136,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         return registry_commands.list_versions(settings, _console())
     return registry_commands.promote(settings, args.tag, args.reason, _console())
+
+
+def _new_model(name: str) -> int:
+    from keel_core.settings import REPO_ROOT
+    from platform_assets.components.scaffold import write_use_case
+
+    try:
+        written = write_use_case(REPO_ROOT / "platform_assets" / "defs" / name, name)
+    except (ValueError, FileExistsError) as error:
+        print(f"keel new model: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path.relative_to(REPO_ROOT)}")
+    print(f"`make demo` now trains, judges, promotes and scores {name} beside the others (docs/platform.md).")
+    return 0
 
 
 def _setting_error(error: dict) -> str:

@@ -228,6 +228,7 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
         )
     console.print(table)
     _models_summary(metadata, console)
+    _use_case_summary(metadata, console)
     _serving_summary(metadata, warehouse, console)
     for quarantine in ("quarantined_transactions", "quarantined_fraud_labels"):
         reasons = metadata[f"lake/{quarantine}"]["reasons"]
@@ -318,3 +319,26 @@ def _models_summary(metadata, console: Console) -> None:
             f"[bold green]In production:[/] {promoted['model_tag']} (replaced {promoted['replaces']}); "
             f"model card: {promoted['model_card_path']}"
         )
+
+
+def _use_case_summary(metadata, console: Console) -> None:
+    """One line per use case declared by a folder (keel.UseCase): its model against its baseline."""
+    for key, evaluation in metadata.items():
+        use_case, _, asset = key.partition("/")
+        if asset != "evaluation" or use_case == "models":
+            continue
+        trained, production = (
+            metadata.get(f"{use_case}/model", {}),
+            metadata.get(f"{use_case}/production_model"),
+        )
+        compared = ", ".join(
+            f"{name} {trained[name]:.4f} (baseline {trained[f'baseline_{name}']:.4f})"
+            for name in trained
+            if f"baseline_{name}" in trained
+        )
+        state = (
+            f"in production: {production['model_tag']}"
+            if production and production["promoted"]
+            else "not promoted"
+        )
+        console.print(f"[bold]{use_case}[/]: {compared}. Gate: {evaluation['decision']}; {state}")

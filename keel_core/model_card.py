@@ -9,13 +9,45 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-METRICS = ("roc_auc", "average_precision", "card_precision_at_100")
+
+def _metric_names(*records: Mapping[str, Any] | None) -> list[str]:
+    """The metrics the records hold, in the order the first one lists them (counts left out)."""
+    names: list[str] = []
+    for record in records:
+        for name, value in (record or {}).items():
+            if name not in names and name not in ("rows", "frauds") and isinstance(value, float | int):
+                names.append(name)
+    return names
 
 
-def _metric_row(name: str, metrics: Mapping[str, Any] | None) -> str:
-    if not metrics:
-        return f"| {name} | – | – | – |"
-    return f"| {name} | " + " | ".join(f"{metrics[m]:.4f}" for m in METRICS) + " |"
+def _metric_table(rows: list[tuple[str, Mapping[str, Any] | None]]) -> list[str]:
+    names = _metric_names(*(metrics for _, metrics in rows))
+    lines = [
+        "| model | " + " | ".join(METRIC_LABELS.get(n, n.replace("_", " ")) for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for label, metrics in rows:
+        values = [f"{metrics[n]:.4f}" if metrics and n in metrics else "–" for n in names]
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return lines
+
+
+METRIC_LABELS = {
+    "roc_auc": "ROC AUC",
+    "average_precision": "average precision",
+    "card_precision_at_100": "card precision@100",
+    "mae": "MAE",
+    "mape": "MAPE",
+    "rmse": "RMSE",
+    "wape": "WAPE",
+}
+
+
+def _period(name: str, first: str, last: str, counts: Mapping[str, Any]) -> str:
+    row = f"| {name} | {first} .. {last} | {counts['rows']:,} "
+    if "frauds" in counts:  # classification records count their positives
+        row += f"| {counts['frauds']:,} | {counts['frauds'] / counts['rows']:.3%} "
+    return row + "|"
 
 
 def render(tag: str, metadata: Mapping[str, Any], approval: Mapping[str, Any], promotion) -> str:
@@ -30,22 +62,21 @@ def render(tag: str, metadata: Mapping[str, Any], approval: Mapping[str, Any], p
     test = metadata["test"]
     code = metadata["code_version"]
     evaluation = approval["window"]
+    counted = "frauds" in train
     lines = [
         f"# Model card: `{tag}`",
         "",
-        f"Card-fraud detector, promoted to production on {promotion.at} by {promotion.by}.",
+        f"{metadata.get('description', 'Card-fraud detector')}, promoted to production on {promotion.at} "
+        f"by {promotion.by}.",
         f"Reason: {promotion.reason}.",
         f"It replaced: `{promotion.details.get('replaces') or 'nothing (first production model)'}`.",
         "",
         "## What it was trained on",
         "",
-        "| period | days | payments | frauds | fraud rate |",
-        "|---|---|---|---|---|",
-        f"| train | {window['train_start']} .. {window['train_end']} | {train['rows']:,} "
-        f"| {train['frauds']:,} "
-        f"| {train['frauds'] / train['rows']:.3%} |",
-        f"| test | {window['test_start']} .. {window['test_end']} | {test['rows']:,} | {test['frauds']:,} "
-        f"| {test['frauds'] / test['rows']:.3%} |",
+        "| period | days | payments | frauds | fraud rate |" if counted else "| period | days | rows |",
+        "|---|---|---|---|---|" if counted else "|---|---|---|",
+        _period("train", window["train_start"], window["train_end"], train),
+        _period("test", window["test_start"], window["test_end"], test),
         "",
         f"A gap of {metadata['label_delay_days']} days (the label delay) separates training and test.",
         f"Model: {metadata['model']} with hyper-parameters `{metadata['hyper_parameters']}`, "
@@ -54,21 +85,20 @@ def render(tag: str, metadata: Mapping[str, Any], approval: Mapping[str, Any], p
         "## How good it is",
         "",
         f"On the test window ({window['test_start']} .. {window['test_end']}), "
-        "against a logistic-regression baseline "
+        f"against {metadata.get('baseline', 'a logistic-regression baseline')} "
         "trained on the same rows:",
         "",
-        "| model | ROC AUC | average precision | card precision@100 |",
-        "|---|---|---|---|",
-        _metric_row("this model", metadata["metrics"]),
-        _metric_row("baseline", metadata["baseline_metrics"]),
+        *_metric_table([("this model", metadata["metrics"]), ("baseline", metadata["baseline_metrics"])]),
         "",
         f"At the promotion gate ({evaluation['first']} .. {evaluation['last']}), "
         "against the champion it replaced:",
         "",
-        "| model | ROC AUC | average precision | card precision@100 |",
-        "|---|---|---|---|",
-        _metric_row("this model", approval["challenger"]),
-        _metric_row(f"previous champion `{approval.get('champion_tag') or '–'}`", approval.get("champion")),
+        *_metric_table(
+            [
+                ("this model", approval["challenger"]),
+                (f"previous champion `{approval.get('champion_tag') or '–'}`", approval.get("champion")),
+            ]
+        ),
         "",
         f"Gate: {approval['decision']}",
         "",
@@ -83,7 +113,7 @@ def render(tag: str, metadata: Mapping[str, Any], approval: Mapping[str, Any], p
         + (" (with uncommitted changes)" if code["git_dirty"] else ""),
         f"- dependencies: `uv.lock` sha256 `{metadata['lockfile_sha256']}`",
         f"- training run: Dagster run `{metadata['dagster_run_id']}`",
-        "- data: `features/transaction_features` and `warehouse/fraud_labels`, "
+        f"- data: {metadata.get('inputs', '`features/transaction_features` and `warehouse/fraud_labels`')}, "
         f"days {window['train_start']} .. "
         f"{window['test_end']}",
         "",

@@ -90,6 +90,10 @@ class ModelRegistry(dg.ConfigurableResource):
     lake: dg.ResourceDependency[Lake]
     model_name: str = MODEL_NAME
 
+    def of(self, model_name: str) -> "ModelRegistry":
+        """The registry of another model, in the same lake (each use case registers its own model)."""
+        return ModelRegistry(lake=self.lake, model_name=model_name)
+
     # Paths ---------------------------------------------------------------------------------------
 
     @property

@@ -5,6 +5,7 @@ from datetime import date
 
 import dagster as dg
 
+from platform_assets.components.use_case import PIPELINE_TAG
 from platform_assets.defs.monitoring.checks import FRESHNESS_CHECKS
 from platform_assets.defs.serving.assets import PREDICTION_LOG
 from platform_assets.partitions import daily_partitions
@@ -22,7 +23,10 @@ BENTO = dg.AssetSelection.assets(["serving", "fraud_scorer_bento"])
 
 keel_pipeline = dg.define_asset_job(
     "keel_pipeline",
-    selection=dg.AssetSelection.groups("lake", "warehouse", "features", "models", "scores", "serving")
+    selection=(
+        dg.AssetSelection.groups("lake", "warehouse", "features", "models", "scores", "serving")
+        | dg.AssetSelection.tag(PIPELINE_TAG, "true")  # every use case's lifecycle (keel.UseCase)
+    )
     - dg.AssetSelection.assets(["serving", PREDICTION_LOG])
     - FRESHNESS_CHECKS,
     partitions_def=daily_partitions,

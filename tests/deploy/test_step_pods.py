@@ -38,6 +38,8 @@ NOT_RETRIED = {
     "models__fraud_model",
     "warehouse_models",
     "warehouse_daily_models",
+    "terminal_volume__features",
+    "terminal_volume__model",
 }
 
 
@@ -106,7 +108,14 @@ STEP_NAMES = [
     "monitoring__feature_drift",
     "monitoring__live_performance",
     "deliver_day",
+    # A use case declared by its folder (keel.UseCase): its steps are labelled <use case>_<step>.
+    "terminal_volume__features",
+    "terminal_volume__model",
+    "terminal_volume__evaluation",
+    "terminal_volume__production_model",
+    "terminal_volume__scores",
 ]
+USE_CASES = ("terminal_volume",)
 
 
 def declared(op: dg.OpDefinition) -> dict:
@@ -115,7 +124,8 @@ def declared(op: dg.OpDefinition) -> dict:
 
 
 def step_label(op_name: str) -> str:
-    return op_name.rpartition("__")[2]
+    group, _, step = op_name.rpartition("__")
+    return f"{group}_{step}" if group in USE_CASES else step
 
 
 def test_the_prod_code_location_runs_each_step_in_a_kubernetes_pod(prod_definitions):

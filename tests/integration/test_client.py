@@ -43,6 +43,7 @@ def test_assets_lists_every_group_and_where_each_value_is(keel):
         "scores",
         "serving",
         "monitoring",
+        "terminal_volume",
     }
     assert assets.loc["lake/raw_transactions", "stored_in"] == "lake: raw_transactions"
     assert assets.loc["features/transaction_features", "stored_in"] == f"warehouse: {FEATURE_TABLE}"

@@ -71,11 +71,14 @@ def test_daily_assets_share_one_partitions_definition(definitions):
     assert graph.get(dg.AssetKey(["warehouse", "customers"])).partitions_def is None
 
 
-def test_each_layer_is_its_own_asset_group(definitions):
+def test_each_layer_and_each_use_case_is_its_own_asset_group(definitions):
     groups = {node.key.path[0]: node.group_name for node in definitions.resolve_asset_graph().asset_nodes}
     assert groups == {
-        layer: layer
-        for layer in ("lake", "warehouse", "features", "models", "scores", "serving", "monitoring")
+        group: group
+        for group in (
+            *("lake", "warehouse", "features", "models", "scores", "serving", "monitoring"),
+            "terminal_volume",  # a use case declared by its folder (keel.UseCase)
+        )
     }
 
 
@@ -151,6 +154,8 @@ def test_a_ui_backfill_of_some_days_rebuilds_those_days_and_the_features_that_re
         dg.AssetKey(["features", "transaction_features"]),
         dg.AssetKey(["scores", "transaction_scores"]),
         dg.AssetKey(["serving", "online_features"]),
+        dg.AssetKey(["terminal_volume", "features"]),  # a use case's folder: four weeks of terminal activity
+        dg.AssetKey(["terminal_volume", "scores"]),
     }
     monitoring = {
         dg.AssetKey(["monitoring", "feature_drift"]),

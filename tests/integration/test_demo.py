@@ -14,7 +14,8 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
     demo, tmp_path = demo_world.demo, demo_world.root
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     out = demo.stdout
-    assert "[13/13]" in out  # every step reported as it finished
+    assert "[18/18]" in out  # every step reported as it finished
+    assert "terminal_volume: mae " in out  # the second use case, against its seasonal-naive baseline
     for table in ("raw_transactions", "quarantined_transactions", "terminal_daily_fraud_reports"):
         assert table in out
     assert "by rule:" in out  # 3 malformed rows a day by default, each with its rule

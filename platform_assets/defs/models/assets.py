@@ -21,9 +21,10 @@ from keel_core import drift, features, provenance, training
 from keel_core.metrics import Metrics, fraud_metrics
 from keel_core.promotion import GatePolicy, decide
 from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
+from platform_assets.handover import produced_by, promote_or_keep
 from platform_assets.provenance import recorded
 from platform_assets.steps import GATE, PUBLISHING, TRAINING, retry_only_transient
-from resources.registry import APPROVED, ARCHIVED, CANDIDATE, PRODUCTION, REFUSED, ModelRegistry
+from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
 from resources.warehouse import Warehouse
 
 FRAUD_MODEL = dg.AssetKey(["models", "fraud_model"])
@@ -83,22 +84,6 @@ def _metrics_table(rows: dict[str, Metrics | None]) -> dg.MetadataValue:
                 f"| {m.rows:,} | {m.frauds:,} |"
             )
     return dg.MetadataValue.md("\n".join(lines))
-
-
-def produced_by(context: dg.AssetExecutionContext, key: dg.AssetKey, entry: str) -> tuple[str, str]:
-    """``entry`` of the materialization of ``key`` this step follows (in this run, the one it just
-    made; alone, the latest), and the run that made it: the hand-over between lifecycle steps."""
-    records = context.instance.fetch_materializations(key, limit=1).records
-    if not records:
-        raise dg.Failure(
-            f"{key.to_user_string()} was never materialized: materialize it first", allow_retries=False
-        )
-    metadata = records[0].asset_materialization.metadata
-    if entry not in metadata:
-        raise dg.Failure(
-            f"the latest materialization of {key.to_user_string()} records no {entry}", allow_retries=False
-        )
-    return str(metadata[entry].value), records[0].run_id
 
 
 def _period(frame: pd.DataFrame) -> dict[str, int]:
@@ -312,39 +297,7 @@ def production_model(context: dg.AssetExecutionContext, registry: ModelRegistry)
     """The model version in production: the challenger the gate approved (the one models/evaluation
     judged), promoted in the registry, with its model card; after a refusal, the champion that stays.
     Roll back with ``keel models promote <tag>``."""
-    tag, judged_in = produced_by(context, EVALUATION, "challenger")
-    challenger = registry.version(tag)
-    approval = challenger.approval()
-    if approval is not None and challenger.stage == APPROVED:
-        promotion = registry.promote(
-            tag, reason=f"promotion gate {approval.reason}", run_id=context.run.run_id
-        )
-        yield dg.MaterializeResult(
-            data_version=dg.DataVersion(tag),
-            metadata={**recorded(context), **promotion_metadata(registry, promotion)},
-        )
-        return
-    verdict = challenger.verdict()
-    if challenger.stage in (PRODUCTION, ARCHIVED):
-        refusal = f"it was promoted before and is {challenger.stage}"
-    else:
-        refusal = verdict.reason if verdict else f"not judged (stage {challenger.stage})"
-    champion = registry.champion()
-    if champion is None:
-        context.log.warning(f"{tag} was not promoted ({refusal}) and no model is in production yet")
-        return
-    context.log.warning(f"{tag} was not promoted ({refusal}): {champion.tag} stays in production")
-    yield dg.MaterializeResult(
-        data_version=dg.DataVersion(champion.tag),
-        metadata={
-            **recorded(context),
-            "promoted": False,
-            "model_tag": champion.tag,
-            "refused": tag,
-            "refused_by_run": judged_in,
-            "reason": refusal,
-        },
-    )
+    yield from promote_or_keep(context, registry, EVALUATION, promotion_metadata)
 
 
 def promotion_metadata(registry: ModelRegistry, promotion) -> dict:

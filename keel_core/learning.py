@@ -1,0 +1,148 @@
+"""Training and scoring any use case's model: the rows it learns from, the pipeline, its predictions.
+
+A use case gives two functions over the warehouse (its ``features.py``): ``features(connection,
+first, last)``, one row per entity and day with the feature columns, and ``labels(connection, first,
+last)``, the label of each entity and day once it is known. This module joins them, fits the
+declared estimator behind a column selector (so a model is called with any frame that has its
+feature columns), predicts, and measures.
+
+Pure module (pandas; scikit-learn imported inside the functions), no Dagster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from keel_core.judging import Metric, estimator
+from keel_core.training import TrainingWindow, fingerprint
+
+LABEL, PREDICTION = "label", "prediction"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What a use case's rows look like: the entity's key columns, the day column, features, label."""
+
+    keys: tuple[str, ...]
+    day: str
+    features: tuple[str, ...]
+    label: str
+
+    def check(self, frame: pd.DataFrame, what: str, with_label: bool = False) -> pd.DataFrame:
+        expected = [*self.keys, self.day, *self.features] + ([self.label] if with_label else [])
+        if missing := [column for column in expected if column not in frame.columns]:
+            raise ValueError(f"{what} lacks the columns {missing} (the use case declares {expected})")
+        return frame
+
+
+def labelled(rows: Rows, features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The feature rows that have a label, ordered by day and key."""
+    rows.check(features, "the features")
+    on = [*rows.keys, rows.day]
+    if missing := [column for column in [*on, rows.label] if column not in labels.columns]:
+        raise ValueError(f"the labels lack the columns {missing}")
+    frame = features.merge(labels[[*on, rows.label]], on=on, how="inner", validate="one_to_one")
+    return frame.sort_values(on, ignore_index=True)
+
+
+def pipeline(rows: Rows, model):
+    """``model`` behind a selector of the feature columns, by name."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    select = ColumnTransformer([("features", "passthrough", list(rows.features))], remainder="drop")
+    return Pipeline([("select", select), ("model", model)])
+
+
+def predict(model, frame: pd.DataFrame, task: str) -> np.ndarray:
+    """A classifier's probability of the positive class, a regressor's prediction."""
+    if task == "classification":
+        return model.predict_proba(frame)[:, 1]
+    return np.asarray(model.predict(frame), dtype="float64")
+
+
+def measure(scored: pd.DataFrame, metrics: Mapping[str, Metric]) -> dict[str, float]:
+    return {name: metric(scored) for name, metric in metrics.items()}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The yardstick: another estimator trained on the same rows, or a feature column that is itself a
+    prediction (a seasonal-naive forecast, say)."""
+
+    class_path: str | None = None
+    params: Mapping[str, Any] | None = None
+    column: str | None = None
+
+    def __post_init__(self):
+        if (self.class_path is None) == (self.column is None):
+            raise ValueError("a baseline is either an estimator (class_path) or a column, not both")
+
+    def describe(self) -> str:
+        return (
+            f"the column {self.column}" if self.column else f"{self.class_path.rpartition('.')[2]} (baseline)"
+        )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    window: TrainingWindow
+    model: Any
+    baseline: Any  # a fitted pipeline, or None for a column baseline
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    train_rows: int
+    test_rows: int
+    training_seconds: float
+    fingerprints: dict[str, str]
+
+
+def run_experiment(
+    rows: Rows,
+    task: str,
+    load: Callable[[date, date], pd.DataFrame],
+    window: TrainingWindow,
+    model_spec: tuple[str, Mapping[str, Any]],
+    baseline: Baseline,
+    metrics: Mapping[str, Metric],
+) -> Experiment:
+    """Fit the model and the baseline on ``window``'s train days, measure both on its test days.
+    ``load(first, last)``: the labelled rows of those days."""
+    train, test = load(window.train_start, window.train_end), load(window.test_start, window.test_end)
+    for part, frame in (("train", train), ("test", test)):
+        if frame.empty:
+            raise LookupError(f"no labelled rows in the {part} days of {window.as_dict()}")
+    started = time.monotonic()
+    model = pipeline(rows, estimator(*model_spec)).fit(train, train[rows.label])
+    seconds = time.monotonic() - started
+    fitted_baseline = None
+    if baseline.class_path:
+        fitted_baseline = pipeline(rows, estimator(baseline.class_path, baseline.params)).fit(
+            train, train[rows.label]
+        )
+    return Experiment(
+        window=window,
+        model=model,
+        baseline=fitted_baseline,
+        metrics=measure(scored(rows, model, test, task), metrics),
+        baseline_metrics=measure(scored(rows, fitted_baseline, test, task, baseline.column), metrics),
+        train_rows=len(train),
+        test_rows=len(test),
+        training_seconds=seconds,
+        fingerprints={"train": fingerprint(train), "test": fingerprint(test)},
+    )
+
+
+def scored(rows: Rows, model, frame: pd.DataFrame, task: str, column: str | None = None) -> pd.DataFrame:
+    """The keys, the day, the label and the prediction (of ``model``, or the ``column`` baseline)."""
+    prediction = frame[column].to_numpy(dtype="float64") if column else predict(model, frame, task)
+    return frame[[*rows.keys, rows.day]].assign(
+        **{LABEL: frame[rows.label].to_numpy(), PREDICTION: prediction}
+    )
