@@ -29,6 +29,7 @@ from resources.dbt import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 MARTS = Path("dbt_project", "models", "marts", "payments")
+USE_CASE_FOLDER = Path("platform_assets", "defs", "terminal_volume")
 MODEL = "area_daily_activity"
 NEW_ASSET = f"warehouse/{MODEL}"
 
@@ -106,12 +107,16 @@ class CodeLocation:
     modules: list[str]  # files of Keel's own modules the process imported
 
 
-def prepare_and_load(repo: Path) -> CodeLocation:
-    """`make`'s manifest step, then the code location loaded in a fresh process, both from ``repo``."""
-    env = {
+def _environment(repo: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
     }
+
+
+def prepare_and_load(repo: Path) -> CodeLocation:
+    """`make`'s manifest step, then the code location loaded in a fresh process, both from ``repo``."""
+    env = _environment(repo)
     dagster_dbt = Path(sys.executable).with_name("dagster-dbt")
     prepared = subprocess.run(
         [dagster_dbt, "project", "prepare-and-package", "--file", "resources/dbt.py"],
@@ -122,11 +127,16 @@ def prepare_and_load(repo: Path) -> CodeLocation:
     )
     assert prepared.returncode == 0, prepared.stdout[-3000:] + prepared.stderr[-3000:]
     assert (repo / ".keel" / "dbt" / "target" / "manifest.json").is_file()
+    return load(repo)
+
+
+def load(repo: Path) -> CodeLocation:
+    """The code location of ``repo`` (its dbt manifest prepared), loaded in a fresh process."""
     described = repo / "code_location.json"
     loaded = subprocess.run(
         [sys.executable, "-c", DESCRIBE_CODE_LOCATION, described],
         cwd=repo,
-        env=env,
+        env=_environment(repo),
         capture_output=True,
         text=True,
     )
@@ -139,6 +149,7 @@ class Change:
     before: CodeLocation
     after: CodeLocation
     description: str  # the new model's, from its YAML
+    without_use_case: CodeLocation  # the code location as it is, without the terminal_volume folder
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +162,11 @@ def change(keel_state, tmp_path_factory) -> Change:
     description = add_model(with_model)
     with ThreadPoolExecutor(max_workers=2) as pool:
         before, after = pool.map(prepare_and_load, [as_is, with_model])
-    return Change(before, after, description)
+    # A use case is its folder: without it, the same dbt project (the manifest as prepared) and code.
+    without = copy_repository(root / "without_use_case")
+    shutil.rmtree(without / USE_CASE_FOLDER)
+    shutil.copytree(as_is / ".keel", without / ".keel")
+    return Change(before, after, description, load(without))
 
 
 def test_each_copy_loads_its_own_modules_and_not_the_installed_checkout(change):
@@ -203,3 +218,16 @@ def test_nothing_else_in_the_code_location_changes(change):
     before, after = change.before.assets, change.after.assets
     assert set(after) - set(before) == {NEW_ASSET}
     assert {key: asset for key, asset in after.items() if key != NEW_ASSET} == before
+
+
+def test_a_use_case_is_its_folder_and_needs_nothing_else_in_the_platform(change):
+    """The second use case was added as a folder alone: the code location without that folder is the
+    same code location, less exactly that use case's assets."""
+    full, without = change.before.assets, change.without_use_case.assets
+    assert sorted(set(full) - set(without)) == [
+        f"terminal_volume/{step}"
+        for step in ("evaluation", "features", "model", "production_model", "scores")
+    ]
+    assert set(without) <= set(full)
+    assert {key: asset for key, asset in full.items() if key in without} == without
+    assert {full[key]["group"] for key in set(full) - set(without)} == {"terminal_volume"}
