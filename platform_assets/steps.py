@@ -183,6 +183,10 @@ PUBLISHING = Step(cpu=0.5, memory_gib=1, scratch_gib=2, retries=3)  # Redis, the
 MONITORING = Step(cpu=1, memory_gib=4, scratch_gib=2, retries=1)  # Evidently on samples of 50,000 rows
 
 
+# The warehouse is one DuckDB file with one writer at a time: every step that writes or reads it shares
+# this pool, whose limit is 1 (deploy/local/dagster.yaml, deploy/helm).
+WAREHOUSE_POOL = "warehouse"
+
 # Run tags that the run queue limits (deploy/helm: concurrency.runs.tagConcurrencyLimits), so that heavy
 # work cannot take every slot: training never starves ingestion, one run at a time writes the
 # warehouse. Set on the jobs and on automation's runs; the Helm values hold the limits.

@@ -26,13 +26,20 @@ from platform_assets.components.scaffold import UseCaseScaffolder
 from platform_assets.handover import produced_by, promote_or_keep
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
-from platform_assets.steps import FEATURES, GATE, PUBLISHING, SCORING, TRAINING, retry_only_transient
+from platform_assets.steps import (
+    FEATURES,
+    GATE,
+    PUBLISHING,
+    SCORING,
+    TRAINING,
+    WAREHOUSE_POOL,
+    retry_only_transient,
+)
 from platform_assets.storage import stored_in_warehouse
 from resources.lake import Lake
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
 from resources.warehouse import Warehouse
 
-WAREHOUSE_POOL = "warehouse"  # the warehouse's one writer at a time (platform_assets/defs/warehouse)
 BASELINE_FILE = "baseline.pickle"  # a fitted estimator baseline, kept with the version
 PIPELINE_TAG = "keel/pipeline"  # on every use case's asset: keel_pipeline runs them (defs/jobs.py)
 CHUNK_DAYS = 31  # features are computed and stored a month at a time, whatever the window

@@ -11,10 +11,9 @@ import pandas as pd
 
 from keel_core import features
 from platform_assets.automation import follows_upstream
-from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
-from platform_assets.steps import FEATURES
+from platform_assets.steps import FEATURES, WAREHOUSE_POOL
 from platform_assets.storage import stored_in_warehouse
 from resources.warehouse import Warehouse
 

@@ -20,10 +20,9 @@ import pandas as pd
 from keel_core import drift, features, provenance, training
 from keel_core.metrics import Metrics, fraud_metrics
 from keel_core.promotion import GatePolicy, decide
-from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from platform_assets.handover import produced_by, promote_or_keep
 from platform_assets.provenance import recorded
-from platform_assets.steps import GATE, PUBLISHING, TRAINING, retry_only_transient
+from platform_assets.steps import GATE, PUBLISHING, TRAINING, WAREHOUSE_POOL, retry_only_transient
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
 from resources.warehouse import Warehouse
 

@@ -22,10 +22,9 @@ from platform_assets.automation import follows_upstream
 from platform_assets.defs.models.assets import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
 from platform_assets.defs.scores.assets import SCORE_TABLE, SCORES
 from platform_assets.defs.serving.assets import PREDICTION_LOG
-from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from platform_assets.partitions import daily_partitions
 from platform_assets.provenance import recorded
-from platform_assets.steps import MONITORING, retry_only_transient
+from platform_assets.steps import MONITORING, WAREHOUSE_POOL, retry_only_transient
 from resources.lake import Lake, LakeError
 from resources.registry import ModelRegistry, RegistryError
 from resources.warehouse import Warehouse

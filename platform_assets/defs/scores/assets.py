@@ -8,10 +8,9 @@ import pandas as pd
 from keel_core import features, training
 from platform_assets.automation import follows_upstream
 from platform_assets.defs.models.assets import FEATURES, PRODUCTION_MODEL
-from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
-from platform_assets.steps import SCORING, retry_only_transient
+from platform_assets.steps import SCORING, WAREHOUSE_POOL, retry_only_transient
 from platform_assets.storage import stored_in_warehouse
 from resources.lake import Lake
 from resources.registry import ModelRegistry, RegistryError

@@ -15,10 +15,9 @@ from keel_core.provenance import code_version
 from platform_assets.automation import follows_upstream
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from platform_assets.defs.models.assets import PRODUCTION_MODEL
-from platform_assets.defs.warehouse.assets import WAREHOUSE_POOL
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
-from platform_assets.steps import INGESTION, PUBLISHING, retry_only_transient
+from platform_assets.steps import INGESTION, PUBLISHING, WAREHOUSE_POOL, retry_only_transient
 from platform_assets.storage import stored_in_lake
 from resources.lake import Lake
 from resources.namespace import Namespace

@@ -19,15 +19,12 @@ from dagster_dbt import DagsterDbtTranslator, dbt_assets
 from platform_assets.automation import follows_upstream
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import with_provenance
-from platform_assets.steps import WAREHOUSE
+from platform_assets.steps import WAREHOUSE, WAREHOUSE_POOL
 from resources.dbt import DbtCli, dbt_project
 from resources.namespace import Namespace
 
 DAILY_MODELS = "tag:daily"
 
-# Each dbt invocation locks the DuckDB file for writing: the two dbt steps share a pool of one
-# so they never run at the same time (see deploy/local/dagster.yaml).
-WAREHOUSE_POOL = "warehouse"
 
 PARTIAL_PARSE = "partial_parse.msgpack"
 
