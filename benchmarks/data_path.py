@@ -538,11 +538,10 @@ def child_materialize(first: str, last: str, what: str) -> dict:
     import dagster as dg
 
     from keel.local import use_local_homes
-    from keel_core.settings import Settings
     from platform_assets.definitions import defs
 
-    use_local_homes(Settings())
-    home = Path(os.environ["DAGSTER_HOME"])
+    use_local_homes()
+    home = Path(os.environ["DAGSTER_HOME"])  # the bench's child environment names it (_environment)
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")

@@ -112,7 +112,7 @@ def latest_bento():
     from resources.environments import service_settings
 
     settings = Settings()
-    use_local_homes(settings)
+    use_local_homes()
     built = bentos.built(settings.namespace)
     if not built:
         raise SystemExit("no Bento of the scoring service yet: run `make demo` first")

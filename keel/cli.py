@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:  # an invalid namespace, zone, path... named, its value not repeated
         parser.error("; ".join(map(_setting_error, error.errors())))
     keel_settings.use(settings)
-    use_local_homes(settings)
+    use_local_homes()
     if args.command == "namespace":
         return _namespace(settings)
     if args.command == "new":
@@ -192,6 +192,7 @@ def _land(settings, args) -> int:
 
 def _namespace(settings) -> int:
     """Print the namespace and where its data lives, as `KEY=value` lines a shell can export."""
+    from keel.local import dagster_home_for
     from keel_core.bentos import bento_name
     from resources.environments import lake_for, landing_lake_for
 
@@ -204,7 +205,7 @@ def _namespace(settings) -> int:
         "online_store": settings.online_store,
         "calendar": f"{settings.first_day} on ({settings.time_zone})",
         "bento": bento_name(settings.namespace),
-        "DAGSTER_HOME": os.environ["DAGSTER_HOME"],
+        "DAGSTER_HOME": dagster_home_for(settings),
     }.items():
         print(f"{key}={value}")
     return 0

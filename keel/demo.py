@@ -65,8 +65,8 @@ class Window:
 
 
 def run(settings, window: Window, console: Console, train_days: int | None = None) -> int:
-    import dagster as dg
 
+    from keel.local import dagster_instance
     from platform_assets.definitions import build
 
     began = time.monotonic()
@@ -89,7 +89,7 @@ def run(settings, window: Window, console: Console, train_days: int | None = Non
         + (f" ({window.days - len(delivered)} had landed already)" if len(delivered) < window.days else "")
     )
     job = definitions.resolve_job_def(JOB_NAME)
-    instance = dg.DagsterInstance.get()
+    instance = dagster_instance(settings)
     run_id = str(uuid.uuid4())  # chosen here so the watcher can follow the run while it runs
 
     # dbt's own output goes to a log file; the terminal shows progress and the summary.

@@ -21,8 +21,8 @@ AMOUNT_SCALE = 3.0
 
 
 def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float = AMOUNT_SCALE) -> int:
-    import dagster as dg
 
+    from keel.local import dagster_instance
     from keel.loop import Loop
     from platform_assets.definitions import build
     from platform_assets.defs.models.assets import EVALUATION, PRODUCTION_MODEL
@@ -36,7 +36,7 @@ def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float 
     if champion is None or last is None:
         console.print("[red]No model in production or nothing landed yet: run `make demo` first.[/]")
         return 2
-    instance = dg.DagsterInstance.get()
+    instance = dagster_instance(settings)
     loop = Loop(definitions, instance, report=lambda line: console.print(f"  {line}", highlight=False))
     loop.start()
     first = last + timedelta(days=1)

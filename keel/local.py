@@ -1,9 +1,9 @@
-"""Where a local process keeps Dagster's and BentoML's state: set once, when a ``keel`` process starts.
+"""Where a local process keeps Dagster's and BentoML's state.
 
-Dagster and BentoML read their homes from ``DAGSTER_HOME`` and ``BENTOML_HOME``; ``make`` exports
-them, and a ``keel`` command run outside ``make`` defaults them the same way, so both see the same
-runs and the same model store. Each namespace has its own Dagster instance: its runs, and the
-history its sensors read.
+Each namespace has its own Dagster instance (its runs, and the history its sensors read): a
+``keel`` command opens it and hands it down (``dagster_instance``). BentoML's model store is named
+by ``BENTOML_HOME`` only; ``make`` exports it, and a ``keel`` command run outside ``make`` defaults
+it the same way when it starts (``use_local_homes``), so both see the same models and Bentos.
 """
 
 from __future__ import annotations
@@ -24,13 +24,22 @@ def dagster_home_for(settings: Settings) -> str:
     return str(STATE_DIR / "dagster" / settings.namespace)
 
 
-def use_local_homes(settings: Settings) -> None:
-    """Process start-up: Dagster's and BentoML's homes, unless the environment names them. A new
-    namespace's Dagster home is created as ``make`` creates it (deploy/local/dagster.yaml)."""
+def dagster_instance(settings: Settings):
+    """``settings.namespace``'s Dagster instance, handed to what runs in this process. A new
+    namespace's home is created as ``make`` creates it (deploy/local/dagster.yaml)."""
+    import dagster as dg
+
     home = Path(dagster_home_for(settings))
     if not settings.deployed and not (home / "dagster.yaml").exists() and home.is_relative_to(STATE_DIR):
         home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO_ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def use_local_homes() -> None:
+    """Process start-up, before BentoML is imported: its model store, unless the environment names
+    one. BentoML reads its home only from the environment (it has no other public setting), and
+    `bentoml build` and `bentoml serve`, started later, must see the same store."""
     os.environ.setdefault("BENTOML_HOME", str(STATE_DIR / "bentoml"))
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reporting from a platform's runs
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reporting from a platform's runs

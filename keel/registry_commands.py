@@ -68,6 +68,7 @@ def promote(settings, tag: str, reason: str, console: Console) -> int:
     """Promote ``tag`` and tell Dagster, so the UI's models/production_model shows the change."""
     import dagster as dg
 
+    from keel.local import dagster_instance
     from platform_assets.defs.models.assets import promotion_metadata
     from resources.registry import RegistryError
 
@@ -77,7 +78,7 @@ def promote(settings, tag: str, reason: str, console: Console) -> int:
     except RegistryError as refused:
         console.print(f"[red]Not promoted:[/] {refused}")
         return 1
-    with dg.DagsterInstance.get() as instance:
+    with dagster_instance(settings) as instance:
         instance.report_runless_asset_event(
             dg.AssetMaterialization(
                 asset_key=PRODUCTION_MODEL, metadata=promotion_metadata(registry, promotion)
