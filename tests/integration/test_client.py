@@ -99,7 +99,7 @@ def test_run_gives_status_tags_timing_and_what_the_run_materialized(keel, backfi
     run = keel.run(backfill.run_id)
     assert run.status == "SUCCESS" and run.job == "keel_pipeline"
     assert run.tags["dagster/asset_partition_range_start"]
-    assert run.seconds and run.seconds > 0
+    assert run.started is not None and run.ended >= run.started  # a finished run has both times
     assert {"lake/raw_transactions", "features/transaction_features", "models/fraud_model"} <= {
         m.asset for m in run.materializations
     }

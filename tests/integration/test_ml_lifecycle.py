@@ -54,7 +54,15 @@ def retrained(backfill, definitions, instance):
 
 
 @pytest.fixture(scope="module")
-def degraded(retrained, definitions, instance, registry, first_version):
+def hand_registered():
+    """A Dagster instance of its own for versions registered by hand: what they report to it must not
+    become the session's newest models/fraud_model materialization, which other modules read."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture(scope="module")
+def degraded(retrained, definitions, hand_registered, registry, first_version):
     """A challenger trained on shuffled labels, registered as the newest version, then judged."""
     with definitions.resources["warehouse"].connect() as connection:
         window = registry.version(first_version["model_tag"]).metadata["training_window"]
@@ -66,8 +74,10 @@ def degraded(retrained, definitions, instance, registry, first_version):
     tag = registry.register(model, metadata)
     # Registered by hand and reported to Dagster as models/fraud_model's newest materialization: the
     # gate judges the version that materialization produced, not the newest in the registry.
-    instance.report_runless_asset_event(dg.AssetMaterialization(FRAUD_MODEL, metadata={"model_tag": tag}))
-    return tag, train_and_promote(definitions, instance, [EVALUATION, PRODUCTION_MODEL])
+    hand_registered.report_runless_asset_event(
+        dg.AssetMaterialization(FRAUD_MODEL, metadata={"model_tag": tag})
+    )
+    return tag, train_and_promote(definitions, hand_registered, [EVALUATION, PRODUCTION_MODEL])
 
 
 def test_the_main_job_ends_with_a_promoted_model_and_scores_for_every_day(
@@ -164,12 +174,12 @@ def test_a_challenger_trained_on_shuffled_labels_is_refused_and_the_champion_sta
 
 
 def test_the_gate_judges_the_version_its_training_run_produced_not_the_newest_registered(
-    degraded, definitions, instance, registry
+    degraded, definitions, hand_registered, registry
 ):
     """A version registered after the last training materialization is not what the gate judges."""
     tag, _ = degraded
     stray = registry.register(registry.load(tag), registry.version(tag).metadata | {"note": "stray"})
-    judged = train_and_promote(definitions, instance, [EVALUATION])
+    judged = train_and_promote(definitions, hand_registered, [EVALUATION])
     assert not judged.success  # the version models/fraud_model produced was judged already
     assert registry.version(stray).stage == "candidate"  # the newest in the registry was not touched
     failure = next(e for e in judged.all_events if e.event_type_value == "STEP_FAILURE")
