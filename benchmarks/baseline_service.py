@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from keel_core.features import FEATURE_NAMES, online_features
+from keel_core.features import FEATURE_NAMES, ONLINE_VIEW, online_features
 from keel_core.online_store import open_store
 from serving.schemas import Transaction
 
 THRESHOLD = 0.5
-store = open_store(os.environ["KEEL_ONLINE_STORE_URL"], os.environ["KEEL_NAMESPACE"])
+store = open_store(os.environ["KEEL_ONLINE_STORE_URL"], os.environ["KEEL_NAMESPACE"], ONLINE_VIEW)
 model_tag = os.environ["KEEL_MODEL_TAG"]
 model = bentoml.sklearn.load_model(model_tag)
 
@@ -37,7 +37,7 @@ async def score(request: Request) -> JSONResponse:
         return JSONResponse(
             {"error": error.errors(include_url=False, include_context=False)}, status_code=400
         )
-    lookup = store.lookup([payment.customer_id], [payment.terminal_id])
+    lookup = store.lookup({"customer": [payment.customer_id], "terminal": [payment.terminal_id]})
     features = online_features(pd.DataFrame([payment.model_dump()]), lookup.entities)
     probability = float(model.predict_proba(features[FEATURE_NAMES])[0, 1])
     return JSONResponse(

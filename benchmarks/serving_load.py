@@ -113,7 +113,7 @@ def latest_bento():
 
     settings = Settings()
     use_local_homes()
-    built = bentos.built(settings.namespace)
+    built = bentos.built(bentos.bento_name(settings.namespace))
     if not built:
         raise SystemExit("no Bento of the scoring service yet: run `make demo` first")
     return built[-1], service_settings(settings)
@@ -183,19 +183,25 @@ def direct_rows_per_second(
     import bentoml
     from threadpoolctl import threadpool_limits
 
-    from keel_core.features import online_feature_values
+    from keel_core.features import ONLINE_VIEW, online_feature_values
     from keel_core.online_store import open_store
     from serving.model import FraudModel
 
     threadpool_limits(limits=1, user_api="openmp")  # as the service runs it
-    store, model = open_store(store_url, namespace), FraudModel(bentoml.sklearn.load_model(model_tag))
+    store, model = (
+        open_store(store_url, namespace, ONLINE_VIEW),
+        FraudModel(bentoml.sklearn.load_model(model_tag)),
+    )
     at = frame["transacted_at"].to_numpy(dtype="datetime64[us]")
 
     def score_all():
         for start in range(0, len(frame), chunk):
             rows = slice(start, start + chunk)
             lookup = store.lookup(
-                frame["customer_id"].iloc[rows].tolist(), frame["terminal_id"].iloc[rows].tolist()
+                {
+                    "customer": frame["customer_id"].iloc[rows].tolist(),
+                    "terminal": frame["terminal_id"].iloc[rows].tolist(),
+                }
             )
             features = online_feature_values(frame["amount"].to_numpy()[rows], at[rows], lookup.values)
             model.predict_proba(features.values)

@@ -130,7 +130,52 @@ def run(settings, window: Window, console: Console, train_days: int | None = Non
         console.print(f"[red]The run failed.[/] Its full logs: make dev, then Runs -> {run_id[:8]}")
         return 1
     _summary(definitions, result, window, time.monotonic() - began, run_id, console)
-    return 0
+    return 0 if _monitor(definitions, instance, window.end, console) else 1
+
+
+def _monitor(definitions, instance, last_day: date, console: Console) -> bool:
+    """Run every monitoring asset (drift, live performance) for the newest day it can judge: the last
+    day for drift, a label delay earlier for live performance. One run per day; True if all succeed."""
+    from platform_assets.components.use_case import LABEL_DELAY, MONITORING_TAG
+
+    graph = definitions.resolve_asset_graph()
+    by_day: dict[date, list] = {}
+    for key in sorted(graph.get_all_asset_keys()):
+        node = graph.get(key)
+        if node.tags.get(MONITORING_TAG) == "true":
+            day = last_day - timedelta(days=int(node.metadata[LABEL_DELAY]))
+            by_day.setdefault(day, []).append(key)
+    job = definitions.resolve_implicit_global_asset_job_def()
+    succeeded = True
+    for day, keys in sorted(by_day.items(), reverse=True):
+        started = time.monotonic()
+        with console.status(f"monitoring {day}: {', '.join(k.to_user_string() for k in keys)}"):
+            result = job.execute_in_process(
+                instance=instance,
+                asset_selection=keys,
+                partition_key=day.isoformat(),
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            )
+        checks = {
+            e.event_specific_data.asset_key: e.event_specific_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        }
+        for key in keys:
+            check = checks.get(key)
+            verdict = (
+                "[red]not run[/]"
+                if check is None
+                else ("[green]passed[/]" if check.passed else f"[yellow]{check.severity.value}[/]")
+                + f": {check.description}"
+            )
+            console.print(f"Monitoring {key.to_user_string()} for {day}: {verdict}")
+        if not result.success:
+            succeeded = False
+            console.print(f"[red]The monitoring run for {day} failed[/] (run {result.run_id[:8]})")
+        console.print(f"  ({time.monotonic() - started:.1f} s)")
+    return succeeded
 
 
 class _StepWatcher:

@@ -1,11 +1,13 @@
-"""Bentos: the scoring service's immutable deployable, one per model version and serving code.
+"""Bentos: a scoring service's immutable deployable, one per model version and serving code.
 
-``build(model_tag)`` runs ``bentoml build -f serving/bentofile.yaml --arg model_tag=<tag>`` from the
-repo root. The Bento's version is ``<model version>-<digest of the files it packs>``: the same model
-and code always give the same tag (a re-run reuses it), another model or another line of serving code
-gives a new one, and an old tag keeps serving what it always served. Rolling back is serving the
-previous tag (``make serve BENTO=fraud_scorer_<namespace>:<version>``). Each namespace has its own
-Bento name, ``fraud_scorer_<namespace>``, so an experiment's Bento is never mistaken for production's.
+``build(model_tag, name, bentofile)`` runs ``bentoml build -f <bentofile> --arg model_tag=<tag>`` from
+the repo root: ``serving/bentofile.yaml`` for the payment scorer, ``serving/predictor.bentofile.yaml``
+for a use case's prediction endpoint. The Bento's version is ``<model version>-<digest of the files
+it packs>``: the same model and code always give the same tag (a re-run reuses it), another model or
+another line of serving code gives a new one, and an old tag keeps serving what it always served.
+Rolling back is serving the previous tag (``make serve BENTO=<name>:<version>``). Each namespace has
+its own Bento names, ``<service>_<namespace>``, so an experiment's Bento is never mistaken for
+production's.
 
 No Dagster here; ``bentoml`` is imported inside the functions (it is slow to import).
 """
@@ -27,11 +29,12 @@ import yaml
 from keel_core.provenance import REPO_ROOT
 
 BENTOFILE = REPO_ROOT / "serving" / "bentofile.yaml"
+PREDICTOR_BENTOFILE = REPO_ROOT / "serving" / "predictor.bentofile.yaml"
 SERVICE_NAME = "fraud_scorer"  # the API service's name (serving/service.py)
 
 
-def bento_name(namespace: str) -> str:
-    return f"{SERVICE_NAME}_{namespace}"
+def bento_name(namespace: str, service: str = SERVICE_NAME) -> str:
+    return f"{service}_{namespace}"
 
 
 @dataclass(frozen=True)
@@ -50,28 +53,28 @@ class Build:
     seconds: float
 
 
-def packed_files() -> list[Path]:
+def packed_files(bentofile: Path = BENTOFILE) -> list[Path]:
     """The files a Bento packs from the repo: the bentofile's includes, its requirements, itself."""
-    config = yaml.safe_load(BENTOFILE.read_text())
-    files = {BENTOFILE, REPO_ROOT / config["python"]["requirements_txt"]}
+    config = yaml.safe_load(bentofile.read_text())
+    files = {bentofile, REPO_ROOT / config["python"]["requirements_txt"]}
     for pattern in config["include"]:
         files.update(REPO_ROOT.glob(pattern))
     return sorted(files)
 
 
-def source_digest() -> str:
+def source_digest(bentofile: Path = BENTOFILE) -> str:
     digest = hashlib.sha256()
-    for path in packed_files():
+    for path in packed_files(bentofile):
         digest.update(str(path.relative_to(REPO_ROOT)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def bento_version(model_tag: str) -> str:
+def bento_version(model_tag: str, bentofile: Path = BENTOFILE) -> str:
     model_version = model_tag.partition(":")[2]
     if not model_version:
         raise ValueError(f"model tag {model_tag!r}: expected name:version")
-    return f"{model_version}-{source_digest()[:10]}"
+    return f"{model_version}-{source_digest(bentofile)[:10]}"
 
 
 def _describe(bento) -> Bento:
@@ -85,12 +88,15 @@ def _describe(bento) -> Bento:
     )
 
 
-def build(model_tag: str, namespace: str, labels: dict[str, str] | None = None) -> Build:
-    """The Bento serving ``model_tag`` (which must be in the local BentoML store), built if new."""
+def build(
+    model_tag: str, name: str, bentofile: Path = BENTOFILE, labels: dict[str, str] | None = None
+) -> Build:
+    """The Bento ``name`` serving ``model_tag`` (which must be in the local BentoML store), built
+    from ``bentofile`` if new."""
     import bentoml
 
     started = time.monotonic()
-    tag = f"{bento_name(namespace)}:{bento_version(model_tag)}"
+    tag = f"{name}:{bento_version(model_tag, bentofile)}"
     try:
         return Build(_describe(bentoml.bentos.get(tag)), reused=True, seconds=time.monotonic() - started)
     except bentoml.exceptions.NotFound:
@@ -99,9 +105,9 @@ def build(model_tag: str, namespace: str, labels: dict[str, str] | None = None) 
         str(Path(sys.executable).with_name("bentoml")),
         "build",
         "--name",
-        bento_name(namespace),
+        name,
         "--bentofile",
-        str(BENTOFILE),
+        str(bentofile),
         "--version",
         tag.partition(":")[2],
         "--arg",
@@ -121,11 +127,10 @@ def build(model_tag: str, namespace: str, labels: dict[str, str] | None = None) 
     return Build(_describe(bentoml.bentos.get(tag)), reused=False, seconds=time.monotonic() - started)
 
 
-def built(namespace: str) -> list[Bento]:
-    """Every Bento of the scoring service of ``namespace`` in the local store, oldest first."""
+def built(name: str) -> list[Bento]:
+    """Every Bento named ``name`` in the local store, oldest first."""
     import bentoml
 
-    name = bento_name(namespace)
     bentos = [bento for bento in bentoml.bentos.list(name) if bento.tag.name == name]
     return sorted((_describe(bento) for bento in bentos), key=lambda bento: bento.created)
 

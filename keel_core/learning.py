@@ -98,6 +98,7 @@ class Experiment:
     baseline: Any  # a fitted pipeline, or None for a column baseline
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
+    train: pd.DataFrame  # the labelled training rows (drift compares later days with them)
     train_rows: int
     test_rows: int
     training_seconds: float
@@ -133,6 +134,7 @@ def run_experiment(
         baseline=fitted_baseline,
         metrics=measure(scored(rows, model, test, task), metrics),
         baseline_metrics=measure(scored(rows, fitted_baseline, test, task, baseline.column), metrics),
+        train=train,
         train_rows=len(train),
         test_rows=len(test),
         training_seconds=seconds,

@@ -1,7 +1,10 @@
-"""The online feature store: the entity features of one daily snapshot, by id, for the scoring service.
+"""The online feature store: the entity features of one daily snapshot, by id, for the scoring services.
 
-The ``serving/online_features`` asset publishes ``features.entity_snapshot(closed_day)``; the service
-looks up the customer and terminal of each payment it scores. One interface, two stores, chosen by URL:
+A use case declares a ``FeatureView``: its entities (an integer key and the features served for it)
+and the version of its feature set. Its online-features asset publishes a day's snapshot of the view
+(one frame per entity); its scoring service looks up the entities of each request. Each view has its
+own snapshot, so the views of several use cases live side by side in one store. One interface, two
+stores, chosen by URL:
 
 * ``sqlite:////abs/path/online_features.sqlite``: a file, for the local environment (no server).
 * ``redis://host:6379/0``: production. Each snapshot is a new versioned key set; a pointer key is
@@ -14,7 +17,7 @@ Two rules hold in both:
   holds is not published (re-materializing an old partition must not put stale features in front of
   live payments). The same day again replaces it (a re-run after a fix).
 * A lookup answers for every id asked: features for an id in the snapshot, NaN for one that is not
-  (``features.online_features`` turns those into the documented defaults and flags them).
+  (the use case turns those into its documented defaults and flags them).
 
 Pure module: no Dagster, no BentoML.
 """
@@ -22,11 +25,12 @@ Pure module: no Dagster, no BentoML.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -34,14 +38,42 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keel_core.features import CUSTOMER_FEATURES, FEATURE_SET_VERSION, TERMINAL_FEATURES
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # view, entity and column names become SQL and keys
 
-# entity -> (id column, its features, in the order they are stored)
-ENTITIES = {
-    "customer": ("customer_id", tuple(f.name for f in CUSTOMER_FEATURES)),
-    "terminal": ("terminal_id", tuple(f.name for f in TERMINAL_FEATURES)),
-}
-ENTITY_FEATURE_NAMES = ENTITIES["customer"][1] + ENTITIES["terminal"][1]
+
+@dataclass(frozen=True)
+class Entity:
+    """What is served for one entity of a view: rows keyed by the integer ``key`` column."""
+
+    name: str
+    key: str
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """A use case's online features: its entities, in the order a lookup returns their columns."""
+
+    name: str
+    entities: tuple[Entity, ...]
+    version: str  # the feature set's version: a store holding another one refuses to serve
+
+    def __post_init__(self):
+        names = [
+            self.name,
+            *(e.name for e in self.entities),
+            *(c for e in self.entities for c in (e.key, *e.features)),
+        ]
+        if bad := [name for name in names if not _NAME.match(name)]:
+            raise ValueError(f"feature view {self.name!r}: not a lowercase identifier: {bad}")
+        if not self.entities or any(not e.features for e in self.entities):
+            raise ValueError(f"feature view {self.name!r}: every entity needs at least one feature")
+        if len({e.name for e in self.entities}) < len(self.entities):
+            raise ValueError(f"feature view {self.name!r}: an entity is declared twice")
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(name for entity in self.entities for name in entity.features)
 
 
 class StoreUnavailable(ConnectionError):
@@ -55,10 +87,9 @@ class NoSnapshot(LookupError):
 @dataclass(frozen=True)
 class SnapshotInfo:
     version: str
-    closed_day: date  # features as of this day's close: they serve the payments of the next day
+    closed_day: date  # features as of this day's close: they serve the requests of the next day
     feature_set_version: str
-    customers: int
-    terminals: int
+    rows: dict[str, int]  # per entity
     published_at: str
 
     def to_json(self) -> str:
@@ -80,39 +111,33 @@ class Publication:
 @dataclass(frozen=True)
 class Lookup:
     snapshot: SnapshotInfo
-    values: np.ndarray  # one row per id pair asked, ENTITY_FEATURE_NAMES columns, NaN where unknown
+    values: np.ndarray  # one row per request, the view's feature_names columns, NaN where unknown
+    columns: tuple[str, ...]
 
     @property
     def entities(self) -> pd.DataFrame:
-        return pd.DataFrame(self.values, columns=list(ENTITY_FEATURE_NAMES))
+        return pd.DataFrame(self.values, columns=list(self.columns))
 
 
-def _new_snapshot(closed_day: date, customers: pd.DataFrame, terminals: pd.DataFrame) -> SnapshotInfo:
-    for entity, frame in (("customer", customers), ("terminal", terminals)):
-        key, names = ENTITIES[entity]
-        missing = [column for column in (key, *names) if column not in frame.columns]
+def _new_snapshot(view: FeatureView, closed_day: date, frames: Mapping[str, pd.DataFrame]) -> SnapshotInfo:
+    if sorted(frames) != sorted(e.name for e in view.entities):
+        raise ValueError(
+            f"view {view.name}: a snapshot has one frame per entity {[e.name for e in view.entities]}"
+        )
+    for entity in view.entities:
+        frame = frames[entity.name]
+        missing = [column for column in (entity.key, *entity.features) if column not in frame.columns]
         if missing:
-            raise ValueError(f"the {entity} snapshot lacks columns {missing}")
-        if frame[key].duplicated().any():
-            raise ValueError(f"the {entity} snapshot has duplicate {key}s")
+            raise ValueError(f"the {entity.name} snapshot lacks columns {missing}")
+        if frame[entity.key].duplicated().any():
+            raise ValueError(f"the {entity.name} snapshot has duplicate {entity.key}s")
     return SnapshotInfo(
         version=f"{closed_day.isoformat()}-{uuid.uuid4().hex[:12]}",
         closed_day=closed_day,
-        feature_set_version=FEATURE_SET_VERSION,
-        customers=len(customers),
-        terminals=len(terminals),
+        feature_set_version=view.version,
+        rows={name: len(frame) for name, frame in frames.items()},
         published_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-
-
-def _check_feature_set(snapshot: SnapshotInfo) -> SnapshotInfo:
-    if snapshot.feature_set_version != FEATURE_SET_VERSION:
-        # Serving features of another definition would give silently wrong scores.
-        raise NoSnapshot(
-            f"the store holds feature set {snapshot.feature_set_version}, this code computes "
-            f"{FEATURE_SET_VERSION}: re-publish serving/online_features"
-        )
-    return snapshot
 
 
 def _aligned(rows: Sequence[Sequence[float] | None], width: int) -> np.ndarray:
@@ -124,52 +149,69 @@ def _aligned(rows: Sequence[Sequence[float] | None], width: int) -> np.ndarray:
 
 
 class OnlineStore(ABC):
+    view: FeatureView
+
     @property
     @abstractmethod
     def uri(self) -> str: ...
 
     @abstractmethod
-    def publish(self, closed_day: date, customers: pd.DataFrame, terminals: pd.DataFrame) -> Publication:
-        """Offer the snapshot of ``closed_day`` (frames from ``features.entity_snapshot``)."""
+    def publish(self, closed_day: date, frames: Mapping[str, pd.DataFrame]) -> Publication:
+        """Offer the view's snapshot of ``closed_day``: one frame per entity, its key and features."""
 
     @abstractmethod
     def current(self) -> SnapshotInfo | None:
         """The snapshot served now, or None if nothing was published. Raises StoreUnavailable."""
 
     @abstractmethod
-    def _rows(
-        self, customer_ids: Sequence[int], terminal_ids: Sequence[int]
-    ) -> tuple[SnapshotInfo, list, list]:
-        """The snapshot and, read consistently from it, the stored rows (None when unknown)."""
+    def _rows(self, ids: list[list[int]]) -> tuple[SnapshotInfo, list[list]]:
+        """The snapshot and, read consistently from it, the stored rows per entity (None when unknown)."""
 
-    def lookup(self, customer_ids: Sequence[int], terminal_ids: Sequence[int]) -> Lookup:
-        """Entity features for each (customer_ids[i], terminal_ids[i]), from one snapshot."""
-        if len(customer_ids) != len(terminal_ids):
-            raise ValueError("one customer id and one terminal id per payment")
-        snapshot, customers, terminals = self._rows(list(customer_ids), list(terminal_ids))
-        customer_names, terminal_names = ENTITIES["customer"][1], ENTITIES["terminal"][1]
+    def lookup(self, ids: Mapping[str, Sequence[int]]) -> Lookup:
+        """The features of each request's entities (``ids[entity][i]`` for request i), from one snapshot."""
+        if sorted(ids) != sorted(e.name for e in self.view.entities):
+            raise ValueError(
+                f"a lookup in {self.view.name} names an id per entity {[e.name for e in self.view.entities]}"
+            )
+        if len({len(values) for values in ids.values()}) > 1:
+            raise ValueError("a lookup names one id of each entity per request")
+        snapshot, rows = self._rows([list(ids[e.name]) for e in self.view.entities])
         values = np.hstack(
-            [_aligned(customers, len(customer_names)), _aligned(terminals, len(terminal_names))]
+            [
+                _aligned(found, len(entity.features))
+                for entity, found in zip(self.view.entities, rows, strict=True)
+            ]
         )
-        return Lookup(_check_feature_set(snapshot), values)
+        if snapshot.feature_set_version != self.view.version:
+            # Serving features of another definition would give silently wrong scores.
+            raise NoSnapshot(
+                f"the store holds feature set {snapshot.feature_set_version} of {self.view.name}, this code "
+                f"computes {self.view.version}: re-publish its online features"
+            )
+        return Lookup(snapshot, values, self.view.feature_names)
 
     def close(self) -> None:  # noqa: B027 (a store without connections has nothing to close)
         pass
 
 
 class SqliteOnlineStore(OnlineStore):
-    """A SQLite file in WAL mode: one transaction replaces the snapshot, and a reader's transaction
-    sees one snapshot throughout, while the service reads and a Dagster run publishes."""
+    """A SQLite file in WAL mode: one transaction replaces a view's snapshot, and a reader's
+    transaction sees one snapshot throughout, while the service reads and a Dagster run publishes.
+    A view's tables are ``<view>__snapshot`` and ``<view>__<entity>``."""
 
-    def __init__(self, path: str | Path, timeout_seconds: float = 5.0):
+    def __init__(self, path: str | Path, view: FeatureView, timeout_seconds: float = 5.0):
         self.path = Path(path)
+        self.view = view
         self.timeout_seconds = timeout_seconds
         self._reader: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
     @property
     def uri(self) -> str:
-        return f"sqlite:///{self.path}"
+        return f"sqlite:///{self.path} ({self.view.name})"
+
+    def _table(self, entity: str) -> str:
+        return f"{self.view.name}__{entity}"
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are begun explicitly below.
@@ -177,16 +219,16 @@ class SqliteOnlineStore(OnlineStore):
             self.path, timeout=self.timeout_seconds, isolation_level=None, check_same_thread=False
         )
 
-    @staticmethod
-    def _snapshot(connection: sqlite3.Connection) -> SnapshotInfo | None:
+    def _snapshot(self, connection: sqlite3.Connection) -> SnapshotInfo | None:
+        table = self._table("snapshot")
         has_table = connection.execute(
-            "select 1 from sqlite_master where type = 'table' and name = 'snapshot'"
+            "select 1 from sqlite_master where type = 'table' and name = ?", [table]
         ).fetchone()
-        row = has_table and connection.execute("select info from snapshot").fetchone()
+        row = has_table and connection.execute(f"select info from {table}").fetchone()
         return SnapshotInfo.from_json(row[0]) if row else None
 
-    def publish(self, closed_day: date, customers: pd.DataFrame, terminals: pd.DataFrame) -> Publication:
-        offered = _new_snapshot(closed_day, customers, terminals)
+    def publish(self, closed_day: date, frames: Mapping[str, pd.DataFrame]) -> Publication:
+        offered = _new_snapshot(self.view, closed_day, frames)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = self._connect()
         try:
@@ -196,21 +238,22 @@ class SqliteOnlineStore(OnlineStore):
             if current is not None and current.closed_day > closed_day:
                 connection.execute("rollback")
                 return Publication(offered, published=False, current=current)
-            for entity, frame in (("customer", customers), ("terminal", terminals)):
-                key, names = ENTITIES[entity]
-                connection.execute(f"drop table if exists {entity}_features")
+            for entity in self.view.entities:
+                table, names = self._table(entity.name), entity.features
+                connection.execute(f"drop table if exists {table}")
                 connection.execute(
-                    f"create table {entity}_features ({key} integer primary key, "
+                    f"create table {table} ({entity.key} integer primary key, "
                     + ", ".join(f"{name} real not null" for name in names)
                     + ")"
                 )
                 connection.executemany(
-                    f"insert into {entity}_features values ({', '.join('?' * (len(names) + 1))})",
-                    frame[[key, *names]].itertuples(index=False, name=None),
+                    f"insert into {table} values ({', '.join('?' * (len(names) + 1))})",
+                    frames[entity.name][[entity.key, *names]].itertuples(index=False, name=None),
                 )
-            connection.execute("create table if not exists snapshot (info text not null)")
-            connection.execute("delete from snapshot")
-            connection.execute("insert into snapshot values (?)", [offered.to_json()])
+            snapshot = self._table("snapshot")
+            connection.execute(f"create table if not exists {snapshot} (info text not null)")
+            connection.execute(f"delete from {snapshot}")
+            connection.execute(f"insert into {snapshot} values (?)", [offered.to_json()])
             connection.execute("commit")
         except BaseException:
             if connection.in_transaction:
@@ -223,7 +266,7 @@ class SqliteOnlineStore(OnlineStore):
     def _read(self, read):
         if not self.path.exists():
             # Not opened: that would create an empty file and hide a wrong path.
-            raise NoSnapshot(f"no file at {self.path}: materialize serving/online_features to publish one")
+            raise NoSnapshot(f"no file at {self.path}: publish {self.view.name}'s online features first")
         with self._lock:
             if self._reader is None:
                 self._reader = self._connect()
@@ -242,27 +285,26 @@ class SqliteOnlineStore(OnlineStore):
         except NoSnapshot:
             return None
 
-    def _rows(self, customer_ids, terminal_ids):
+    def _rows(self, ids):
         def read(connection):
             snapshot = self._snapshot(connection)
             if snapshot is None:
-                raise NoSnapshot(f"nothing published to {self.uri}: materialize serving/online_features")
+                raise NoSnapshot(f"nothing published to {self.uri}: publish its online features first")
             found = []
-            for entity, ids in (("customer", customer_ids), ("terminal", terminal_ids)):
-                key, names = ENTITIES[entity]
-                unique = sorted(set(ids))
+            for entity, asked in zip(self.view.entities, ids, strict=True):
+                unique = sorted(set(asked))
                 rows = {}
                 # SQLite caps a statement's parameters; ask in chunks.
                 for start in range(0, len(unique), 10_000):
                     chunk = unique[start : start + 10_000]
                     for row in connection.execute(
-                        f"select {key}, {', '.join(names)} from {entity}_features "
-                        f"where {key} in ({', '.join('?' * len(chunk))})",
+                        f"select {entity.key}, {', '.join(entity.features)} from {self._table(entity.name)} "
+                        f"where {entity.key} in ({', '.join('?' * len(chunk))})",
                         chunk,
                     ):
                         rows[row[0]] = row[1:]
-                found.append([rows.get(i) for i in ids])
-            return snapshot, found[0], found[1]
+                found.append([rows.get(i) for i in asked])
+            return snapshot, found
 
         return self._read(read)
 
@@ -274,18 +316,23 @@ class SqliteOnlineStore(OnlineStore):
 
 
 # Reads the pointer and every asked field in one atomic script: the snapshot cannot switch halfway.
+# ARGV: n (ids per entity), k (entities), the k entity names, then k blocks of n ids.
 _LOOKUP = """
 local current = redis.call('GET', KEYS[1])
 if not current then return false end
 local info = cjson.decode(current)
-local n = tonumber(ARGV[1])
-local customers, terminals = {}, {}
+local n, k = tonumber(ARGV[1]), tonumber(ARGV[2])
 local snapshot = KEYS[1] .. ':' .. info.version
-if n > 0 then
-  customers = redis.call('HMGET', snapshot .. ':customer', unpack(ARGV, 2, n + 1))
-  terminals = redis.call('HMGET', snapshot .. ':terminal', unpack(ARGV, n + 2, 2 * n + 1))
+local result = {current}
+for e = 1, k do
+  local found = {}
+  if n > 0 then
+    local first = 2 + k + (e - 1) * n + 1
+    found = redis.call('HMGET', snapshot .. ':' .. ARGV[2 + e], unpack(ARGV, first, first + n - 1))
+  end
+  result[e + 1] = found
 end
-return {current, customers, terminals}
+return result
 """
 
 # Switches the pointer unless it names a later day (ISO dates compare as strings).
@@ -298,8 +345,8 @@ return ARGV[1]
 
 
 class RedisOnlineStore(OnlineStore):
-    """Redis: ``<prefix>:current`` holds the snapshot's info; the snapshot itself is two hashes,
-    ``<prefix>:current:<version>:customer`` and ``...:terminal``, id -> JSON list of feature values.
+    """Redis: ``<prefix>:<view>:current`` holds the view's snapshot info; the snapshot itself is one
+    hash per entity, ``<prefix>:<view>:current:<version>:<entity>``, id -> JSON list of feature values.
 
     The prefix carries a hash tag (``{keel}``) so that, on a Redis Cluster, every key of the store is
     on one slot and the scripts stay atomic.
@@ -308,10 +355,13 @@ class RedisOnlineStore(OnlineStore):
     # Lua's unpack() is bounded by its stack (~8000): a lookup asks at most this many ids per script.
     LOOKUP_CHUNK = 3000
 
-    def __init__(self, url: str, prefix: str = "{keel}:online", timeout_seconds: float = 0.5):
+    def __init__(
+        self, url: str, view: FeatureView, prefix: str = "{keel}:online", timeout_seconds: float = 0.5
+    ):
         import redis
 
         self.url = url
+        self.view = view
         self.prefix = prefix
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
@@ -321,11 +371,11 @@ class RedisOnlineStore(OnlineStore):
 
     @property
     def uri(self) -> str:
-        return f"{self.url.split('@')[-1]} ({self.prefix})"  # without credentials
+        return f"{self.url.split('@')[-1]} ({self.prefix}:{self.view.name})"  # without credentials
 
     @property
     def _pointer(self) -> str:
-        return f"{self.prefix}:current"
+        return f"{self.prefix}:{self.view.name}:current"
 
     def _call(self, function, *args, **kwargs):
         import redis
@@ -335,16 +385,16 @@ class RedisOnlineStore(OnlineStore):
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise StoreUnavailable(f"online store {self.uri}: {error}") from error
 
-    def publish(self, closed_day: date, customers: pd.DataFrame, terminals: pd.DataFrame) -> Publication:
-        offered = _new_snapshot(closed_day, customers, terminals)
-        versions = f"{self.prefix}:versions"
+    def publish(self, closed_day: date, frames: Mapping[str, pd.DataFrame]) -> Publication:
+        offered = _new_snapshot(self.view, closed_day, frames)
+        versions = f"{self.prefix}:{self.view.name}:versions"
         # Registered first, so that a publisher that dies halfway leaves keys the next one removes.
         self._call(self.client.sadd, versions, offered.version)
-        for entity, frame in (("customer", customers), ("terminal", terminals)):
-            key, names = ENTITIES[entity]
-            hash_key = f"{self._pointer}:{offered.version}:{entity}"
-            ids = frame[key].to_numpy()
-            values = frame[list(names)].to_numpy(dtype="float64")
+        for entity in self.view.entities:
+            frame = frames[entity.name]
+            hash_key = f"{self._pointer}:{offered.version}:{entity.name}"
+            ids = frame[entity.key].to_numpy()
+            values = frame[list(entity.features)].to_numpy(dtype="float64")
             pipe = self.client.pipeline(transaction=False)
             for start in range(0, len(frame), 5000):
                 pipe.hset(
@@ -366,7 +416,7 @@ class RedisOnlineStore(OnlineStore):
         if stale:
             pipe = self.client.pipeline(transaction=False)
             for version in stale:
-                pipe.delete(f"{self._pointer}:{version}:customer", f"{self._pointer}:{version}:terminal")
+                pipe.delete(*(f"{self._pointer}:{version}:{entity.name}" for entity in self.view.entities))
                 pipe.srem(versions, version)
             self._call(pipe.execute)
         return Publication(offered, published=current.version == offered.version, current=current)
@@ -375,29 +425,30 @@ class RedisOnlineStore(OnlineStore):
         value = self._call(self.client.get, self._pointer)
         return SnapshotInfo.from_json(value) if value else None
 
-    def _rows(self, customer_ids, terminal_ids):
-        snapshot, customers, terminals = None, [], []
-        for start in range(0, max(len(customer_ids), 1), self.LOOKUP_CHUNK):
-            chunk_c = customer_ids[start : start + self.LOOKUP_CHUNK]
-            chunk_t = terminal_ids[start : start + self.LOOKUP_CHUNK]
-            result = self._call(self._lookup, keys=[self._pointer], args=[len(chunk_c), *chunk_c, *chunk_t])
+    def _rows(self, ids):
+        names = [entity.name for entity in self.view.entities]
+        snapshot, found = None, [[] for _ in names]
+        for start in range(0, max(len(ids[0]), 1), self.LOOKUP_CHUNK):
+            chunks = [asked[start : start + self.LOOKUP_CHUNK] for asked in ids]
+            args = [len(chunks[0]), len(names), *names, *(i for chunk in chunks for i in chunk)]
+            result = self._call(self._lookup, keys=[self._pointer], args=args)
             if not result:
-                raise NoSnapshot(f"nothing published to {self.uri}: materialize serving/online_features")
+                raise NoSnapshot(f"nothing published to {self.uri}: publish its online features first")
             chunk_snapshot = SnapshotInfo.from_json(result[0])
             if snapshot is not None and chunk_snapshot.version != snapshot.version:
                 # A publish landed between two chunks of a long lookup: start again on the new one.
-                return self._rows(customer_ids, terminal_ids)
+                return self._rows(ids)
             snapshot = chunk_snapshot
-            customers += [json.loads(v) if v is not None else None for v in result[1]]
-            terminals += [json.loads(v) if v is not None else None for v in result[2]]
-        return snapshot, customers, terminals
+            for rows, values in zip(found, result[1:], strict=True):
+                rows += [json.loads(v) if v is not None else None for v in values]
+        return snapshot, found
 
     def close(self) -> None:
         self.client.close()
 
 
-def open_store(url: str, namespace: str, timeout_seconds: float = 0.5) -> OnlineStore:
-    """The store a URL names: ``sqlite:////absolute/path`` or ``redis://[:password@]host:port/db``.
+def open_store(url: str, namespace: str, view: FeatureView, timeout_seconds: float = 0.5) -> OnlineStore:
+    """``view``'s store at a URL: ``sqlite:////absolute/path`` or ``redis://[:password@]host:port/db``.
 
     A Redis is shared by namespaces, each under its own keys (``{keel:<namespace>}:online``); a
     SQLite file is one namespace's (``resources/environments.py`` gives each its own file)."""
@@ -405,7 +456,9 @@ def open_store(url: str, namespace: str, timeout_seconds: float = 0.5) -> Online
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_absolute():
             raise ValueError(f"online store {url!r}: the SQLite path must be absolute (sqlite:////abs/path)")
-        return SqliteOnlineStore(path, timeout_seconds=max(timeout_seconds, 1.0))
+        return SqliteOnlineStore(path, view, timeout_seconds=max(timeout_seconds, 1.0))
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisOnlineStore(url, prefix=f"{{keel:{namespace}}}:online", timeout_seconds=timeout_seconds)
+        return RedisOnlineStore(
+            url, view, prefix=f"{{keel:{namespace}}}:online", timeout_seconds=timeout_seconds
+        )
     raise ValueError(f"online store {url!r}: expected sqlite:////abs/path or redis://host:port/db")

@@ -35,12 +35,14 @@ def day_folder(day) -> str:
 
 
 class PredictionLog:
-    def __init__(self, uri: str, flush_seconds: float = 2.0):
+    def __init__(self, uri: str, flush_seconds: float = 2.0, day_column: str = "transacted_at"):
+        """Rows are filed under the day of their ``day_column`` (a timestamp)."""
         self.filesystem, self.root = pyarrow.fs.FileSystem.from_uri(
             uri if "://" in uri else os.path.abspath(uri)
         )
         self.uri = uri
         self.flush_seconds = flush_seconds
+        self.day_column = day_column
         self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._sequence = 0
         self._buffer: list[pd.DataFrame] = []
@@ -51,7 +53,7 @@ class PredictionLog:
         self._thread.start()
 
     def append(self, rows: pd.DataFrame | Mapping[str, Any]) -> None:
-        """Queue scored rows (they need ``prediction_id`` and ``transacted_at``); returns at once.
+        """Queue scored rows (they need ``prediction_id`` and the day column); returns at once.
 
         ``rows`` is a frame, or columns (arrays of one length; scalars repeat) that the writer turns
         into a frame later: building a frame per request costs more than scoring it.
@@ -73,7 +75,7 @@ class PredictionLog:
                 return 0
             rows = _concat(frames)
             try:
-                for day, day_rows in rows.groupby(rows["transacted_at"].dt.date):
+                for day, day_rows in rows.groupby(rows[self.day_column].dt.date):
                     self._write(day, day_rows)
             except BaseException:
                 with self._lock:  # put them back in front: written again next time, deduplicated later

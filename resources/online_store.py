@@ -6,7 +6,7 @@ chooses. The scoring service opens the same URL itself (``KEEL_ONLINE_STORE_URL`
 
 import dagster as dg
 
-from keel_core.online_store import OnlineStore, open_store
+from keel_core.online_store import FeatureView, OnlineStore, open_store
 
 
 class OnlineFeatureStore(dg.ConfigurableResource):
@@ -15,5 +15,6 @@ class OnlineFeatureStore(dg.ConfigurableResource):
     # A publish writes every entity: give it longer than a lookup on the request path gets.
     timeout_seconds: float = 10.0
 
-    def open(self) -> OnlineStore:
-        return open_store(self.url, self.namespace, timeout_seconds=self.timeout_seconds)
+    def open(self, view: FeatureView) -> OnlineStore:
+        """The store of ``view`` (a use case's online features)."""
+        return open_store(self.url, self.namespace, view, timeout_seconds=self.timeout_seconds)

@@ -21,7 +21,6 @@ import asyncio
 import gc
 import io
 import logging
-import math
 import tempfile
 import time
 import uuid
@@ -39,7 +38,7 @@ from starlette.responses import JSONResponse
 
 from keel_core import contracts, parsing
 from keel_core.circuit_breaker import CircuitBreaker, CircuitOpen
-from keel_core.features import ENTITY_FLAGS, FEATURES, online_feature_values
+from keel_core.features import ENTITY_FLAGS, FEATURES, ONLINE_VIEW, online_feature_values
 from keel_core.online_store import NoSnapshot, StoreUnavailable, open_store
 from keel_core.prediction_log import PredictionLog
 from serving.admission import Admission, Refused
@@ -50,6 +49,7 @@ from serving.model import BentoArguments, FraudModel
 from serving.openapi import CorrectedOpenApi
 from serving.schemas import Score, Transaction, Transactions
 from serving.settings import MAX_FILE_DECODED_BYTES, MAX_FILE_ROWS, Settings, settings
+from serving.unavailable import Unavailable
 
 ARGUMENTS = bentoml.use_arguments(BentoArguments)
 PARQUET = "application/vnd.apache.parquet"
@@ -82,20 +82,6 @@ store_failures = bentoml.metrics.Counter(
     documentation="Lookups that failed or were refused by the open circuit breaker, by reason",
     labelnames=["reason"],
 )
-
-
-class Unavailable(Exception):
-    """The online feature store cannot answer now: a 503 naming why, with ``Retry-After``."""
-
-    REASONS = {
-        StoreUnavailable: "the online feature store is not reachable",
-        CircuitOpen: "the online feature store failed repeatedly; calls to it are paused",
-        NoSnapshot: "no online features are published",
-    }
-
-    def __init__(self, cause: Exception):
-        super().__init__(self.REASONS[type(cause)])
-        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -196,7 +182,10 @@ class FraudScorer:
         self.model_version = ARGUMENTS.model_tag
         self.model = FraudModel(bentoml.sklearn.load_model(self.model_ref))  # resolved by now
         self.store = open_store(
-            self.settings.online_store_url, self.settings.namespace, self.settings.store_timeout_seconds
+            self.settings.online_store_url,
+            self.settings.namespace,
+            ONLINE_VIEW,
+            self.settings.store_timeout_seconds,
         )
         self.breaker = CircuitBreaker(
             "the online feature store", failures_to_open=3, reset_seconds=self.settings.store_retry_seconds
@@ -332,11 +321,7 @@ class FraudScorer:
         return pa.RecordBatch.from_arrays(columns, schema=schema)
 
     def _unavailable(self, route: str, unavailable: Unavailable) -> JSONResponse:
-        """503 naming the reason, and when to try again (the breaker's pause): one log line, with the
-        store's own message for the operator (no request values in it)."""
-        retry = math.ceil(self.settings.store_retry_seconds)
-        logger.warning("503 POST %s: %s (%s)", route, unavailable, unavailable.cause)
-        return JSONResponse({"error": str(unavailable)}, status_code=503, headers={"Retry-After": str(retry)})
+        return unavailable.response(route, self.settings.store_retry_seconds)
 
     def _score_requests(self, requests: list[Request]) -> list[Scored]:
         """One model call for the payments of several requests (the micro-batcher calls this in a
@@ -358,7 +343,8 @@ class FraudScorer:
         )
         try:
             lookup = self.breaker.call(
-                self.store.lookup, facts["customer_id"].tolist(), facts["terminal_id"].tolist()
+                self.store.lookup,
+                {"customer": facts["customer_id"].tolist(), "terminal": facts["terminal_id"].tolist()},
             )
         except (StoreUnavailable, CircuitOpen, NoSnapshot) as error:
             store_failures.labels(reason=type(error).__name__).inc()

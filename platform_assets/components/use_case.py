@@ -6,13 +6,20 @@ its ``features.py`` computes the rows from the warehouse. This component turns t
 keyed ``<name>/...``, in the asset group ``<name>``:
 
     <reads> -> features (daily) -> model (train, register) -> evaluation (gate) -> production_model
-                                                           \\-> scores (daily, by the production model)
+    features + production_model -> scores (daily) -> live_performance (daily, a label delay later)
+    features + production_model -> drift (daily, against the model's training rows)
+    features -> online_features (the day's rows in the online store)    } when the spec
+    production_model -> bento (its prediction endpoint, serving/predictor.py) } declares serving
+
+and the job ``<name>_train_and_promote`` with the sensor ``<name>_retraining`` that asks for it
+(newly labelled days, a failed drift or live-performance check: ``platform_assets/retraining.py``).
 
 The maths is the platform's pure library (``keel_core.learning``, ``keel_core.judging``); the
 lifecycle steps are the ones the reference use case has (the hand-over of exact versions, a refusal
 as an expected outcome, idempotent daily tables). No use case is named here.
 """
 
+import io
 import pickle
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -21,7 +28,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from platform_assets import retraining
 from platform_assets.automation import follows_upstream
+from platform_assets.bentos import build_and_archive
 from platform_assets.components.scaffold import UseCaseScaffolder
 from platform_assets.handover import produced_by, promote_or_keep
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
@@ -29,19 +38,29 @@ from platform_assets.provenance import recorded
 from platform_assets.steps import (
     FEATURES,
     GATE,
+    MONITORING,
     PUBLISHING,
     SCORING,
     TRAINING,
+    TRAINING_RUNS,
     WAREHOUSE_POOL,
     retry_only_transient,
 )
 from platform_assets.storage import stored_in_warehouse
 from resources.lake import Lake
+from resources.namespace import Namespace
+from resources.online_store import OnlineFeatureStore
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
 from resources.warehouse import Warehouse
 
 BASELINE_FILE = "baseline.pickle"  # a fitted estimator baseline, kept with the version
+TRAINING_REFERENCE = "training_reference.parquet"  # the training rows drift compares days with
+DRIFT_CHECK, PERFORMANCE_CHECK = "features_have_not_drifted", "performance_within_limits"
 PIPELINE_TAG = "keel/pipeline"  # on every use case's asset: keel_pipeline runs them (defs/jobs.py)
+# On the monitoring assets instead: they judge days once a model is in production (`keel demo` runs
+# them for the newest days after the pipeline). Their metadata says how many days after the day
+# they can run (LABEL_DELAY: a label delay).
+MONITORING_TAG, LABEL_DELAY = "keel/monitoring", "keel/label_delay_days"
 CHUNK_DAYS = 31  # features are computed and stored a month at a time, whatever the window
 
 
@@ -84,6 +103,37 @@ class Windows(dg.Model):
     evaluation_days: int = 7
 
 
+class DriftSpec(dg.Model):
+    """What drift compares (default: every feature, as numbers) and when it warns or fails."""
+
+    numerical: list[str] | None = None  # default: the features not declared categorical
+    categorical: list[str] = Field(default_factory=list)
+    warn_share: float = 0.3
+    fail_share: float = 0.5
+    fail_features: list[str] = Field(default_factory=list)  # fail whenever one of these drifts
+    max_rows: int = 50_000  # a side above this many rows is sampled
+
+
+class MonitoringSpec(dg.Model):
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    # A floor or a ceiling per metric for a labelled day in production (default: the gate's limits).
+    limits: dict[str, float] | None = None
+
+
+class ServingSpec(dg.Model):
+    """Online: the day's feature rows published per entity, and an endpoint that answers for one."""
+
+    entity: str  # what a request names, e.g. terminal (its key is the use case's one entity column)
+    response: str = "prediction"  # the answer's field name, e.g. forecast
+    # Each feature's value for an entity the day's snapshot does not hold (default 0: no history).
+    defaults: dict[str, float] = Field(default_factory=dict)
+
+
+class RetrainingSpec(dg.Model):
+    # Newly labelled days that ask for a retraining (default: the environment's policy).
+    labelled_days: int | None = None
+
+
 @dg.scaffold_with(UseCaseScaffolder)
 class UseCase(dg.Component, dg.Resolvable, dg.Model):
     """A model's lifecycle from a folder: features, training and registration, the promotion gate,
@@ -101,12 +151,16 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
     label_column: str
     label_delay_days: int = Field(ge=0)
     reads: list[Reads] = Field(min_length=1)
-    labels_read: list[str] = Field(default_factory=list)  # assets the labels come from
+    # The daily assets the labels come from: day D's label is in their partition D + label delay.
+    labels_read: list[str] = Field(min_length=1)
     estimator: EstimatorSpec
     baseline: BaselineSpec
     metrics: list[MetricSpec] = Field(min_length=1)
     gate: GateSpec
     windows: Windows
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    serving: ServingSpec | None = None  # None: batch scores only
+    retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
     seed: int = 42
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -125,12 +179,15 @@ def _key(name: str, asset: str) -> dg.AssetKey:
 
 def lifecycle(spec: UseCase, compute_features, compute_labels) -> dg.Definitions:
     """The assets of ``spec``'s lifecycle, with its features and labels functions."""
-    from keel_core import judging, learning
+    from keel_core import drift, judging, learning
+    from keel_core.endpoint import RECORD_KEY, Endpoint
 
     name = spec.name
     features_key, model_key = _key(name, "features"), _key(name, "model")
     evaluation_key, production_key = _key(name, "evaluation"), _key(name, "production_model")
-    scores_key = _key(name, "scores")
+    scores_key, drift_key = _key(name, "scores"), _key(name, "drift")
+    performance_key = _key(name, "live_performance")
+    labels_keys = [dg.AssetKey.from_user_string(asset) for asset in spec.labels_read]
     feature_table, score_table = f"ml.{name}_features", f"ml.{name}_scores"
     rows = learning.Rows(tuple(spec.entity), spec.day_column, tuple(spec.feature_names), spec.label_column)
     metrics = {m.name.rpartition(":")[2]: judging.metric(m.name, m.higher_is_better) for m in spec.metrics}
@@ -143,6 +200,44 @@ def lifecycle(spec: UseCase, compute_features, compute_labels) -> dg.Definitions
         raise ValueError(f"{name}: a lookback cannot be negative ({spec.reads})")
     if unmeasured := sorted(gate.metrics() - set(metrics)):
         raise ValueError(f"{name}: the gate names metrics that are not in metrics: {', '.join(unmeasured)}")
+    drift_spec = spec.monitoring.drift
+    categorical = tuple(drift_spec.categorical)
+    numerical = tuple(
+        drift_spec.numerical
+        if drift_spec.numerical is not None
+        else [f for f in spec.feature_names if f not in categorical]
+    )
+    drift_columns = drift.DriftColumns(numerical, categorical, order_by=(*spec.entity, spec.day_column))
+    drift_policy = drift.DriftPolicy(
+        warn_share=drift_spec.warn_share,
+        fail_share=drift_spec.fail_share,
+        fail_features=tuple(drift_spec.fail_features),
+        max_rows=drift_spec.max_rows,
+    )
+    compared = {*drift_columns.names, *drift_policy.fail_features}
+    if unknown := sorted(compared - set(spec.feature_names)):
+        raise ValueError(f"{name}: drift names columns that are not features: {', '.join(unknown)}")
+    live_limits = judging.Gate(
+        limits=dict(spec.monitoring.limits if spec.monitoring.limits is not None else spec.gate.limits)
+    )
+    if unmeasured := sorted(live_limits.metrics() - set(metrics)):
+        raise ValueError(f"{name}: monitoring limits name unmeasured metrics: {', '.join(unmeasured)}")
+    if spec.retraining.labelled_days is not None and spec.retraining.labelled_days < 1:
+        raise ValueError(f"{name}: retraining.labelled_days must be at least 1")
+    endpoint = None
+    if spec.serving is not None:
+        if len(spec.entity) != 1:
+            raise ValueError(f"{name}: an endpoint answers for one entity key; the rows have {spec.entity}")
+        endpoint = Endpoint(
+            use_case=name,
+            entity=spec.serving.entity,
+            key=spec.entity[0],
+            features=tuple(spec.feature_names),
+            feature_set_version=spec.feature_set_version,
+            task=spec.task,
+            response=spec.serving.response,
+            defaults=dict(spec.serving.defaults),
+        )
     tags = {PIPELINE_TAG: "true"}
 
     def registry_of(registry: ModelRegistry) -> ModelRegistry:
@@ -264,11 +359,16 @@ def lifecycle(spec: UseCase, compute_features, compute_labels) -> dg.Definitions
             "data_sha256": experiment.fingerprints,
             "inputs": ", ".join(f"`{a}`" for a in [features_key.to_user_string(), *spec.labels_read]),
             "dagster_run_id": context.run.run_id,
+            **({RECORD_KEY: endpoint.to_record()} if endpoint else {}),
         }
         models = registry_of(registry)
         tag = models.register(experiment.model, record, run_id=context.run.run_id)
         if experiment.baseline is not None:
             models.attach(tag, BASELINE_FILE, pickle.dumps(experiment.baseline))
+        reference = drift.sample(experiment.train, drift_policy.max_rows, spec.seed, drift_columns.order_by)
+        buffer = io.BytesIO()
+        reference[[*rows.keys, rows.day, *drift_columns.names]].to_parquet(buffer, index=False)
+        models.attach(tag, TRAINING_REFERENCE, buffer.getvalue())
         context.log.info(f"registered {tag}: {experiment.metrics}")
         return dg.MaterializeResult(
             metadata={
@@ -410,13 +510,7 @@ def lifecycle(spec: UseCase, compute_features, compute_labels) -> dg.Definitions
         context: dg.AssetExecutionContext, warehouse: Warehouse, lake: Lake, registry: ModelRegistry
     ):
         models = registry_of(registry)
-        champion = models.champion()
-        if champion is None:
-            raise dg.Failure(
-                f"no {name} model in production in {models.uri}: "
-                f"materialize {production_key.to_user_string()}",
-                allow_retries=False,
-            )
+        champion = _champion(models, production_key)
         model = models.load(champion.tag)
         first, last = partition_days(context)
         with warehouse.connect() as connection:
@@ -446,9 +540,279 @@ def lifecycle(spec: UseCase, compute_features, compute_labels) -> dg.Definitions
             }
         )
 
-    return dg.Definitions(
-        assets=[features_asset, model_asset, evaluation_asset, production_asset, scores_asset]
+    @dg.asset(
+        key=drift_key,
+        group_name=name,
+        description=f"How far the day's {name} rows are from the rows the production model was trained on: "
+        "a drift score per feature and an Evidently HTML report in the lake. Its check fails when the "
+        "share of drifted features (or one of the features that always fail) crosses the spec's line.",
+        partitions_def=daily_partitions,
+        deps=[features_key, production_key],
+        pool=WAREHOUSE_POOL,
+        check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset=drift_key, partitions_def=daily_partitions)],
+        # A new champion is compared from its promotion on; the days before keep their verdicts.
+        automation_condition=follows_upstream(ignore=production_key),
+        kinds={"evidently", "html"},
+        tags={MONITORING_TAG: "true"},
+        metadata={LABEL_DELAY: 0},
+        op_tags=MONITORING.op_tags(f"{name}_drift"),
+        retry_policy=MONITORING.retry_policy,
     )
+    @retry_only_transient
+    def drift_asset(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, lake: Lake, registry: ModelRegistry
+    ):
+        day = date.fromisoformat(context.partition_key)
+        models = registry_of(registry)
+        champion = _champion(models, production_key)
+        reference = pd.read_parquet(io.BytesIO(models.attachment(champion.tag, TRAINING_REFERENCE)))
+        with warehouse.connect() as connection:
+            current = connection.execute(
+                f"select * from {feature_table} where {spec.day_column} = ?", [day]
+            ).df()
+        if current.empty:
+            raise dg.Failure(f"{feature_table} has no rows for {day}", allow_retries=False)
+        result = drift.measure(current, reference, drift_policy, drift_columns)
+        report = f"monitoring/{name}_drift_reports/date={day.isoformat()}/drift.html"
+        report_uri = lake.write_file(report, result.html.encode())
+        level = result.level(drift_policy)
+        context.log.info(f"{day}: {len(result.drifted)} of {len(result.features)} features drifted ({level})")
+        yield dg.MaterializeResult(
+            metadata={
+                **recorded(context),
+                "drift_share": result.share,
+                "drifted_features": dg.MetadataValue.json(result.drifted),
+                "features": dg.MetadataValue.md(result.table().to_markdown(index=False, floatfmt=".4f")),
+                "report": dg.MetadataValue.url(lake.public_url(report)),
+                "report_path": dg.MetadataValue.path(report_uri),
+                "model_version": champion.tag,
+                "current_rows": result.current_rows,
+                "reference_rows": result.reference_rows,
+                "sampled": result.sampled,
+                "dagster/row_count": result.current_total,
+            }
+        )
+        fail_features = f" or when any of {', '.join(drift_policy.fail_features)} drifts" * bool(
+            drift_policy.fail_features
+        )
+        yield dg.AssetCheckResult(
+            check_name=DRIFT_CHECK,
+            passed=level == "ok",
+            severity=dg.AssetCheckSeverity.WARN if level == "warn" else dg.AssetCheckSeverity.ERROR,
+            description=f"{result.share:.0%} of features drifted (warn at {drift_policy.warn_share:.0%}, "
+            f"fail at {drift_policy.fail_share:.0%}{fail_features})",
+            metadata={"drift_share": result.share, "drifted_features": dg.MetadataValue.json(result.drifted)},
+        )
+
+    # The label of day D is in the label assets' partition D + the label delay.
+    label_day = dg.TimeWindowPartitionMapping(
+        start_offset=spec.label_delay_days,
+        end_offset=spec.label_delay_days,
+        allow_nonexistent_upstream_partitions=True,
+    )
+
+    @dg.asset(
+        key=performance_key,
+        group_name=name,
+        description=f"How the production model's scores of a day did once the day's {spec.label_column} is "
+        f"known ({spec.label_delay_days} days later): {', '.join(metrics)}. Its check fails outside the "
+        "monitoring limits.",
+        partitions_def=daily_partitions,
+        deps=[scores_key, *(dg.AssetDep(key, partition_mapping=label_day) for key in labels_keys)],
+        pool=WAREHOUSE_POOL,
+        check_specs=[
+            dg.AssetCheckSpec(PERFORMANCE_CHECK, asset=performance_key, partitions_def=daily_partitions)
+        ],
+        automation_condition=follows_upstream(after_inputs_are_built=True),
+        kinds={"scikit-learn", "duckdb"},
+        tags={MONITORING_TAG: "true"},
+        metadata={LABEL_DELAY: spec.label_delay_days},
+        op_tags=MONITORING.op_tags(f"{name}_live_performance"),
+        retry_policy=MONITORING.retry_policy,
+    )
+    @retry_only_transient
+    def performance_asset(context: dg.AssetExecutionContext, warehouse: Warehouse):
+        day = date.fromisoformat(context.partition_key)
+        with warehouse.connect() as connection:
+            scores = connection.execute(
+                f"select * from {score_table} where {spec.day_column} = ?", [day]
+            ).df()
+            labels = compute_labels(connection, day, day)
+        if scores.empty:
+            raise dg.Failure(
+                f"no scores for {day} in {score_table}: materialize {scores_key.to_user_string()}",
+                allow_retries=False,
+            )
+        on = [*spec.entity, spec.day_column]
+        judged = scores.merge(labels[[*on, spec.label_column]], on=on, how="inner", validate="one_to_one")
+        if judged.empty:
+            raise dg.Failure(
+                f"none of the {len(scores):,} scores of {day} has a {spec.label_column} yet: it is known "
+                f"{spec.label_delay_days} days later, from {', '.join(spec.labels_read)}",
+                allow_retries=False,
+            )
+        scored = judged[on].assign(
+            **{learning.LABEL: judged[spec.label_column], learning.PREDICTION: judged["prediction"]}
+        )
+        measured = learning.measure(scored, metrics)
+        verdict = judging.judge(measured, live_limits, metrics)
+        yield dg.MaterializeResult(
+            metadata={
+                **recorded(context),
+                **measured,
+                "scored_rows": len(scores),
+                "labelled_rows": len(judged),
+                "model_version": ", ".join(sorted(scores["model_version"].unique())),
+                "dagster/row_count": len(scores),
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name=PERFORMANCE_CHECK,
+            passed=verdict.promote,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                ("within the limits: " if verdict.promote else "outside the limits: ")
+                + "; ".join(rule.detail for rule in verdict.rules)
+                if verdict.rules
+                else "no limits declared: " + ", ".join(f"{m} {v:.4f}" for m, v in measured.items())
+            ),
+            metadata=measured,
+        )
+
+    serving_assets = [] if endpoint is None else _serving(spec, endpoint, features_key, production_key, tags)
+    train_and_promote = dg.define_asset_job(
+        f"{name}_train_and_promote",
+        selection=[model_key, evaluation_key, production_key, *(a.key for a in serving_assets[1:])],
+        tags=TRAINING_RUNS,
+        description=f"Train a {name} challenger on the features already in the warehouse, judge it against "
+        "the champion and promote it if the gate approves.",
+    )
+    sensor = retraining.retraining_sensor(
+        f"{name}_retraining",
+        train_and_promote,
+        retraining.Watched(
+            trained=model_key,
+            labels=labels_keys[0],
+            drift_check=dg.AssetCheckKey(drift_key, DRIFT_CHECK),
+            performance_check=dg.AssetCheckKey(performance_key, PERFORMANCE_CHECK),
+            training_inputs=frozenset({features_key, *labels_keys}),
+        ),
+        labelled_days=spec.retraining.labelled_days,
+    )
+    return dg.Definitions(
+        assets=[
+            features_asset,
+            model_asset,
+            evaluation_asset,
+            production_asset,
+            scores_asset,
+            drift_asset,
+            performance_asset,
+            *serving_assets,
+        ],
+        jobs=[train_and_promote],
+        sensors=[sensor],
+    )
+
+
+def _serving(spec: UseCase, endpoint, features_key, production_key, tags) -> list[dg.AssetsDefinition]:
+    """The online features and the Bento of a use case that serves: [online_features, bento]."""
+    from keel_core import bentos
+
+    name, feature_table = spec.name, f"ml.{spec.name}_features"
+    columns = [endpoint.key, *endpoint.features]
+
+    @dg.asset(
+        key=_key(name, "online_features"),
+        group_name=name,
+        description=f"The {name} features of every {endpoint.entity} as of the close of the day, published "
+        f"to the online store (view {name}) for its endpoint to use all the next day. The store only moves "
+        "forward: an older day than it holds is not published (and says so); for a range, the last day is.",
+        partitions_def=daily_partitions,
+        backfill_policy=one_run_per_backfill,
+        pool=WAREHOUSE_POOL,
+        code_version=spec.feature_set_version,
+        deps=[features_key],
+        automation_condition=follows_upstream(),
+        kinds={"duckdb", "redis", "sqlite"},
+        tags=tags,
+        op_tags=PUBLISHING.op_tags(f"{name}_online_features"),
+        retry_policy=PUBLISHING.retry_policy,
+    )
+    @retry_only_transient
+    def online_asset(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, online_store: OnlineFeatureStore
+    ):
+        _, closed_day = partition_days(context)
+        with warehouse.connect() as connection:
+            frame = connection.execute(
+                f"select {', '.join(columns)} from {feature_table} where {spec.day_column} = ?", [closed_day]
+            ).df()
+        if frame.empty:
+            raise dg.Failure(f"{feature_table} has no rows for {closed_day}", allow_retries=False)
+        if nulls := [column for column in columns if frame[column].isna().any()]:
+            # The store reads a missing value as "unknown entity": a feature served must have a value.
+            raise dg.Failure(
+                f"{feature_table} has nulls on {closed_day} in {nulls}: nothing was published",
+                allow_retries=False,
+            )
+        store = online_store.open(endpoint.view())
+        try:
+            publication = store.publish(closed_day, {endpoint.entity: frame.astype({endpoint.key: "int64"})})
+        finally:
+            store.close()
+        if not publication.published:
+            context.log.warning(
+                f"not published: the store holds {publication.current.closed_day}, newer than {closed_day}"
+            )
+        return dg.MaterializeResult(
+            metadata={
+                **recorded(context),
+                "closed_day": closed_day.isoformat(),
+                "serves_requests_of": (closed_day + timedelta(days=1)).isoformat(),
+                "published": publication.published,
+                "store": store.uri,
+                "store_holds": publication.current.closed_day.isoformat(),
+                "snapshot_version": publication.current.version,
+                "entities": len(frame),
+                "feature_set_version": spec.feature_set_version,
+            }
+        )
+
+    @dg.asset(
+        key=_key(name, "bento"),
+        group_name=name,
+        description=f"{name}'s prediction endpoint (serving/predictor.py) with the model in production: "
+        f"a Bento {name}_<namespace>:<model version>-<code digest>, and its archive in the lake. POST "
+        f'/predict with {{"{endpoint.key}": ...}} answers {endpoint.response}.',
+        deps=[production_key],
+        # Also after a promotion outside a run (`keel models promote`), when the daemon runs.
+        automation_condition=dg.AutomationCondition.eager(),
+        kinds={"bentoml"},
+        tags=tags,
+        op_tags=PUBLISHING.op_tags(f"{name}_bento"),
+        retry_policy=PUBLISHING.retry_policy,
+    )
+    @retry_only_transient
+    def bento_asset(
+        context: dg.AssetExecutionContext, registry: ModelRegistry, lake: Lake, namespace: Namespace
+    ):
+        models = registry.of(name)
+        champion = _champion(models, production_key)
+        bento = bentos.bento_name(namespace.name, name)
+        return build_and_archive(context, models, lake, champion, bento, bentos.PREDICTOR_BENTOFILE)
+
+    return [online_asset, bento_asset]
+
+
+def _champion(models: ModelRegistry, production_key: dg.AssetKey):
+    champion = models.champion()
+    if champion is None:
+        raise dg.Failure(
+            f"no model in production in {models.uri}: materialize {production_key.to_user_string()}",
+            allow_retries=False,
+        )
+    return champion
 
 
 def _metrics_table(models: dict[str, dict[str, float] | None]) -> dg.MetadataValue:

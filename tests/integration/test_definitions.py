@@ -97,6 +97,7 @@ def test_every_daily_asset_after_the_lake_follows_its_inputs_and_the_lake_follow
         "landing_sensor",
         "keel_automation",
         "retraining_sensor",
+        "terminal_volume_retraining",  # a use case's folder: its own retraining, the same sensor code
         "check_failure_alerts",
         "run_failure_alerts",
         "freshness_checks_sensor",
@@ -160,6 +161,8 @@ def test_a_ui_backfill_of_some_days_rebuilds_those_days_and_the_features_that_re
     monitoring = {
         dg.AssetKey(["monitoring", "feature_drift"]),
         dg.AssetKey(["monitoring", "live_performance"]),
+        dg.AssetKey(["terminal_volume", "drift"]),
+        dg.AssetKey(["terminal_volume", "live_performance"]),
     }
     for key in daily - windowed - monitoring:
         assert sorted(target.get_partitions_subset(key).get_partition_keys()) == days, key
@@ -168,6 +171,9 @@ def test_a_ui_backfill_of_some_days_rebuilds_those_days_and_the_features_that_re
     assert set(days) <= set(drift)
     performance = target.get_partitions_subset(dg.AssetKey(["monitoring", "live_performance"]))
     assert {"2026-01-25", "2026-01-26", "2026-01-27"} <= set(performance.get_partition_keys())
+    # A forecast of day D is judged with the volume of D + 1: the backfill's days judge the day before each.
+    forecasts = target.get_partitions_subset(dg.AssetKey(["terminal_volume", "live_performance"]))
+    assert {"2026-01-31", "2026-02-01", "2026-02-02"} <= set(forecasts.get_partition_keys())
     for key in windowed:
         rebuilt = sorted(target.get_partitions_subset(key).get_partition_keys())
         assert rebuilt[:3] == days and rebuilt[-1] <= "2026-03-05", key

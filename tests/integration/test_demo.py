@@ -31,6 +31,15 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
     # ... and the scoring service, packed and fed: a Bento and the last day's online features
     assert f"Bento: fraud_scorer_{NAMESPACE}:" in out and "make serve" in out and "curl -s -X POST" in out
     assert (tmp_path / "online_features.sqlite").exists()
+    # ... then monitoring: each use case's drift on the last day, its live performance once labelled
+    for asset, day in (
+        ("monitoring/feature_drift", "2026-02-04"),
+        ("monitoring/live_performance", "2026-01-28"),  # fraud flags: 7 days later
+        ("terminal_volume/drift", "2026-02-04"),
+        ("terminal_volume/live_performance", "2026-02-03"),  # next-day volume: 1 day later
+    ):
+        assert f"Monitoring {asset} for {day}: " in out, asset
+    assert "not run" not in out and "monitoring run" not in out
 
 
 def test_the_demo_refuses_a_window_too_short_to_train_on():

@@ -26,7 +26,7 @@ from world_settings import namespace_lake
 from keel.loop import RUN_KEY_TAG, SENSOR_TAG
 from platform_assets.defs.models.assets import FRAUD_MODEL
 from platform_assets.defs.monitoring.assets import DRIFT_CHECK, DRIFT_REPORTS, FEATURE_DRIFT
-from platform_assets.defs.monitoring.sensors import RETRAIN_REASONS_TAG, TRIGGERING_TRAINING_TAG
+from platform_assets.retraining import RETRAIN_REASONS_TAG, TRIGGERING_TRAINING_TAG
 from resources.dbt import REPO_ROOT
 from resources.lake import LocalLake
 from resources.registry import ModelRegistry
@@ -47,7 +47,7 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.CANCELING,
 ]
 # The sensors that launch runs on this world; the others only send alerts or evaluate freshness.
-LAUNCHING_SENSORS = ("landing_sensor", "keel_automation", "retraining_sensor")
+LAUNCHING_SENSORS = ("landing_sensor", "keel_automation", "retraining_sensor", "terminal_volume_retraining")
 
 
 def wait_for(what: str, condition, daemon: Daemon, seconds: float):
@@ -214,9 +214,12 @@ def test_the_retraining_sensor_asks_for_each_retraining_once_and_each_ends_with_
     followed = [r.tags[TRIGGERING_TRAINING_TAG] for r in retrainings]
     assert followed == [loop["trained_before"], *(r.run_id for r in retrainings[:-1])], followed
     assert len({r.tags[RUN_KEY_TAG] for r in retrainings}) == len(retrainings)
-    # The first is about the landed day: its drift or its flags, whichever came first.
-    reasons = retrainings[0].tags[RETRAIN_REASONS_TAG]
-    assert str(loop["day"]) in reasons and ("newly labelled day" in reasons or "feature drift" in reasons)
+    # One is about the landed day: its drift or its flags, whichever came first. (The demo's own
+    # monitoring of its last day may have asked first: its drift check fails on ordinary days of
+    # the simulated world while the 30-day windows fill, issue 21.)
+    reasons = [r.tags[RETRAIN_REASONS_TAG] for r in retrainings]
+    assert any(str(loop["day"]) in r for r in reasons), reasons
+    assert all("newly labelled day" in r or "feature drift" in r for r in reasons), reasons
     new = [v for v in loop["registry"].versions() if v.tag not in loop["versions_before"]]
     assert len(new) == len(retrainings), [v.tag for v in new]
     for version in new:  # judged by the gate either way, with its reason on record
@@ -225,6 +228,30 @@ def test_the_retraining_sensor_asks_for_each_retraining_once_and_each_ends_with_
     trained = loop["instance"].fetch_materializations(FRAUD_MODEL, limit=1).records[0]
     assert trained.run_id == retrainings[-1].run_id
     print(f"landing -> first judged model: {loop['seconds']:.0f} s; {len(retrainings)} retraining(s)")
+
+
+def test_the_second_use_case_follows_the_day_and_retrains_through_the_same_sensors(loop):
+    """terminal_volume (a folder, keel.UseCase): the landed day reaches its features, scores and drift;
+    the day before it is judged once its next-day volume is known; the new labelled day retrains it."""
+    instance, day = loop["instance"], loop["day"]
+    for asset, partition in (
+        ("features", day),
+        ("scores", day),
+        ("drift", day),
+        ("live_performance", day - timedelta(days=1)),
+    ):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(["terminal_volume", asset]), asset_partitions=[partition.isoformat()]
+            ),
+            limit=10,
+        ).records
+        assert len(records) == 1, (asset, partition, len(records))
+    retrainings = runs_of(instance, **{SENSOR_TAG: "terminal_volume_retraining"})
+    assert retrainings and {r.job_name for r in retrainings} == {"terminal_volume_train_and_promote"}
+    assert {r.status for r in retrainings} == {dg.DagsterRunStatus.SUCCESS}
+    assert "newly labelled day" in retrainings[-1].tags[RETRAIN_REASONS_TAG]
+    assert len({r.tags[RUN_KEY_TAG] for r in retrainings}) == len(retrainings)
 
 
 def test_the_landing_sensor_kept_its_cursor_across_the_restart(loop):

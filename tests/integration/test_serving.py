@@ -292,7 +292,8 @@ def test_a_promotion_builds_a_new_bento_and_the_previous_one_still_serves_its_mo
 
     assert rebuilt["model_version"] == promoted["model_tag"] != champion_bento["model_version"]
     assert rebuilt["bento"] != champion_bento["bento"] and not rebuilt["reused"]
-    assert {champion_bento["bento"], rebuilt["bento"]} <= {b.tag for b in bentos.built(NAMESPACE)}
+    history = bentos.built(bentos.bento_name(NAMESPACE))
+    assert {champion_bento["bento"], rebuilt["bento"]} <= {b.tag for b in history}
 
     env = {
         "KEEL_ONLINE_STORE_URL": store_of_the_day_before,

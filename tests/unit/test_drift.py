@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from keel_core import drift
-from keel_core.features import FEATURE_NAMES
+from keel_core.features import DRIFT_COLUMNS, FEATURE_NAMES
 
 POLICY = drift.DriftPolicy(warn_share=0.1, fail_share=0.3, max_rows=3_000, fail_features=())
 
@@ -22,12 +22,12 @@ def payments(n: int, seed: int, amount_scale: float = 1.0) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def unchanged():
-    return drift.measure(payments(2_000, 1), payments(4_000, 2), POLICY)
+    return drift.measure(payments(2_000, 1), payments(4_000, 2), POLICY, DRIFT_COLUMNS)
 
 
 @pytest.fixture(scope="module")
 def scaled():
-    return drift.measure(payments(2_000, 1, amount_scale=3.0), payments(4_000, 2), POLICY)
+    return drift.measure(payments(2_000, 1, amount_scale=3.0), payments(4_000, 2), POLICY, DRIFT_COLUMNS)
 
 
 def test_the_same_world_does_not_drift(unchanged):
@@ -58,8 +58,8 @@ def test_a_side_above_the_limit_is_sampled_and_says_so(scaled):
 
 def test_sampling_picks_the_same_rows_whatever_the_row_order():
     frame = payments(1_000, 3)
-    once = drift.sample(frame, 100, seed=0)
-    again = drift.sample(frame.sample(frac=1.0, random_state=9), 100, seed=0)
+    once = drift.sample(frame, 100, seed=0, order_by=("transaction_id",))
+    again = drift.sample(frame.sample(frac=1.0, random_state=9), 100, seed=0, order_by=("transaction_id",))
     assert sorted(once["transaction_id"]) == sorted(again["transaction_id"])
     assert drift.sample(frame, 5_000, seed=0) is frame
 
@@ -82,9 +82,23 @@ def test_a_drifting_payment_feature_fails_whatever_the_share(scaled):
 
 def test_missing_features_and_empty_sides_are_refused_by_name():
     with pytest.raises(ValueError, match=r"current data lacks the features \['amount'\]"):
-        drift.measure(payments(10, 1).drop(columns="amount"), payments(10, 2), POLICY)
+        drift.measure(payments(10, 1).drop(columns="amount"), payments(10, 2), POLICY, DRIFT_COLUMNS)
     with pytest.raises(ValueError, match="reference data has no rows"):
-        drift.measure(payments(10, 1), payments(0, 2), POLICY)
+        drift.measure(payments(10, 1), payments(0, 2), POLICY, DRIFT_COLUMNS)
+
+
+def test_columns_are_declared_once_each():
+    with pytest.raises(ValueError, match="at least one column"):
+        drift.DriftColumns(numerical=())
+    with pytest.raises(ValueError, match=r"both numerical and categorical: \['x'\]"):
+        drift.DriftColumns(numerical=("x",), categorical=("x",))
+
+
+def test_the_fraud_policy_fails_on_a_drifting_payment_feature(scaled):
+    from keel_core.features import DRIFT_POLICY
+
+    assert DRIFT_POLICY.fail_features == ("amount", "is_night")
+    assert scaled.level(DRIFT_POLICY) == "fail"
 
 
 def test_thresholds_out_of_order_are_refused():

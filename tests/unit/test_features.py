@@ -179,13 +179,16 @@ def test_online_feature_rows_equal_the_offline_table_through_the_store(tmp_path)
     ]
     connection = warehouse(payments, reports)
     offline = features.transaction_features(connection, D, D)
-    store = SqliteOnlineStore(tmp_path / "online.sqlite")
-    store.publish(D - timedelta(days=1), *features.entity_snapshot(connection, D - timedelta(days=1)))
+    store = SqliteOnlineStore(tmp_path / "online.sqlite", features.ONLINE_VIEW)
+    customers, terminals = features.entity_snapshot(connection, D - timedelta(days=1))
+    store.publish(D - timedelta(days=1), {"customer": customers, "terminal": terminals})
 
     facts = offline[["transaction_id", "transacted_at", "customer_id", "terminal_id"]].assign(
         amount=offline["amount"]
     )
-    looked_up = store.lookup(facts["customer_id"].tolist(), facts["terminal_id"].tolist())
+    looked_up = store.lookup(
+        {"customer": facts["customer_id"].tolist(), "terminal": facts["terminal_id"].tolist()}
+    )
     online = features.online_features(facts, looked_up.entities)
 
     assert looked_up.snapshot.closed_day == D - timedelta(days=1)

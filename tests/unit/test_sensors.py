@@ -13,11 +13,11 @@ from platform_assets.defs.lake.sensors import landing_sensor
 from platform_assets.defs.models.assets import FRAUD_MODEL, LABELS
 from platform_assets.defs.monitoring.assets import DRIFT_CHECK, FEATURE_DRIFT
 from platform_assets.defs.monitoring.sensors import (
-    RETRAIN_REASONS_TAG,
     check_failure_alerts,
     retraining_sensor,
     run_failure_alerts,
 )
+from platform_assets.retraining import RETRAIN_REASONS_TAG
 from resources.alerts import Alert, Alerts
 from resources.lake import LocalLake
 from resources.retraining import Retraining
@@ -143,7 +143,7 @@ def trained(instance):
 
 
 def test_no_retraining_before_any_training(instance):
-    assert "no model has been trained yet" in retraining_tick(instance).skip_message
+    assert "models/fraud_model has never been trained" in retraining_tick(instance).skip_message
 
 
 def test_no_retraining_until_enough_days_are_labelled_since_the_last_training(instance):

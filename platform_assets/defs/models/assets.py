@@ -154,7 +154,9 @@ def fraud_model(
         title=f"{tag}, test {window.test_start} .. {window.test_end}",
     )
     plot_uri = registry.attach(tag, "precision_recall.png", plot)
-    reference = drift.sample(train.frame, TRAINING_REFERENCE_ROWS, config.seed)
+    reference = drift.sample(
+        train.frame, TRAINING_REFERENCE_ROWS, config.seed, features.DRIFT_COLUMNS.order_by
+    )
     reference_uri = registry.attach(
         tag,
         TRAINING_REFERENCE,

@@ -19,6 +19,7 @@ from keel_core.metrics import fraud_metrics
 from keel_core.promotion import GatePolicy
 from keel_core.simulator import LABEL_DELAY_DAYS
 from platform_assets.automation import follows_upstream
+from platform_assets.components.use_case import LABEL_DELAY, MONITORING_TAG
 from platform_assets.defs.models.assets import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
 from platform_assets.defs.scores.assets import SCORE_TABLE, SCORES
 from platform_assets.defs.serving.assets import PREDICTION_LOG
@@ -39,10 +40,10 @@ DRIFT_REPORTS = "monitoring/drift_reports"  # lake folder of the HTML reports
 class DriftConfig(dg.Config):
     """Thresholds on the share of drifted features, and the sample size (``keel_core.drift.DriftPolicy``)."""
 
-    warn_share: float = drift.DriftPolicy.warn_share
-    fail_share: float = drift.DriftPolicy.fail_share
-    max_rows: int = drift.DriftPolicy.max_rows
-    fail_features: list[str] = list(drift.DriftPolicy.fail_features)
+    warn_share: float = features.DRIFT_POLICY.warn_share
+    fail_share: float = features.DRIFT_POLICY.fail_share
+    max_rows: int = features.DRIFT_POLICY.max_rows
+    fail_features: list[str] = list(features.DRIFT_POLICY.fail_features)
 
     def policy(self) -> drift.DriftPolicy:
         return drift.DriftPolicy(
@@ -87,6 +88,8 @@ def _served_or_built(day: date, lake: Lake, warehouse: Warehouse) -> tuple[pd.Da
     # A new champion is compared from its promotion on; the days before keep their verdicts.
     automation_condition=follows_upstream(ignore=PRODUCTION_MODEL),
     kinds={"evidently", "html"},
+    tags={MONITORING_TAG: "true"},
+    metadata={LABEL_DELAY: 0},
     op_tags=MONITORING.op_tags("feature_drift"),
     retry_policy=MONITORING.retry_policy,
 )
@@ -106,7 +109,7 @@ def feature_drift(
     champion = _champion(registry)
     reference = pd.read_parquet(io.BytesIO(registry.attachment(champion.tag, TRAINING_REFERENCE)))
     current, source = _served_or_built(day, lake, warehouse)
-    result = drift.measure(current, reference, policy)
+    result = drift.measure(current, reference, policy, features.DRIFT_COLUMNS)
     report = f"{DRIFT_REPORTS}/date={day.isoformat()}/feature_drift.html"
     report_uri = lake.write_file(report, result.html.encode())
     level = result.level(policy)
@@ -174,6 +177,8 @@ _FLAGS_OF_THE_DAY = dg.TimeWindowPartitionMapping(
     ],
     automation_condition=follows_upstream(after_inputs_are_built=True),
     kinds={"scikit-learn", "duckdb"},
+    tags={MONITORING_TAG: "true"},
+    metadata={LABEL_DELAY: LABEL_DELAY_DAYS},
     op_tags=MONITORING.op_tags("live_performance"),
     retry_policy=MONITORING.retry_policy,
 )

@@ -14,7 +14,7 @@ import os
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from keel_core.retraining import Evidence, reasons
+from platform_assets import retraining
 from platform_assets.defs.jobs import train_and_promote
 from platform_assets.defs.models.assets import FEATURES, FRAUD_MODEL, LABELS
 from platform_assets.defs.monitoring.assets import (
@@ -25,99 +25,19 @@ from platform_assets.defs.monitoring.assets import (
 )
 from platform_assets.defs.monitoring.checks import freshness_checks
 from resources.alerts import Alert, Alerts
-from resources.retraining import Retraining
 
-RETRAIN_REASONS_TAG = "keel/retrain_reasons"
-TRIGGERING_TRAINING_TAG = "keel/retrain_after"
-_HISTORY = 200  # check evaluations read per check and tick: far more than a day produces
-
-
-def _failed_days(instance: dg.DagsterInstance, check: dg.AssetCheckKey, since: float) -> list[str]:
-    """Partitions whose check failed with ERROR severity after ``since`` (warnings do not retrain)."""
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        check, limit=_HISTORY, status={AssetCheckExecutionRecordStatus.FAILED}
-    )
-    return sorted(
-        {
-            record.partition or "(no partition)"
-            for record in records
-            if record.event is not None
-            and record.event.timestamp > since
-            and record.evaluation is not None
-            and record.evaluation.severity == dg.AssetCheckSeverity.ERROR
-        }
-    )
-
-
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
-def _runs_updating(instance: dg.DagsterInstance, keys: set[dg.AssetKey]) -> list[str]:
-    """Ids of the runs in flight that materialize any of ``keys``."""
-    return [
-        run.run_id[:8]
-        for run in instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT), limit=100)
-        if run.asset_selection and run.asset_selection & keys
-    ]
-
-
-def gather_evidence(instance: dg.DagsterInstance) -> tuple[Evidence, dg.EventLogRecord | None]:
-    """What happened since the newest materialization of ``models/fraud_model`` (and that record)."""
-    trained = instance.fetch_materializations(FRAUD_MODEL, limit=1).records
-    last = trained[0] if trained else None
-    since = last.timestamp if last else 0.0
-    labelled = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=LABELS, after_storage_id=last.storage_id if last else None),
-        limit=10_000,
-    ).records
-    return (
-        Evidence(
-            labelled_days=sorted({r.partition_key for r in labelled if r.partition_key}),
-            drift_failures=_failed_days(instance, dg.AssetCheckKey(FEATURE_DRIFT, DRIFT_CHECK), since),
-            performance_failures=_failed_days(
-                instance, dg.AssetCheckKey(LIVE_PERFORMANCE, PERFORMANCE_CHECK), since
-            ),
-        ),
-        last,
-    )
-
-
-@dg.sensor(
-    job=train_and_promote,
-    minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests a retraining (train_and_promote: train, gate, promote, Bento) when enough days "
-    "were labelled since the last training, or a drift or live-performance check failed since then.",
+retraining_sensor = retraining.retraining_sensor(
+    "retraining_sensor",
+    train_and_promote,
+    retraining.Watched(
+        trained=FRAUD_MODEL,
+        labels=LABELS,
+        drift_check=dg.AssetCheckKey(FEATURE_DRIFT, DRIFT_CHECK),
+        performance_check=dg.AssetCheckKey(LIVE_PERFORMANCE, PERFORMANCE_CHECK),
+        training_inputs=frozenset({FEATURES, LABELS}),
+    ),
 )
-def retraining_sensor(context: dg.SensorEvaluationContext, retraining: Retraining):
-    evidence, last = gather_evidence(context.instance)
-    if last is None:
-        return dg.SkipReason("no model has been trained yet: run keel_pipeline (make demo) first")
-    why = reasons(evidence, retraining.policy())
-    if why and (busy := _runs_updating(context.instance, {FEATURES, LABELS})):
-        # A day still on its way through the warehouse would be missing from the training data.
-        return dg.SkipReason(f"waiting for runs that update the training data: {', '.join(busy)}")
-    if not why:
-        return dg.SkipReason(
-            f"since the last training ({last.event_log_entry.run_id[:8]}): "
-            f"{len(evidence.labelled_days)} labelled days, no failed drift or performance check"
-        )
-    # One retraining per training it follows: the key is the same on every tick (and after a daemon
-    # restart) until a new model has been trained, so the daemon launches it once.
-    run_key = f"retrain-after-{last.storage_id}"
-    context.log.info(f"{run_key}: {'; '.join(why)}")
-    return dg.RunRequest(
-        run_key=run_key,
-        tags={
-            RETRAIN_REASONS_TAG: "; ".join(why)[:4_000],
-            TRIGGERING_TRAINING_TAG: last.event_log_entry.run_id,
-        },
-    )
+_HISTORY = 200  # check evaluations read per check and tick: far more than a day produces
 
 
 def _dagster_url(path: str) -> str:

@@ -11,8 +11,8 @@ import pandas as pd
 
 from keel_core import bentos, features
 from keel_core.prediction_log import SPOOL, day_folder
-from keel_core.provenance import code_version
 from platform_assets.automation import follows_upstream
+from platform_assets.bentos import build_and_archive
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from platform_assets.defs.models.assets import PRODUCTION_MODEL
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
@@ -71,9 +71,9 @@ def online_features(
             metadata={"failures": dg.MetadataValue.md(errors.failure_cases.head(20).to_markdown())},
         ) from errors
 
-    store = online_store.open()
+    store = online_store.open(features.ONLINE_VIEW)
     try:
-        publication = store.publish(closed_day, customers, terminals)
+        publication = store.publish(closed_day, {"customer": customers, "terminal": terminals})
     finally:
         store.close()
     if not publication.published:
@@ -119,37 +119,8 @@ def fraud_scorer_bento(
     champion = registry.champion()
     if champion is None:
         raise RegistryError(f"no model in production in {registry.uri}: materialize models/production_model")
-    registry.load(champion.tag)  # into the local BentoML store, from the lake if it is not there
-    code = code_version()
-    build = bentos.build(
-        champion.tag,
-        namespace.name,
-        labels={"git_commit": str(code["git_commit"]), "git_dirty": str(code["git_dirty"]).lower()},
-    )
-    # The store of a pod is gone when the pod is: the lake keeps the archive (deploy/docker/bento.md).
-    # A reused Bento whose archive is already there is not exported and uploaded again.
-    archive = bentos.export_path(build.bento.tag)
-    if not (build.reused and archive in lake.list_files(archive.rpartition("/")[0])):
-        lake.write_file(archive, bentos.export(build.bento.tag))
-    history = bentos.built(namespace.name)
-    context.log.info(f"{'reused' if build.reused else 'built'} {build.bento.tag} in {build.seconds:.1f} s")
-    return dg.MaterializeResult(
-        metadata={
-            **recorded(context),
-            "bento": build.bento.tag,
-            "model_version": champion.tag,
-            "reused": build.reused,
-            "build_seconds": round(build.seconds, 2),
-            "size_mb": round(build.bento.size_bytes / 1e6, 2),
-            "path": dg.MetadataValue.path(build.bento.path),
-            "archive": dg.MetadataValue.url(lake.public_url(archive)),
-            "serve": dg.MetadataValue.md(f"`make serve BENTO={build.bento.tag}`"),
-            "bentos": dg.MetadataValue.md(
-                pd.DataFrame(
-                    [{"bento": b.tag, "model": b.model_tag, "built": b.created.isoformat()} for b in history]
-                ).to_markdown(index=False)
-            ),
-        }
+    return build_and_archive(
+        context, registry, lake, champion, bentos.bento_name(namespace.name), bentos.BENTOFILE
     )
 
 
