@@ -3,7 +3,7 @@
 import argparse
 import os
 import sys
-from datetime import date
+from datetime import date, timedelta
 
 
 def _console():
@@ -89,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = keel_settings.Settings(**overrides)
         if args.command == "demo" and args.start and args.start < settings.first_day:
-            # The demo's days must be partitions of the calendar: it starts with them in this process.
-            settings = keel_settings.Settings(**overrides, calendar_start=args.start)
+            # The demo's days must be partitions of the calendar: it starts with them in this process
+            # (and ends with them, when their number is given: that world has no other days).
+            end = args.start + timedelta(days=args.days - 1) if args.days else None
+            settings = keel_settings.Settings(**overrides, calendar_start=args.start, calendar_end=end)
     except ValidationError as error:  # an invalid namespace, zone, path... named, its value not repeated
         parser.error("; ".join(map(_setting_error, error.errors())))
     keel_settings.use(settings)
@@ -161,8 +163,6 @@ def _setting_error(error: dict) -> str:
 def _land(settings, args) -> int:
     """Deliver days from the source system (the simulator) into the landing zone of the environment.
     Only days that have ended: a source system cannot deliver a day still going on."""
-    from datetime import timedelta
-
     from resources.environments import landing_lake_for, upstream_source
     from resources.sources import LandingZone
 
@@ -170,11 +170,11 @@ def _land(settings, args) -> int:
     last = landing.last_day()
     first = args.day or (last + timedelta(days=1) if last else settings.first_day)
     days = [first + timedelta(days=i) for i in range(args.days)]
-    if unfinished := [day for day in days if day >= settings.today()]:
+    if unfinished := [day for day in days if day > settings.last_day]:
         print(
-            f"keel land: {unfinished[0]} has not ended yet ({settings.time_zone}): the source system "
-            f"delivers a day once it is over. Days up to {settings.today() - timedelta(days=1)} can "
-            "land (--day YYYY-MM-DD delivers a day again).",
+            f"keel land: {unfinished[0]} has not ended yet ({settings.time_zone}) or is after the "
+            f"calendar's end: the source system delivers a day once it is over. Days up to "
+            f"{settings.last_day} can land (--day YYYY-MM-DD delivers a day again).",
             file=sys.stderr,
         )
         return 2

@@ -47,10 +47,11 @@ class Window:
 
     @classmethod
     def chosen(cls, settings, start: date | None, days: int | None) -> "Window":
-        """``days`` from ``start``; by default from the calendar's first day, up to yesterday."""
+        """``days`` from ``start``; by default from the calendar's first day to its last (yesterday,
+        unless the calendar ends before)."""
         start = start or settings.first_day
         if days is None:
-            days = (settings.today() - start).days
+            days = (settings.last_day - start).days + 1
         return cls(start, days)
 
     @property
@@ -77,7 +78,9 @@ def run(settings, window: Window, console: Console, train_days: int | None = Non
     if settings.calendar_start and settings.calendar_start != Settings().calendar_start:
         console.print(
             f"The calendar starts on {settings.calendar_start} for this demo: to see its days in the UI, "
-            f"set KEEL_CALENDAR_START={settings.calendar_start} (in .env) before `make dev`."
+            f"set KEEL_CALENDAR_START={settings.calendar_start}"
+            + (f" and KEEL_CALENDAR_END={settings.calendar_end}" if settings.calendar_end else "")
+            + " (in .env) before `make dev`."
         )
     definitions = build(settings)
     landing, upstream = definitions.resources["landing"], definitions.resources["upstream"]
@@ -256,13 +259,14 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
     table.add_row(
         "features", features["table"], f"{warehouse.row_count(features['table']):,}", "one row per payment"
     )
-    scores = metadata["scores/transaction_scores"]
-    table.add_row(
-        "scores",
-        scores["warehouse_table"],
-        f"{warehouse.row_count(scores['warehouse_table']):,}",
-        f"{scores['rows_per_second']:,} rows/s, model {scores['model_version']}",
-    )
+    # No scores when the gate refused the first model: nothing is in production to score with.
+    if scores := metadata.get("scores/transaction_scores"):
+        table.add_row(
+            "scores",
+            scores["warehouse_table"],
+            f"{warehouse.row_count(scores['warehouse_table']):,}",
+            f"{scores['rows_per_second']:,} rows/s, model {scores['model_version']}",
+        )
     online = metadata.get("serving/online_features")
     if online:
         table.add_row(

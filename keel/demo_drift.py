@@ -40,8 +40,9 @@ def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float 
     loop = Loop(definitions, instance, report=lambda line: console.print(f"  {line}", highlight=False))
     loop.start()
     first = last + timedelta(days=1)
-    if first + timedelta(days=days - 1) >= settings.today():
-        # The days after the last have not ended: the source delivers its newest days again, drifted
+    if first + timedelta(days=days - 1) > settings.last_day:
+        # The days after the last have not ended (or are past the calendar's end): the source delivers
+        # its newest days again, drifted
         # (a re-delivered file is a new arrival; its partitions are replaced).
         first = last - timedelta(days=days - 1)
     drifted = definitions.resources["upstream"].drifting_from(first, amount_scale, card_testing=True)

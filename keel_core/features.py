@@ -107,6 +107,7 @@ ONLINE_VIEW = online_store.FeatureView(
         online_store.Entity("terminal", "terminal_id", tuple(f.name for f in TERMINAL_FEATURES)),
     ),
     FEATURE_SET_VERSION,
+    published_by="serving/online_features",
 )
 
 # What feature drift compares. A day is all weekend or all weekdays: against two weeks of training

@@ -57,6 +57,11 @@ class FeatureView:
     name: str
     entities: tuple[Entity, ...]
     version: str  # the feature set's version: a store holding another one refuses to serve
+    published_by: str = ""  # the asset that publishes it (default <name>/online_features), for messages
+
+    @property
+    def publisher(self) -> str:
+        return self.published_by or f"{self.name}/online_features"
 
     def __post_init__(self):
         names = [
@@ -186,7 +191,7 @@ class OnlineStore(ABC):
             # Serving features of another definition would give silently wrong scores.
             raise NoSnapshot(
                 f"the store holds feature set {snapshot.feature_set_version} of {self.view.name}, this code "
-                f"computes {self.view.version}: re-publish its online features"
+                f"computes {self.view.version}: materialize {self.view.publisher}"
             )
         return Lookup(snapshot, values, self.view.feature_names)
 
@@ -266,7 +271,7 @@ class SqliteOnlineStore(OnlineStore):
     def _read(self, read):
         if not self.path.exists():
             # Not opened: that would create an empty file and hide a wrong path.
-            raise NoSnapshot(f"no file at {self.path}: publish {self.view.name}'s online features first")
+            raise NoSnapshot(f"no file at {self.path}: materialize {self.view.publisher} to publish one")
         with self._lock:
             if self._reader is None:
                 self._reader = self._connect()
@@ -289,7 +294,7 @@ class SqliteOnlineStore(OnlineStore):
         def read(connection):
             snapshot = self._snapshot(connection)
             if snapshot is None:
-                raise NoSnapshot(f"nothing published to {self.uri}: publish its online features first")
+                raise NoSnapshot(f"nothing published to {self.uri}: materialize {self.view.publisher}")
             found = []
             for entity, asked in zip(self.view.entities, ids, strict=True):
                 unique = sorted(set(asked))
@@ -433,7 +438,7 @@ class RedisOnlineStore(OnlineStore):
             args = [len(chunks[0]), len(names), *names, *(i for chunk in chunks for i in chunk)]
             result = self._call(self._lookup, keys=[self._pointer], args=args)
             if not result:
-                raise NoSnapshot(f"nothing published to {self.uri}: publish its online features first")
+                raise NoSnapshot(f"nothing published to {self.uri}: materialize {self.view.publisher}")
             chunk_snapshot = SnapshotInfo.from_json(result[0])
             if snapshot is not None and chunk_snapshot.version != snapshot.version:
                 # A publish landed between two chunks of a long lookup: start again on the new one.

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     time_zone: str = parsing.DEFAULT_TIME_ZONE
     # The first day of the daily partitions. Default: DEFAULT_CALENDAR_DAYS before today (locally).
     calendar_start: date | None = None
+    # The last day of the daily partitions, for a world that ends (a replayed period, a demo's world):
+    # its UI shows exactly those days. Default: none, the calendar runs up to yesterday.
+    calendar_end: date | None = None
     online_store_url: str | None = None  # redis://... when deployed; locally one SQLite file per namespace
     lake_public_url: str | None = None  # where browsers open the lake's reports (`make dev` sets it)
     webserver_url: str | None = Field(
@@ -130,6 +133,10 @@ class Settings(BaseSettings):
             login = os.environ.get("USER") or getpass.getuser()
             object.__setattr__(self, "namespace", PRODUCTION_NAMESPACE if self.deployed else login)
         check_namespace(self.namespace)
+        if self.calendar_end and self.calendar_end < self.first_day:
+            raise SettingsError(
+                f"KEEL_CALENDAR_END={self.calendar_end} is before the calendar's first day {self.first_day}"
+            )
         if self.deployed and not (self.lake_root or "").startswith("s3://"):
             raise SettingsError(
                 f"KEEL_ENV={self.env} keeps the lake on S3: set KEEL_LAKE_ROOT=s3://bucket/prefix"
@@ -176,6 +183,12 @@ class Settings(BaseSettings):
         """The calendar's first day: the configured one, else ``DEFAULT_CALENDAR_DAYS`` before today."""
         return self.calendar_start or self.today() - timedelta(days=DEFAULT_CALENDAR_DAYS)
 
+    @property
+    def last_day(self) -> date:
+        """The calendar's newest day that can have data: yesterday, or its end if it ends before."""
+        yesterday = self.today() - timedelta(days=1)
+        return min(self.calendar_end, yesterday) if self.calendar_end else yesterday
+
     def today(self) -> date:
         """Today in the platform's time zone: its partition is the first that has not ended."""
         return datetime.now(parsing.time_zone(self.time_zone)).date()
@@ -207,8 +220,8 @@ def use(settings: Settings) -> Settings:
     """Make ``settings`` this process's, at start-up (the ``keel`` command, from its options), before
     anything has read them: definitions built from other settings would not change."""
     global _current
-    calendar = (settings.first_day, settings.time_zone)
-    if _current is not None and (_current.first_day, _current.time_zone) != calendar:
+    calendar = (settings.first_day, settings.calendar_end, settings.time_zone)
+    if _current is not None and (_current.first_day, _current.calendar_end, _current.time_zone) != calendar:
         raise RuntimeError(
             "this process already built its calendar from other settings; choose them before loading Keel"
         )

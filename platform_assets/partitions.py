@@ -6,10 +6,14 @@ import dagster as dg
 
 from keel_core.settings import current
 
-# The calendar is the deployment's (KEEL_CALENDAR_START, KEEL_TIME_ZONE; keel_core/settings.py): days are
-# the platform's, and a day's partition exists once that day has ended there.
+# The calendar is the deployment's (KEEL_CALENDAR_START, KEEL_CALENDAR_END, KEEL_TIME_ZONE;
+# keel_core/settings.py): days are the platform's, and a day's partition exists once that day has
+# ended there (and, for a calendar that ends, up to its last day).
+_end = current().calendar_end
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=current().first_day.isoformat(), timezone=current().time_zone
+    start_date=current().first_day.isoformat(),
+    end_date=(_end + timedelta(days=1)).isoformat() if _end else None,
+    timezone=current().time_zone,
 )
 
 # A backfill of many days runs as one run per asset (the lake loops over its days, dbt builds

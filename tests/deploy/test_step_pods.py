@@ -114,6 +114,10 @@ STEP_NAMES = [
     "terminal_volume__evaluation",
     "terminal_volume__production_model",
     "terminal_volume__scores",
+    "terminal_volume__drift",
+    "terminal_volume__live_performance",
+    "terminal_volume__online_features",
+    "terminal_volume__bento",
 ]
 USE_CASES = ("terminal_volume",)
 

@@ -96,18 +96,27 @@ def backfill(definitions, instance, world):
     )
 
 
+DEMO_DAYS = days_needed()  # the shortest window the demo's training accepts
+
+
 @dataclass(frozen=True)
 class DemoWorld:
     root: Path
     env: dict[str, str]  # what `keel` commands, the daemon and dbt need to see this world
     demo: subprocess.CompletedProcess
+    first_day: date  # the calendar's first day, and the demo's
+    last_day: date  # yesterday when the demo ran: the calendar's last complete day
 
 
 @pytest.fixture(scope="session")
 def demo_world(tmp_path_factory) -> DemoWorld:
     """`keel demo` on a small world in a folder of its own, with its own Dagster home on disk: what a
-    newcomer has after `make demo`. test_demo reads its output; the daemon test then runs on it."""
+    newcomer has after `make demo`: the demo simulates every day of the calendar (here a fixed world
+    of 35 days, the shortest window training accepts, which ends there: KEEL_CALENDAR_END). test_demo
+    reads its output; the daemon test then runs on it, and the browser test on a copy."""
     root = tmp_path_factory.mktemp("demo")
+    first_day = date.fromisoformat(os.environ["KEEL_CALENDAR_START"])  # the test worlds' (tests/conftest.py)
+    last_day = first_day + timedelta(days=DEMO_DAYS - 1)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(root / "dagster_home"),
@@ -116,15 +125,17 @@ def demo_world(tmp_path_factory) -> DemoWorld:
         "KEEL_WAREHOUSE_DIR": str(root / "warehouse"),
         "BENTOML_HOME": str(root / "bentoml"),
         "KEEL_ONLINE_STORE_URL": f"sqlite:///{root / 'online_features.sqlite'}",
-        # A smaller world than the default (5,000 cards) over the shortest window training accepts.
+        "KEEL_CALENDAR_START": first_day.isoformat(),
+        "KEEL_CALENDAR_END": last_day.isoformat(),
+        # A smaller world than the default (5,000 cards).
         "KEEL_SIMULATOR_CUSTOMERS": "2000",
         "KEEL_SIMULATOR_TERMINALS": "4000",
     }
     (root / "dagster_home").mkdir()
     shutil.copy(REPO_ROOT / "deploy" / "local" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
     keel = Path(sys.executable).with_name("keel")
-    demo = subprocess.run([keel, "demo", "--days", "35"], env=env, capture_output=True, text=True)
-    return DemoWorld(root, env, demo)
+    demo = subprocess.run([keel, "demo"], env=env, capture_output=True, text=True)
+    return DemoWorld(root, env, demo, first_day, last_day)
 
 
 from serving_world import champion_bento, day, offline, store_of_the_day_before  # noqa: E402, F401

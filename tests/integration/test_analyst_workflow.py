@@ -226,7 +226,17 @@ def test_a_use_case_is_its_folder_and_needs_nothing_else_in_the_platform(change)
     full, without = change.before.assets, change.without_use_case.assets
     assert sorted(set(full) - set(without)) == [
         f"terminal_volume/{step}"
-        for step in ("evaluation", "features", "model", "production_model", "scores")
+        for step in (
+            "bento",
+            "drift",
+            "evaluation",
+            "features",
+            "live_performance",
+            "model",
+            "online_features",
+            "production_model",
+            "scores",
+        )
     ]
     assert set(without) <= set(full)
     assert {key: asset for key, asset in full.items() if key in without} == without

@@ -157,6 +157,7 @@ def test_a_ui_backfill_of_some_days_rebuilds_those_days_and_the_features_that_re
         dg.AssetKey(["serving", "online_features"]),
         dg.AssetKey(["terminal_volume", "features"]),  # a use case's folder: four weeks of terminal activity
         dg.AssetKey(["terminal_volume", "scores"]),
+        dg.AssetKey(["terminal_volume", "online_features"]),
     }
     monitoring = {
         dg.AssetKey(["monitoring", "feature_drift"]),

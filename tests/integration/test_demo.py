@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
     demo, tmp_path = demo_world.demo, demo_world.root
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     out = demo.stdout
-    assert "[18/18]" in out  # every step reported as it finished
+    assert "[20/20]" in out  # every step reported as it finished
     assert "terminal_volume: mae " in out  # the second use case, against its seasonal-naive baseline
     for table in ("raw_transactions", "quarantined_transactions", "terminal_daily_fraud_reports"):
         assert table in out
@@ -23,7 +24,8 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
     lake = namespace_lake(tmp_path / "lake")
     assert f"namespace {NAMESPACE}" in out and str(lake) in out
     assert f"Landed 35 days from the simulator in {tmp_path / 'lake'}/landing/" in out
-    assert (lake / "raw_transactions" / "date=2026-01-08" / "data.parquet").exists()
+    first, last = demo_world.first_day, demo_world.last_day
+    assert (lake / "raw_transactions" / f"date={first + timedelta(days=7)}" / "data.parquet").exists()
     # ... all the way to a promoted model, its metrics beside the baseline, and scores
     assert "logistic regression (baseline)" in out and "Promotion gate: approved" in out
     assert "In production: fraud_detector:" in out
@@ -31,12 +33,13 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
     # ... and the scoring service, packed and fed: a Bento and the last day's online features
     assert f"Bento: fraud_scorer_{NAMESPACE}:" in out and "make serve" in out and "curl -s -X POST" in out
     assert (tmp_path / "online_features.sqlite").exists()
+    assert "terminal_volume__bento" in out and "terminal_volume__online_features" in out
     # ... then monitoring: each use case's drift on the last day, its live performance once labelled
     for asset, day in (
-        ("monitoring/feature_drift", "2026-02-04"),
-        ("monitoring/live_performance", "2026-01-28"),  # fraud flags: 7 days later
-        ("terminal_volume/drift", "2026-02-04"),
-        ("terminal_volume/live_performance", "2026-02-03"),  # next-day volume: 1 day later
+        ("monitoring/feature_drift", last),
+        ("monitoring/live_performance", last - timedelta(days=7)),  # fraud flags: 7 days later
+        ("terminal_volume/drift", last),
+        ("terminal_volume/live_performance", last - timedelta(days=1)),  # next-day volume: a day later
     ):
         assert f"Monitoring {asset} for {day}: " in out, asset
     assert "not run" not in out and "monitoring run" not in out

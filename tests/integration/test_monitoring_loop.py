@@ -1,11 +1,13 @@
 """The monitoring loop under the real Dagster daemon, on the world `keel demo` left behind.
 
-A new day lands in the landing zone (with the simulator's drift knob on), and nothing else is done
-by hand: the landing sensor ingests it, automation carries it through the warehouse, features,
-scores and the drift report, and the retraining sensor asks for a retraining that ends with a new
-model version, promoted or refused by the gate. The daemon is stopped and started again while the
-ingestion runs; no run is launched twice, and the tests look once the world has settled (no run in
-flight, every launching sensor has ticked on the world as the last run left it).
+The demo simulated every day up to yesterday; as `keel demo-drift` does when the next day has not
+ended, the source delivers the newest day again with the simulator's drift knob on (a re-delivered
+file is a new arrival), and nothing else is done by hand: the landing sensor ingests it, automation
+carries it through the warehouse, features, scores and the drift report, and the retraining sensor
+asks for a retraining that ends with a new model version, promoted or refused by the gate. The
+daemon is stopped and started again while the ingestion runs; no run is launched twice, and the
+tests look once the world has settled (no run in flight, every launching sensor has ticked on the
+world as the last run left it).
 
 Every wait is for an event (a tick, a run's end), bounded generously: on a busy two-core machine the
 loop takes several times the three minutes it takes on a quiet one.
@@ -116,6 +118,7 @@ def loop(demo_world, tmp_path_factory):
     lake = LocalLake(root=str(namespace_lake(env["KEEL_LAKE_ROOT"])))
     landing, registry = LandingZone(lake=LocalLake(root=env["KEEL_LAKE_ROOT"])), ModelRegistry(lake=lake)
     versions_before = {v.tag for v in registry.versions()}
+    runs_before = {run.run_id for run in instance.get_runs()}  # the demo's
     trained_before = instance.fetch_materializations(FRAUD_MODEL, limit=1).records[0].run_id
     daemon = Daemon(env, tmp_path_factory.mktemp("daemon") / "daemon.log", REPO_ROOT)
     try:
@@ -126,10 +129,15 @@ def loop(demo_world, tmp_path_factory):
             "a first automation tick", lambda: has_ticked(instance, "keel_automation"), daemon, TICK_SECONDS
         )
 
-        day = landing.last_day() + timedelta(days=1)
-        drifted = SimulatorSource(n_customers=2000, n_terminals=4000, malformed_rows_per_day=3).drifting_from(
-            day, amount_scale=3.0, card_testing=True
+        day = landing.last_day()
+        assert day == demo_world.last_day
+        source = SimulatorSource(
+            n_customers=2000,
+            n_terminals=4000,
+            malformed_rows_per_day=3,
+            start_date=demo_world.first_day.isoformat(),
         )
+        drifted = source.drifting_from(day, amount_scale=3.0, card_testing=True)
         landed_at = time.monotonic()
         landed = landing.deliver_day(drifted, day)
 
@@ -163,6 +171,7 @@ def loop(demo_world, tmp_path_factory):
             "registry": registry,
             "versions_before": versions_before,
             "lake": lake,
+            "runs_before": runs_before,
             "seconds": seconds,
             "daemon": daemon,
         }
@@ -179,16 +188,24 @@ def test_each_landed_file_is_ingested_once_even_across_a_daemon_restart(loop):
     assert {r.status for r in ingestion} == {dg.DagsterRunStatus.SUCCESS}
 
 
+def since_landing(loop, key: dg.AssetKey, day) -> list[dg.EventLogRecord]:
+    """The materializations of ``key``'s partition ``day`` by the runs the landed files led to."""
+    records = (
+        loop["instance"]
+        .fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]), limit=100
+        )
+        .records
+    )
+    return [record for record in records if record.run_id not in loop["runs_before"]]
+
+
 def test_the_day_flows_by_itself_to_features_scores_and_a_drift_report_in_the_lake(loop):
     instance, day = loop["instance"], loop["day"].isoformat()
     for key in (["features", "transaction_features"], ["scores", "transaction_scores"], FEATURE_DRIFT.path):
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[day]), limit=10
-        ).records
+        records = since_landing(loop, dg.AssetKey(key), loop["day"])
         assert len(records) == 1, (key, len(records))  # once: no run was launched twice
-    drift = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=FEATURE_DRIFT, asset_partitions=[day]), limit=1
-    ).records[0]
+    (drift,) = since_landing(loop, FEATURE_DRIFT, loop["day"])
     metadata = drift.asset_materialization.metadata
     report = loop["lake"].read_file(f"{DRIFT_REPORTS}/date={day}/feature_drift.html")
     assert report.lstrip().startswith(b"<!DOCTYPE html>") and len(report) > 100_000  # self-contained
@@ -240,12 +257,7 @@ def test_the_second_use_case_follows_the_day_and_retrains_through_the_same_senso
         ("drift", day),
         ("live_performance", day - timedelta(days=1)),
     ):
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey(["terminal_volume", asset]), asset_partitions=[partition.isoformat()]
-            ),
-            limit=10,
-        ).records
+        records = since_landing(loop, dg.AssetKey(["terminal_volume", asset]), partition)
         assert len(records) == 1, (asset, partition, len(records))
     retrainings = runs_of(instance, **{SENSOR_TAG: "terminal_volume_retraining"})
     assert retrainings and {r.job_name for r in retrainings} == {"terminal_volume_train_and_promote"}

@@ -2,13 +2,15 @@
 `dagster-webserver` on a copy of the world `keel demo` left (the demo's own folder stays as it was:
 other modules read it, and the daemon test counts its runs).
 
-What a newcomer does after `make demo` and `make dev`: open the lineage and find every layer, open
-the drift asset and follow its report link, materialize one day from the launch dialog.
+What a newcomer does after `make demo` and `make dev`: open the lineage and find every layer, see
+every day of the demo materialized, open the drift asset and follow its report link, materialize one
+day from the launch dialog.
 """
 
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +27,6 @@ from ui_dagster import (
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from platform_assets.defs.models.assets import FEATURES
 from platform_assets.defs.monitoring.assets import DRIFT_REPORTS, FEATURE_DRIFT
-from platform_assets.partitions import daily_partitions
 from resources.dbt import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -71,9 +72,9 @@ def ui(chromium_program, demo_world, tmp_path_factory):
         env["KEEL_LAKE_PUBLIC_URL"] = reports_url  # as `make dev` sets it, so that report links open
         with dagster_webserver(env, REPO_ROOT, folder / "webserver.log") as server:
             # One day's drift report made on the copy, while the webserver starts (the UI reads the
-            # instance as it changes): keel_pipeline leaves monitoring to automation, and a report
-            # made before (by test_monitoring_loop's daemon, if it ran first) links to a file in the
-            # demo's folder, which no browser opens from the UI; `make dev` sets a public URL.
+            # instance as it changes): the reports made before (by the demo, or test_monitoring_loop's
+            # daemon if it ran first) link to files in the demo's folder, which no browser opens from
+            # the UI; `make dev` sets a public URL.
             day = max(instance.get_materialized_partitions(FEATURES))
             with keel_definitions(env) as definitions:
                 drift = dg.materialize(
@@ -130,6 +131,35 @@ def test_the_lineage_shows_every_asset_group_of_the_code_location(ui, page, tmp_
             expect(graph.get_by_text(group, exact=True).first, f"group {group} in the graph").to_be_visible()
 
 
+PIPELINE_ASSETS = """
+{ assetNodes { assetKey { path } isPartitioned jobNames
+    partitionStats { numMaterialized numPartitions numFailed numMaterializing } } }
+"""
+
+
+def test_every_day_of_the_demo_is_materialized_in_the_ui(ui, demo_world, page, tmp_path):
+    """The demo simulated every day of the calendar up to yesterday: no daily asset of the main job
+    shows a missing day (what the UI reads, for every asset; and its Partitions tab, for a few)."""
+    from playwright.sync_api import expect
+
+    days = (demo_world.last_day - demo_world.first_day).days + 1
+    nodes = ui.server.graphql(PIPELINE_ASSETS)["assetNodes"]
+    daily = {
+        "/".join(node["assetKey"]["path"]): node["partitionStats"]
+        for node in nodes
+        if node["isPartitioned"] and "keel_pipeline" in node["jobNames"]
+    }
+    assert {"lake/raw_transactions", "features/transaction_features", "terminal_volume/scores"} <= set(daily)
+    expected = {"numMaterialized": days, "numPartitions": days, "numFailed": 0, "numMaterializing": 0}
+    assert {key: stats for key, stats in daily.items() if stats != expected} == {}
+    for key in ("lake/raw_transactions", "features/transaction_features", "terminal_volume/scores"):
+        with screenshot_on_failure(page, tmp_path / f"{key.replace('/', '_')}_partitions.png"):
+            page.goto(ui.asset_url(dg.AssetKey.from_user_string(key), "?view=partitions"))
+            expect(page.get_by_text(f"{days} Partitions Selected", exact=True)).to_be_visible()
+            expect(page.get_by_text(f"Materialized ({days})", exact=True)).to_be_visible()
+            expect(page.get_by_text("Missing (0)", exact=True)).to_be_visible()
+
+
 def test_the_drift_asset_shows_its_metadata_and_a_link_that_opens_its_report(ui, page, tmp_path):
     from playwright.sync_api import expect
 
@@ -165,7 +195,7 @@ def test_the_drift_asset_shows_its_metadata_and_a_link_that_opens_its_report(ui,
     assert served.body() == Path(metadata["report_path"].value).read_bytes()
 
 
-def test_a_day_materialized_from_the_launch_dialog_gets_a_new_materialization(ui, page, tmp_path):
+def test_a_day_materialized_from_the_launch_dialog_gets_a_new_materialization(ui, demo_world, page, tmp_path):
     from playwright.sync_api import expect
 
     instance = ui.instance
@@ -189,7 +219,8 @@ def test_a_day_materialized_from_the_launch_dialog_gets_a_new_materialization(ui
         launch = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
         partitions = launch.get_by_role("textbox")
         expect(partitions).to_be_visible()
-        if day not in daily_partitions.get_partition_keys()[-RECENT_PARTITIONS:]:
+        # The dialog offers the newest partitions of the world's calendar (it ends with the demo).
+        if (demo_world.last_day - date.fromisoformat(day)).days >= RECENT_PARTITIONS:
             launch.get_by_text("Show all partitions").click()
         partitions.fill(day)
         partitions.press("Enter")

@@ -128,6 +128,16 @@ def test_the_calendar_is_the_configured_one_or_a_rolling_window_ending_yesterday
     monkeypatch.delenv("KEEL_CALENDAR_START")
     rolling = settings()
     assert rolling.first_day == rolling.today() - timedelta(days=keel_settings.DEFAULT_CALENDAR_DAYS)
+    assert rolling.last_day == rolling.today() - timedelta(days=1) and rolling.calendar_end is None
+
+
+def test_a_calendar_that_ends_has_its_last_day_and_no_end_before_its_start(monkeypatch):
+    monkeypatch.setenv("KEEL_CALENDAR_START", "2018-04-01")
+    monkeypatch.setenv("KEEL_CALENDAR_END", "2018-09-30")
+    assert settings().last_day == date(2018, 9, 30)  # a replayed world: its days, not eight years
+    monkeypatch.setenv("KEEL_CALENDAR_END", "2018-03-31")
+    with pytest.raises(ValueError, match="KEEL_CALENDAR_END=2018-03-31 is before the calendar's first day"):
+        settings()
 
 
 def test_settings_chosen_at_start_up_are_the_process_s_and_cannot_change_afterwards(monkeypatch):
