@@ -139,7 +139,7 @@ def run(settings, window: Window, console: Console, train_days: int | None = Non
 def _monitor(definitions, instance, last_day: date, console: Console) -> bool:
     """Run every monitoring asset (drift, live performance) for the newest day it can judge: the last
     day for drift, a label delay earlier for live performance. One run per day; True if all succeed."""
-    from platform_assets.components.use_case import LABEL_DELAY, MONITORING_TAG
+    from platform_assets.components.plan import LABEL_DELAY, MONITORING_TAG
 
     graph = definitions.resolve_asset_graph()
     by_day: dict[date, list] = {}

@@ -5,7 +5,7 @@ from datetime import date
 
 import dagster as dg
 
-from platform_assets.components.use_case import PIPELINE_TAG
+from platform_assets.components.plan import PIPELINE_TAG
 from platform_assets.defs.monitoring.checks import FRESHNESS_CHECKS
 from platform_assets.defs.serving.assets import PREDICTION_LOG
 from platform_assets.partitions import daily_partitions

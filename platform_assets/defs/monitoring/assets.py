@@ -19,7 +19,7 @@ from keel_core.metrics import fraud_metrics
 from keel_core.promotion import GatePolicy
 from keel_core.simulator import LABEL_DELAY_DAYS
 from platform_assets.automation import follows_upstream
-from platform_assets.components.use_case import LABEL_DELAY, MONITORING_TAG
+from platform_assets.components.plan import LABEL_DELAY, MONITORING_TAG
 from platform_assets.defs.models.assets import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
 from platform_assets.defs.scores.assets import SCORE_TABLE, SCORES
 from platform_assets.defs.serving.assets import PREDICTION_LOG

@@ -1,0 +1,163 @@
+"""What a use case's spec compiles into, checked once: its asset keys, tables, rows, metrics, gate,
+drift columns, live limits and endpoint. The lifecycle's modules build assets from a ``Plan``:
+``training.py`` (features to scores), ``monitoring.py`` (drift, live performance, retraining) and
+``serving.py`` (online features, the Bento)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from resources.registry import ModelRegistry
+
+BASELINE_FILE = "baseline.pickle"  # a fitted estimator baseline, kept with the version
+TRAINING_REFERENCE = "training_reference.parquet"  # the training rows drift compares days with
+DRIFT_CHECK, PERFORMANCE_CHECK = "features_have_not_drifted", "performance_within_limits"
+PIPELINE_TAG = "keel/pipeline"  # on every use case's asset: keel_pipeline runs them (defs/jobs.py)
+# On the monitoring assets instead: they judge days once a model is in production (`keel demo` runs
+# them for the newest days after the pipeline). Their metadata says how many days after the day
+# they can run (LABEL_DELAY: a label delay).
+MONITORING_TAG, LABEL_DELAY = "keel/monitoring", "keel/label_delay_days"
+
+
+def key(name: str, asset: str) -> dg.AssetKey:
+    return dg.AssetKey([name, asset])
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: Any  # the UseCase (its module imports this one)
+    name: str
+    compute_features: Callable
+    compute_labels: Callable
+    features_key: dg.AssetKey
+    model_key: dg.AssetKey
+    evaluation_key: dg.AssetKey
+    production_key: dg.AssetKey
+    scores_key: dg.AssetKey
+    drift_key: dg.AssetKey
+    performance_key: dg.AssetKey
+    labels_keys: list[dg.AssetKey]
+    feature_table: str
+    score_table: str
+    rows: Any  # keel_core.learning.Rows
+    metrics: dict[str, Any]  # name -> keel_core.judging.Metric
+    gate: Any  # keel_core.judging.Gate
+    baseline: Any  # keel_core.learning.Baseline
+    drift_columns: Any  # keel_core.drift.DriftColumns
+    drift_policy: Any  # keel_core.drift.DriftPolicy
+    live_limits: Any  # keel_core.judging.Gate: the limits in production
+    endpoint: Any  # keel_core.endpoint.Endpoint, or None: batch only
+    tags: dict[str, str]
+
+    @classmethod
+    def of(cls, spec, compute_features, compute_labels) -> "Plan":
+        """``spec`` checked and compiled, with its folder's features and labels functions."""
+        from keel_core import drift, judging, learning
+        from keel_core.endpoint import Endpoint
+
+        name = spec.name
+        features_key, model_key = key(name, "features"), key(name, "model")
+        evaluation_key, production_key = key(name, "evaluation"), key(name, "production_model")
+        scores_key, drift_key = key(name, "scores"), key(name, "drift")
+        performance_key = key(name, "live_performance")
+        labels_keys = [dg.AssetKey.from_user_string(asset) for asset in spec.labels_read]
+        feature_table, score_table = f"ml.{name}_features", f"ml.{name}_scores"
+        rows = learning.Rows(
+            tuple(spec.entity), spec.day_column, tuple(spec.feature_names), spec.label_column
+        )
+        metrics = {
+            m.name.rpartition(":")[2]: judging.metric(m.name, m.higher_is_better) for m in spec.metrics
+        }
+        gate = judging.Gate(dict(spec.gate.limits), tuple(spec.gate.beat_baseline), dict(spec.gate.tolerance))
+        baseline = learning.Baseline(
+            spec.baseline.class_path, dict(spec.baseline.params), spec.baseline.column
+        )
+        windows = spec.windows
+        if min(windows.train_days, windows.test_days, windows.evaluation_days) < 1:
+            raise ValueError(f"{name}: every window needs at least one day ({windows})")
+        if any(read.lookback_days is not None and read.lookback_days < 0 for read in spec.reads):
+            raise ValueError(f"{name}: a lookback cannot be negative ({spec.reads})")
+        if unmeasured := sorted(gate.metrics() - set(metrics)):
+            raise ValueError(
+                f"{name}: the gate names metrics that are not in metrics: {', '.join(unmeasured)}"
+            )
+        drift_spec = spec.monitoring.drift
+        categorical = tuple(drift_spec.categorical)
+        numerical = tuple(
+            drift_spec.numerical
+            if drift_spec.numerical is not None
+            else [f for f in spec.feature_names if f not in categorical]
+        )
+        drift_columns = drift.DriftColumns(numerical, categorical, order_by=(*spec.entity, spec.day_column))
+        drift_policy = drift.DriftPolicy(
+            warn_share=drift_spec.warn_share,
+            fail_share=drift_spec.fail_share,
+            fail_features=tuple(drift_spec.fail_features),
+            max_rows=drift_spec.max_rows,
+        )
+        compared = {*drift_columns.names, *drift_policy.fail_features}
+        if unknown := sorted(compared - set(spec.feature_names)):
+            raise ValueError(f"{name}: drift names columns that are not features: {', '.join(unknown)}")
+        live_limits = judging.Gate(
+            limits=dict(spec.monitoring.limits if spec.monitoring.limits is not None else spec.gate.limits)
+        )
+        if unmeasured := sorted(live_limits.metrics() - set(metrics)):
+            raise ValueError(f"{name}: monitoring limits name unmeasured metrics: {', '.join(unmeasured)}")
+        if spec.retraining.labelled_days is not None and spec.retraining.labelled_days < 1:
+            raise ValueError(f"{name}: retraining.labelled_days must be at least 1")
+        endpoint = None
+        if spec.serving is not None:
+            if len(spec.entity) != 1:
+                raise ValueError(
+                    f"{name}: an endpoint answers for one entity key; the rows have {spec.entity}"
+                )
+            endpoint = Endpoint(
+                use_case=name,
+                entity=spec.serving.entity,
+                key=spec.entity[0],
+                features=tuple(spec.feature_names),
+                feature_set_version=spec.feature_set_version,
+                task=spec.task,
+                response=spec.serving.response,
+                defaults=dict(spec.serving.defaults),
+            )
+        tags = {PIPELINE_TAG: "true"}
+        values = locals()
+        return cls(**{name: values[name] for name in cls.__dataclass_fields__})
+
+    def registry_of(self, registry: ModelRegistry) -> ModelRegistry:
+        return registry.of(self.name)
+
+    def labelled_rows(self, connection, first: date, last: date) -> pd.DataFrame:
+        from keel_core import learning
+
+        stored = connection.execute(
+            f"select * from {self.feature_table} where {self.spec.day_column} between ? and ?", [first, last]
+        ).df()
+        labels = self.compute_labels(connection, first, last)
+        return learning.labelled(self.rows, stored, labels)
+
+    def last_labelled_day(self, connection) -> date:
+        (last,) = connection.execute(
+            f"select max({self.spec.day_column}) from {self.feature_table}"
+        ).fetchone()
+        if last is None:
+            raise dg.Failure(
+                f"{self.feature_table} is empty: materialize {self.features_key.to_user_string()}",
+                allow_retries=False,
+            )
+        return pd.Timestamp(last).date() - timedelta(days=self.spec.label_delay_days)
+
+    def champion(self, models: ModelRegistry):
+        """The version in production, or a failure naming the asset that promotes one."""
+        champion = models.champion()
+        if champion is None:
+            raise dg.Failure(
+                f"no model in production in {models.uri}: materialize {self.production_key.to_user_string()}",
+                allow_retries=False,
+            )
+        return champion

@@ -1,0 +1,362 @@
+"""A use case's learning assets: features (daily), model (train, register), evaluation (the gate),
+production_model (promotion) and scores (daily, by the production model)."""
+
+import io
+import pickle
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+
+from platform_assets.automation import follows_upstream
+from platform_assets.components.plan import BASELINE_FILE, TRAINING_REFERENCE, Plan
+from platform_assets.handover import produced_by, promote_or_keep
+from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.provenance import recorded
+from platform_assets.steps import (
+    FEATURES,
+    GATE,
+    PUBLISHING,
+    SCORING,
+    TRAINING,
+    WAREHOUSE_POOL,
+    retry_only_transient,
+)
+from platform_assets.storage import stored_in_warehouse
+from resources.lake import Lake
+from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
+from resources.warehouse import Warehouse
+
+CHUNK_DAYS = 31  # features are computed and stored a month at a time, whatever the window
+
+
+def assets(plan: Plan) -> list[dg.AssetsDefinition]:
+    from keel_core import drift, judging, learning
+    from keel_core.endpoint import RECORD_KEY
+
+    # The plan's values under the names the asset functions below use.
+    spec = plan.spec
+    name = plan.name
+    compute_features = plan.compute_features
+    features_key = plan.features_key
+    model_key = plan.model_key
+    evaluation_key = plan.evaluation_key
+    production_key = plan.production_key
+    scores_key = plan.scores_key
+    feature_table = plan.feature_table
+    score_table = plan.score_table
+    rows = plan.rows
+    metrics = plan.metrics
+    gate = plan.gate
+    baseline = plan.baseline
+    drift_columns = plan.drift_columns
+    drift_policy = plan.drift_policy
+    endpoint = plan.endpoint
+    tags = plan.tags
+    registry_of = plan.registry_of
+    labelled_rows = plan.labelled_rows
+    last_labelled_day = plan.last_labelled_day
+
+    @dg.asset(
+        key=features_key,
+        group_name=name,
+        description=f"{spec.description}: the model's rows, one per {' and '.join(spec.entity)} and day, "
+        f"with the features {', '.join(spec.feature_names)}. Table {feature_table}.",
+        metadata=stored_in_warehouse(feature_table, spec.day_column),
+        partitions_def=daily_partitions,
+        backfill_policy=one_run_per_backfill,
+        pool=WAREHOUSE_POOL,
+        code_version=spec.feature_set_version,
+        deps=[
+            dg.AssetDep(
+                dg.AssetKey.from_user_string(read.asset),
+                partition_mapping=None
+                if read.lookback_days is None
+                else dg.TimeWindowPartitionMapping(
+                    start_offset=-read.lookback_days, end_offset=0, allow_nonexistent_upstream_partitions=True
+                ),
+            )
+            for read in spec.reads
+        ],
+        automation_condition=follows_upstream(),
+        kinds={"duckdb", "pandas"},
+        tags=tags,
+        op_tags=FEATURES.op_tags(f"{name}_features"),
+    )
+    def features_asset(context: dg.AssetExecutionContext, warehouse: Warehouse):
+        first, last = partition_days(context)
+        count, preview = 0, None
+        for start in pd.date_range(first, last, freq=f"{CHUNK_DAYS}D").date:
+            end = min(start + timedelta(days=CHUNK_DAYS - 1), last)
+            with warehouse.connect() as connection:
+                frame = rows.check(compute_features(connection, start, end), f"{name}'s features")
+            frame = frame[[*rows.keys, rows.day, *rows.features]]
+            warehouse.replace_days(feature_table, spec.day_column, start, end, frame)
+            count += len(frame)
+            preview = frame.head(5) if preview is None else preview
+        return dg.MaterializeResult(
+            metadata={
+                **recorded(context),
+                "table": feature_table,
+                "window_rows": count,
+                "feature_set_version": spec.feature_set_version,
+                "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+                **({"dagster/row_count": count} if first == last else {}),
+            }
+        )
+
+    @dg.asset(
+        key=model_key,
+        group_name=name,
+        description=f"The newest trained model of {name} (the challenger), a version in the registry: "
+        f"{spec.estimator.class_path}, trained on {spec.windows.train_days} days and tested on a later "
+        f"{spec.windows.test_days}, beside {baseline.describe()}.",
+        deps=[features_key, *(dg.AssetKey.from_user_string(a) for a in spec.labels_read)],
+        pool=WAREHOUSE_POOL,
+        kinds={"scikit-learn", "bentoml"},
+        tags=tags,
+        op_tags=TRAINING.op_tags(f"{name}_model"),
+    )
+    def model_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, registry: ModelRegistry):
+        from keel_core import provenance
+        from keel_core.training import TrainingWindow
+
+        with warehouse.connect() as connection:
+            window = TrainingWindow.ending(
+                last_labelled_day(connection),
+                spec.windows.train_days,
+                spec.label_delay_days,
+                spec.windows.test_days,
+            )
+            experiment = learning.run_experiment(
+                rows,
+                spec.task,
+                lambda first, last: labelled_rows(connection, first, last),
+                window,
+                (spec.estimator.class_path, spec.estimator.params),
+                baseline,
+                metrics,
+            )
+        record = {
+            "description": spec.description,
+            "model": spec.estimator.class_path,
+            "baseline": baseline.describe(),
+            "training_window": window.as_dict(),
+            "label_delay_days": spec.label_delay_days,
+            "train": {"rows": experiment.train_rows},
+            "test": {"rows": experiment.test_rows},
+            "metrics": experiment.metrics,
+            "baseline_metrics": experiment.baseline_metrics,
+            "features": spec.feature_names,
+            "feature_set_version": spec.feature_set_version,
+            "hyper_parameters": spec.estimator.params,
+            "seed": spec.seed,
+            "training_seconds": round(experiment.training_seconds, 3),
+            "code_version": provenance.code_version(),
+            "lockfile_sha256": provenance.lockfile_sha256(),
+            "dbt_manifest_sha256": provenance.dbt_manifest_sha256(),
+            "data_sha256": experiment.fingerprints,
+            "inputs": ", ".join(f"`{a}`" for a in [features_key.to_user_string(), *spec.labels_read]),
+            "dagster_run_id": context.run.run_id,
+            **({RECORD_KEY: endpoint.to_record()} if endpoint else {}),
+        }
+        models = registry_of(registry)
+        tag = models.register(experiment.model, record, run_id=context.run.run_id)
+        if experiment.baseline is not None:
+            models.attach(tag, BASELINE_FILE, pickle.dumps(experiment.baseline))
+        reference = drift.sample(experiment.train, drift_policy.max_rows, spec.seed, drift_columns.order_by)
+        buffer = io.BytesIO()
+        reference[[*rows.keys, rows.day, *drift_columns.names]].to_parquet(buffer, index=False)
+        models.attach(tag, TRAINING_REFERENCE, buffer.getvalue())
+        context.log.info(f"registered {tag}: {experiment.metrics}")
+        return dg.MaterializeResult(
+            metadata={
+                **recorded(context),
+                "model_tag": tag,
+                **window.as_dict(),
+                "train_rows": experiment.train_rows,
+                "test_rows": experiment.test_rows,
+                **experiment.metrics,
+                **{f"baseline_{m}": value for m, value in experiment.baseline_metrics.items()},
+                "metrics": _metrics_table(
+                    {"model": experiment.metrics, "baseline": experiment.baseline_metrics}
+                ),
+                "hyper_parameters": dg.MetadataValue.json({**spec.estimator.params, "seed": spec.seed}),
+                "training_seconds": round(experiment.training_seconds, 3),
+                "registry": dg.MetadataValue.path(models.uri),
+            }
+        )
+
+    @dg.asset(
+        key=evaluation_key,
+        group_name=name,
+        description=f"The challenger (the version {model_key.to_user_string()} produced), the champion and "
+        "the baseline scored on the same latest labelled days. Its check is the promotion gate (a WARN "
+        "when it refuses).",
+        deps=[model_key, features_key, *(dg.AssetKey.from_user_string(a) for a in spec.labels_read)],
+        pool=WAREHOUSE_POOL,
+        check_specs=[dg.AssetCheckSpec("promotion_gate", asset=evaluation_key)],
+        kinds={"scikit-learn"},
+        tags=tags,
+        op_tags=GATE.op_tags(f"{name}_evaluation"),
+        retry_policy=GATE.retry_policy,
+    )
+    @retry_only_transient
+    def evaluation_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, registry: ModelRegistry):
+        models = registry_of(registry)
+        tag, trained_in = produced_by(context, model_key, "model_tag")
+        challenger = models.version(tag)
+        if challenger.stage != CANDIDATE:
+            raise dg.Failure(
+                f"nothing to evaluate: {tag}, trained by run {trained_in[:8]}, is already {challenger.stage}",
+                allow_retries=False,
+            )
+        champion = models.champion()
+        with warehouse.connect() as connection:
+            last = last_labelled_day(connection)
+            first = last - timedelta(days=spec.windows.evaluation_days - 1)
+            frame = labelled_rows(connection, first, last)
+
+        def measured(model, column=None) -> dict[str, float]:
+            return learning.measure(learning.scored(rows, model, frame, spec.task, column), metrics)
+
+        challenger_metrics = measured(models.load(tag))
+        champion_metrics = measured(models.load(champion.tag)) if champion else None
+        if baseline.column:
+            baseline_metrics = measured(None, baseline.column)
+        else:
+            baseline_metrics = measured(pickle.loads(models.attachment(tag, BASELINE_FILE)))
+        decision = judging.judge(challenger_metrics, gate, metrics, baseline_metrics, champion_metrics)
+        models.record(
+            tag,
+            APPROVED if decision.promote else REFUSED,
+            reason=decision.summary,
+            run_id=context.run.run_id,
+            details={
+                "window": {"first": first.isoformat(), "last": last.isoformat()},
+                "challenger": challenger_metrics,
+                "baseline": baseline_metrics,
+                "champion_tag": champion.tag if champion else None,
+                "champion": champion_metrics,
+                "decision": decision.summary,
+                "rules": [rule.__dict__ for rule in decision.rules],
+            },
+        )
+        context.log.info(f"{tag}: {decision.summary}")
+        yield dg.MaterializeResult(
+            metadata={
+                **recorded(context),
+                "challenger": tag,
+                "challenger_trained_by_run": trained_in,
+                "approved": decision.promote,
+                "champion": champion.tag if champion else "none yet",
+                "evaluation_first_day": first.isoformat(),
+                "evaluation_last_day": last.isoformat(),
+                "metrics": _metrics_table(
+                    {
+                        "challenger": challenger_metrics,
+                        "baseline": baseline_metrics,
+                        "champion": champion_metrics,
+                    }
+                ),
+                "decision": decision.summary,
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name="promotion_gate",
+            passed=decision.promote,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=decision.summary,
+            metadata={"challenger": tag},
+        )
+
+    @dg.asset(
+        key=production_key,
+        group_name=name,
+        description=f"The version of {name} in production: the challenger the gate approved, promoted in "
+        "the registry with its model card; after a refusal, the champion that stays.",
+        deps=[evaluation_key],
+        kinds={"bentoml"},
+        tags=tags,
+        op_tags=PUBLISHING.op_tags(f"{name}_production_model"),
+        retry_policy=PUBLISHING.retry_policy,
+        output_required=False,
+    )
+    @retry_only_transient
+    def production_asset(context: dg.AssetExecutionContext, registry: ModelRegistry):
+        models = registry_of(registry)
+        yield from promote_or_keep(context, models, evaluation_key, _promotion_metadata)
+
+    @dg.asset(
+        key=scores_key,
+        group_name=name,
+        description=f"The production model's prediction for every row of the day's {name} features, with "
+        f"the version that made it. Lake table {name}_scores, warehouse table {score_table}.",
+        metadata=stored_in_warehouse(score_table, spec.day_column),
+        partitions_def=daily_partitions,
+        backfill_policy=one_run_per_backfill,
+        pool=WAREHOUSE_POOL,
+        deps=[features_key, production_key],
+        # Each new day is scored when its features are; a promotion does not rescore the past.
+        automation_condition=follows_upstream(ignore=production_key),
+        kinds={"scikit-learn", "duckdb", "parquet"},
+        tags=tags,
+        op_tags=SCORING.op_tags(f"{name}_scores"),
+        retry_policy=SCORING.retry_policy,
+    )
+    @retry_only_transient
+    def scores_asset(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, lake: Lake, registry: ModelRegistry
+    ):
+        models = registry_of(registry)
+        champion = plan.champion(models)
+        model = models.load(champion.tag)
+        first, last = partition_days(context)
+        with warehouse.connect() as connection:
+            frame = connection.execute(
+                f"select * from {feature_table} where {spec.day_column} between ? and ? "
+                f"order by {spec.day_column}, {', '.join(spec.entity)}",
+                [first, last],
+            ).df()
+        if frame.empty:
+            raise dg.Failure(f"{feature_table} has no rows for {first} .. {last}", allow_retries=False)
+        scores = frame[[*spec.entity, spec.day_column]].assign(
+            prediction=learning.predict(model, frame, spec.task),
+            model_version=champion.tag,
+            scored_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
+        )
+        for day, day_rows in scores.groupby(pd.to_datetime(scores[spec.day_column]).dt.date):
+            lake.write_partition(f"{name}_scores", day, day_rows.reset_index(drop=True))
+        warehouse.replace_days(score_table, spec.day_column, first, last, scores)
+        return dg.MaterializeResult(
+            metadata={
+                **recorded(context),
+                "model_version": champion.tag,
+                "window_rows": len(scores),
+                "mean_prediction": float(scores["prediction"].mean()),
+                "warehouse_table": score_table,
+                **({"dagster/row_count": len(scores)} if first == last else {}),
+            }
+        )
+
+    return [features_asset, model_asset, evaluation_asset, production_asset, scores_asset]
+
+
+def _metrics_table(models: dict[str, dict[str, float] | None]) -> dg.MetadataValue:
+    names = sorted({n for metrics in models.values() if metrics for n in metrics})
+    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, metrics in models.items():
+        lines.append(
+            f"| {label} | " + " | ".join(f"{metrics[n]:.4f}" if metrics else "–" for n in names) + " |"
+        )
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _promotion_metadata(registry: ModelRegistry, promotion) -> dict:
+    return {
+        "promoted": True,
+        "model_tag": promotion.tag,
+        "replaces": promotion.details["replaces"] or "none (first production model)",
+        "reason": promotion.reason,
+        "model_card": dg.MetadataValue.md(registry.card(promotion.tag)),
+    }
