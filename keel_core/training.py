@@ -64,6 +64,13 @@ class LabelHorizon:
     last_labelled_day: date  # the latest payment day whose flags have been reported
     label_delay_days: int  # how long flags take to arrive, as observed in the data
 
+    def within(self, last_day: date | None) -> date:
+        """The latest labelled day as seen at the end of ``last_day`` (None: now): a run for a window
+        of days trains and judges on that window, not on newer days the warehouse may also hold."""
+        if last_day is None:
+            return self.last_labelled_day
+        return min(self.last_labelled_day, last_day - timedelta(days=self.label_delay_days))
+
 
 def label_horizon(connection) -> LabelHorizon:
     """What the warehouse knows about labels: until which payment day, after which delay."""

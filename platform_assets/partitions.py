@@ -21,6 +21,15 @@ daily_partitions = dg.DailyPartitionsDefinition(
 one_run_per_backfill = dg.BackfillPolicy.single_run()
 
 
+def run_last_day(context: dg.AssetExecutionContext) -> date | None:
+    """The last day of the partitions the run was launched for (a day, or a range such as `keel
+    demo`'s), or None for a run of no partition. An unpartitioned step of such a run (training,
+    evaluation) works on those days, not on newer ones the warehouse may hold."""
+    tags = context.run.tags
+    last = tags.get("dagster/asset_partition_range_end") or tags.get("dagster/partition")
+    return date.fromisoformat(last) if last else None
+
+
 def partition_days(context: dg.AssetExecutionContext) -> tuple[date, date]:
     """The first and last day (inclusive) of the partitions a run covers, one day or a backfill range."""
     window = context.partition_time_window

@@ -141,9 +141,12 @@ class Plan:
         labels = self.compute_labels(connection, first, last)
         return learning.labelled(self.rows, stored, labels)
 
-    def last_labelled_day(self, connection) -> date:
+    def last_labelled_day(self, connection, until: date | None = None) -> date:
+        """The newest day whose label is known: a label delay before the newest stored day (up to
+        ``until``, the last day of the run's partitions when it has some)."""
+        day = self.spec.day_column
         (last,) = connection.execute(
-            f"select max({self.spec.day_column}) from {self.feature_table}"
+            f"select max({day}) from {self.feature_table} where ? is null or {day} <= ?", [until, until]
         ).fetchone()
         if last is None:
             raise dg.Failure(

@@ -11,7 +11,12 @@ import pandas as pd
 from platform_assets.automation import follows_upstream
 from platform_assets.components.plan import BASELINE_FILE, TRAINING_REFERENCE, Plan
 from platform_assets.handover import produced_by, promote_or_keep
-from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
+from platform_assets.partitions import (
+    daily_partitions,
+    one_run_per_backfill,
+    partition_days,
+    run_last_day,
+)
 from platform_assets.provenance import recorded
 from platform_assets.steps import (
     FEATURES,
@@ -123,7 +128,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
 
         with warehouse.connect() as connection:
             window = TrainingWindow.ending(
-                last_labelled_day(connection),
+                last_labelled_day(connection, run_last_day(context)),
                 spec.windows.train_days,
                 spec.label_delay_days,
                 spec.windows.test_days,
@@ -213,7 +218,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
             )
         champion = models.champion()
         with warehouse.connect() as connection:
-            last = last_labelled_day(connection)
+            last = last_labelled_day(connection, run_last_day(context))
             first = last - timedelta(days=spec.windows.evaluation_days - 1)
             frame = labelled_rows(connection, first, last)
 

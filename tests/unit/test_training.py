@@ -193,3 +193,15 @@ def test_the_precision_recall_plot_is_a_png(model, labelled):
     )
     assert png.startswith(PNG_SIGNATURE)
     assert len(png) > 1_000
+
+
+def test_a_run_for_a_window_of_days_sees_the_labels_of_that_window_only():
+    from datetime import date
+
+    from keel_core.training import LabelHorizon
+
+    horizon = LabelHorizon(last_labelled_day=date(2026, 11, 26), label_delay_days=7)
+    assert horizon.within(None) == date(2026, 11, 26)
+    # A replayed 2018 window in a warehouse that also holds 2026: its own last labelled day.
+    assert horizon.within(date(2018, 9, 30)) == date(2018, 9, 23)
+    assert horizon.within(date(2026, 12, 31)) == date(2026, 11, 26)

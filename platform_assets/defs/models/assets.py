@@ -21,6 +21,7 @@ from keel_core import drift, features, provenance, training
 from keel_core.metrics import Metrics, fraud_metrics
 from keel_core.promotion import GatePolicy, decide
 from platform_assets.handover import produced_by, promote_or_keep
+from platform_assets.partitions import run_last_day
 from platform_assets.provenance import recorded
 from platform_assets.steps import GATE, PUBLISHING, TRAINING, WAREHOUSE_POOL, retry_only_transient
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
@@ -108,7 +109,7 @@ def fraud_model(
         last = (
             date.fromisoformat(config.last_labelled_day)
             if config.last_labelled_day
-            else horizon.last_labelled_day
+            else horizon.within(run_last_day(context))
         )
         window = training.TrainingWindow.ending(
             last, config.train_days, horizon.label_delay_days, config.test_days
@@ -226,7 +227,7 @@ def evaluation(
         )
     champion = registry.champion()
     with warehouse.connect() as connection:
-        last = training.label_horizon(connection).last_labelled_day
+        last = training.label_horizon(connection).within(run_last_day(context))
         first = last - timedelta(days=config.evaluation_days - 1)
         labelled = training.labelled_features(connection, first, last)
 
