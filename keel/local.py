@@ -42,4 +42,3 @@ def use_local_homes() -> None:
     `bentoml build` and `bentoml serve`, started later, must see the same store."""
     os.environ.setdefault("BENTOML_HOME", str(STATE_DIR / "bentoml"))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reporting from a platform's runs
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reporting from a platform's runs
