@@ -184,18 +184,15 @@ class Client:
         """Every version in the namespace's registry, oldest first, with its stage and test metrics."""
         rows = []
         for version in self.registry.versions():
-            metrics = version.metadata.get("metrics", {})
+            record, window = version.record, version.record.training_window
             rows.append(
                 {
                     "tag": version.tag,
                     "stage": version.stage,
                     "created_at": version.created_at,
-                    **{
-                        name: metrics.get(name)
-                        for name in ("roc_auc", "average_precision", "card_precision_at_100")
-                    },
-                    "test_window": "{test_start} .. {test_end}".format(**version.metadata["training_window"]),
-                    "git_commit": version.metadata.get("code_version", {}).get("git_commit"),
+                    **record.metrics,
+                    "test_window": f"{window.test_start} .. {window.test_end}",
+                    "git_commit": record.code_version.git_commit,
                 }
             )
         return pd.DataFrame(rows)

@@ -33,7 +33,7 @@ WAREHOUSE_TABLES = [
 def days_needed(train_days: int | None = None) -> int:
     """The shortest window the job can train on with its default training configuration."""
     from keel_core.simulator import LABEL_DELAY_DAYS
-    from keel_core.training import TrainingWindow
+    from keel_core.windows import TrainingWindow
     from platform_assets.defs.models.assets import TrainingConfig
 
     config = TrainingConfig(**({"train_days": train_days} if train_days else {}))

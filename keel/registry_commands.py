@@ -1,7 +1,5 @@
 """``keel models list`` and ``keel models promote``: the registry of this environment, from a shell."""
 
-from datetime import date
-
 from rich.console import Console
 from rich.table import Table
 
@@ -12,10 +10,6 @@ def _registry(settings):
     from resources.environments import registry_for
 
     return registry_for(settings)
-
-
-def _days(first: str, last: str) -> int:
-    return (date.fromisoformat(last) - date.fromisoformat(first)).days + 1
 
 
 def list_versions(settings, console: Console) -> int:
@@ -40,15 +34,15 @@ def list_versions(settings, console: Console) -> int:
             column, justify="right" if "AP" in column or "CP" in column else "left", no_wrap=True
         )
     for version in versions:
-        window = version.metadata["training_window"]
-        tested = version.metadata["metrics"]
+        window = version.record.training_window
+        tested = version.record.metrics
         verdict = version.verdict()
         gate = verdict.details["challenger"] if verdict else None
         table.add_row(
             version.tag,
             f"[bold green]{version.stage}[/]" if version.stage == "production" else version.stage,
             version.created_at[:10],
-            f"{window['train_start']} +{_days(window['train_start'], window['train_end'])}d",
+            f"{window.train_start} +{(window.train_end - window.train_start).days + 1}d",
             f"{tested['average_precision']:.4f}",
             f"{tested['card_precision_at_100']:.4f}",
             f"{gate['average_precision']:.4f}" if gate else "–",
@@ -103,8 +97,12 @@ def reproduce(settings, tag: str, console: Console) -> int:
         console.print(f"[red]{error}[/]")
         return 2
     with Warehouse(path=settings.warehouse_path).connect() as connection:
-        result = train_again(tag, version.metadata, connection)
-    table = Table(title=f"Reproducing {tag} ({version.metadata['training_window']})")
+        result = train_again(tag, version.record, connection)
+    window = version.record.training_window
+    table = Table(
+        title=f"Reproducing {tag} (train {window.train_start} .. {window.train_end}, "
+        f"test {window.test_start} .. {window.test_end})"
+    )
     for column in ("metric", "recorded", "reproduced", ""):
         table.add_column(column)
     for name, recorded in result.recorded.items():

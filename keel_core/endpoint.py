@@ -1,20 +1,17 @@
 """What a use case's prediction endpoint takes and answers, recorded with each model version.
 
 A use case that serves online declares the entity a request names (its integer key) and the name of
-the answer; the component writes this ``Endpoint`` into the model's record when it registers a
-version, so a Bento built from that version knows everything it needs from the model alone: the
-request schema, the online feature view to read, the defaults for an entity the snapshot lacks, and
-whether to answer a probability or a value. Pure module: no Dagster, no BentoML.
+the answer; the component writes this ``Endpoint`` into the model's record (``keel_core.model_record``)
+when it registers a version, so a Bento built from that version knows everything it needs from the
+model alone: the request schema, the online feature view to read, the defaults for an entity the
+snapshot lacks, and whether to answer a probability or a value. Pure module: no Dagster, no BentoML.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from keel_core.online_store import Entity, FeatureView
-
-RECORD_KEY = "endpoint"  # where the endpoint sits in a model version's record
 
 
 @dataclass(frozen=True)
@@ -48,13 +45,3 @@ class Endpoint:
 
     def default_values(self) -> list[float]:
         return [float(self.defaults.get(name, 0.0)) for name in self.features]
-
-    def to_record(self) -> dict[str, Any]:
-        return {**asdict(self), "features": list(self.features)}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Endpoint:
-        if RECORD_KEY not in record:
-            raise LookupError("this model version records no endpoint: its use case does not serve online")
-        fields = dict(record[RECORD_KEY])
-        return cls(**{**fields, "features": tuple(fields["features"])})

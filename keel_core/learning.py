@@ -11,6 +11,7 @@ Pure module (pandas; scikit-learn imported inside the functions), no Dagster.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from keel_core.judging import Metric, estimator
-from keel_core.training import TrainingWindow, fingerprint
+from keel_core.windows import TrainingWindow
 
 LABEL, PREDICTION = "label", "prediction"
 
@@ -99,10 +100,17 @@ class Experiment:
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     train: pd.DataFrame  # the labelled training rows (drift compares later days with them)
-    train_rows: int
-    test_rows: int
+    test: pd.DataFrame  # the labelled test rows
     training_seconds: float
     fingerprints: dict[str, str]
+
+    @property
+    def train_rows(self) -> int:
+        return len(self.train)
+
+    @property
+    def test_rows(self) -> int:
+        return len(self.test)
 
 
 def run_experiment(
@@ -135,8 +143,7 @@ def run_experiment(
         metrics=measure(scored(rows, model, test, task), metrics),
         baseline_metrics=measure(scored(rows, fitted_baseline, test, task, baseline.column), metrics),
         train=train,
-        train_rows=len(train),
-        test_rows=len(test),
+        test=test,
         training_seconds=seconds,
         fingerprints={"train": fingerprint(train), "test": fingerprint(test)},
     )
@@ -148,3 +155,10 @@ def scored(rows: Rows, model, frame: pd.DataFrame, task: str, column: str | None
     return frame[[*rows.keys, rows.day]].assign(
         **{LABEL: frame[rows.label].to_numpy(), PREDICTION: prediction}
     )
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """SHA-256 of a frame's rows and columns, in order: the same rows always give the same digest."""
+    digest = hashlib.sha256(",".join(f"{name}:{dtype}" for name, dtype in frame.dtypes.items()).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()

@@ -24,6 +24,11 @@ class Metrics:
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
+    def values(self) -> dict[str, float]:
+        """The three metrics, without the counts they were measured on."""
+        names = ("roc_auc", "average_precision", "card_precision_at_100")
+        return {name: getattr(self, name) for name in names}
+
 
 def card_precision_at_k(scored: pd.DataFrame, k: int = CARDS_PER_DAY) -> float:
     """Mean over days of the share of the day's k highest-scored cards that were compromised.

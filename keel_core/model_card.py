@@ -1,6 +1,6 @@
 """The model card of a promoted version: what it learned from, how good it is, where it came from.
 
-Pure module: it renders Markdown from the version's recorded metadata (written at training) and
+Pure module: it renders Markdown from the version's record (written at training) and
 its approval (written by the promotion gate). No Dagster, no BentoML.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from keel_core.model_record import ModelRecord, Period
 
 
 def _metric_names(*records: Mapping[str, Any] | None) -> list[str]:
@@ -43,52 +45,47 @@ METRIC_LABELS = {
 }
 
 
-def _period(name: str, first: str, last: str, counts: Mapping[str, Any]) -> str:
-    row = f"| {name} | {first} .. {last} | {counts['rows']:,} "
-    if "frauds" in counts:  # classification records count their positives
-        row += f"| {counts['frauds']:,} | {counts['frauds'] / counts['rows']:.3%} "
+def _period(name: str, first, last, period: Period) -> str:
+    row = f"| {name} | {first} .. {last} | {period.rows:,} "
+    if period.positives is not None:  # a classifier's record counts its positive rows
+        row += f"| {period.positives:,} | {period.positives / period.rows:.3%} "
     return row + "|"
 
 
-def render(tag: str, metadata: Mapping[str, Any], approval: Mapping[str, Any], promotion) -> str:
+def render(tag: str, record: ModelRecord, approval: Mapping[str, Any], promotion) -> str:
     """Markdown for version ``tag``.
 
-    ``metadata``: the version's training record; ``approval``: the gate's event details (metrics of
+    ``record``: the version's training record; ``approval``: the gate's event details (metrics of
     challenger and champion on the evaluation window); ``promotion``: the registry event (who, when,
     why, and in ``details["replaces"]`` the version it replaced).
     """
-    window = metadata["training_window"]
-    train = metadata["train"]
-    test = metadata["test"]
-    code = metadata["code_version"]
+    window = record.training_window
+    code = record.code_version
     evaluation = approval["window"]
-    counted = "frauds" in train
+    counted = record.train.positives is not None
     lines = [
         f"# Model card: `{tag}`",
         "",
-        f"{metadata.get('description', 'Card-fraud detector')}, promoted to production on {promotion.at} "
-        f"by {promotion.by}.",
+        f"{record.description or record.model}, promoted to production on {promotion.at} by {promotion.by}.",
         f"Reason: {promotion.reason}.",
         f"It replaced: `{promotion.details.get('replaces') or 'nothing (first production model)'}`.",
         "",
         "## What it was trained on",
         "",
-        "| period | days | payments | frauds | fraud rate |" if counted else "| period | days | rows |",
+        "| period | days | rows | positives | positive rate |" if counted else "| period | days | rows |",
         "|---|---|---|---|---|" if counted else "|---|---|---|",
-        _period("train", window["train_start"], window["train_end"], train),
-        _period("test", window["test_start"], window["test_end"], test),
+        _period("train", window.train_start, window.train_end, record.train),
+        _period("test", window.test_start, window.test_end, record.test),
         "",
-        f"A gap of {metadata['label_delay_days']} days (the label delay) separates training and test.",
-        f"Model: {metadata['model']} with hyper-parameters `{metadata['hyper_parameters']}`, "
-        f"seed {metadata['seed']}.",
+        f"A gap of {record.label_delay_days} days (the label delay) separates training and test.",
+        f"Model: {record.model} with hyper-parameters `{record.hyper_parameters}`, seed {record.seed}.",
         "",
         "## How good it is",
         "",
-        f"On the test window ({window['test_start']} .. {window['test_end']}), "
-        f"against {metadata.get('baseline', 'a logistic-regression baseline')} "
-        "trained on the same rows:",
+        f"On the test window ({window.test_start} .. {window.test_end}), "
+        f"against {record.baseline or 'its baseline'} trained on the same rows:",
         "",
-        *_metric_table([("this model", metadata["metrics"]), ("baseline", metadata["baseline_metrics"])]),
+        *_metric_table([("this model", record.metrics), ("baseline", record.baseline_metrics)]),
         "",
         f"At the promotion gate ({evaluation['first']} .. {evaluation['last']}), "
         "against the champion it replaced:",
@@ -104,18 +101,15 @@ def render(tag: str, metadata: Mapping[str, Any], approval: Mapping[str, Any], p
         "",
         "## Features",
         "",
-        f"Feature set version {metadata['feature_set_version']}: "
-        + ", ".join(f"`{f}`" for f in metadata["features"]),
+        f"Feature set version {record.feature_set_version}: " + ", ".join(f"`{f}`" for f in record.features),
         "",
         "## Lineage",
         "",
-        f"- code: git commit `{code['git_commit']}`"
-        + (" (with uncommitted changes)" if code["git_dirty"] else ""),
-        f"- dependencies: `uv.lock` sha256 `{metadata['lockfile_sha256']}`",
-        f"- training run: Dagster run `{metadata['dagster_run_id']}`",
-        f"- data: {metadata.get('inputs', '`features/transaction_features` and `warehouse/fraud_labels`')}, "
-        f"days {window['train_start']} .. "
-        f"{window['test_end']}",
+        f"- code: git commit `{code.git_commit}`" + (" (with uncommitted changes)" if code.git_dirty else ""),
+        f"- dependencies: `uv.lock` sha256 `{record.lockfile_sha256}`",
+        f"- training run: Dagster run `{record.dagster_run_id}`",
+        f"- data: {', '.join(f'`{key}`' for key in record.inputs) or 'not recorded'}, "
+        f"days {window.train_start} .. {window.test_end}",
         "",
     ]
     return "\n".join(lines)

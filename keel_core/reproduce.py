@@ -1,6 +1,6 @@
 """``keel reproduce <model tag>``: train a registered version again from what it recorded, and compare.
 
-A version's metadata (resources/registry.py) holds its training window, seed, hyper-parameters,
+A version's record (``keel_core.model_record``) holds its training window, seed, hyper-parameters,
 feature set, the fingerprints of its train and test rows, the code (git commit, dirty flag), the
 lockfile and the dbt manifest it ran with. Reproducing reads the same windows from the namespace's
 warehouse, checks the rows are the ones it was trained on, trains with the same seed and
@@ -11,10 +11,10 @@ compares every metric. Anything that differs is named; only identical metrics pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 
 from keel_core import provenance, training
 from keel_core.features import FEATURE_SET_VERSION
+from keel_core.model_record import ModelRecord
 
 # Metrics are recomputed from the same rows, seed and library versions: any difference beyond
 # float formatting means something else changed.
@@ -41,53 +41,39 @@ class Reproduction:
         return self.same_metrics and not any(d.startswith("data:") for d in self.differences)
 
 
-def window_of(metadata: dict) -> training.TrainingWindow:
-    recorded = metadata["training_window"]
-    return training.TrainingWindow(**{name: date.fromisoformat(day) for name, day in recorded.items()})
-
-
-def reproduce(tag: str, metadata: dict, connection) -> Reproduction:
+def reproduce(tag: str, record: ModelRecord, connection) -> Reproduction:
     """Train ``tag`` again on the warehouse behind ``connection`` and compare with its record."""
-    missing = [
-        name for name in ("training_window", "seed", "hyper_parameters", "metrics") if name not in metadata
-    ]
-    if missing:
-        raise ValueError(f"{tag} did not record {', '.join(missing)}: it cannot be reproduced")
-    differences = _code_differences(metadata)
-    if metadata.get("feature_set_version") != FEATURE_SET_VERSION:
+    differences = _code_differences(record)
+    if record.feature_set_version != FEATURE_SET_VERSION:
         differences.append(
             f"code: features are version {FEATURE_SET_VERSION}, {tag} was trained on "
-            f"{metadata.get('feature_set_version')}"
+            f"{record.feature_set_version}"
         )
-    experiment = training.run_experiment(
-        connection, window_of(metadata), metadata["seed"], metadata["hyper_parameters"]
-    )
-    recorded_data = metadata.get("data_sha256", {})
+    window = record.training_window
+    experiment = training.run_experiment(connection, window, record.seed, record.hyper_parameters)
     for part, fingerprint in experiment.fingerprints.items():
-        if part not in recorded_data:
+        if part not in record.data_sha256:
             differences.append(f"data: {tag} recorded no fingerprint of its {part} rows")
-        elif recorded_data[part] != fingerprint:
+        elif record.data_sha256[part] != fingerprint:
             differences.append(
-                f"data: the {part} rows of {window_of(metadata).as_dict()} are not those {tag} was "
+                f"data: the {part} rows of {window.as_dict()} are not those {tag} was "
                 "trained on (the warehouse was rebuilt from other data since)"
             )
     return Reproduction(
         tag=tag,
-        recorded={name: float(value) for name, value in metadata["metrics"].items()},
-        reproduced=experiment.metrics.as_dict(),
+        recorded=dict(record.metrics),
+        reproduced=experiment.metrics.values(),
         differences=differences,
     )
 
 
-def _code_differences(metadata: dict) -> list[str]:
+def _code_differences(record: ModelRecord) -> list[str]:
     differences = []
-    recorded, now = metadata.get("code_version", {}), provenance.code_version()
-    if recorded.get("git_commit") != now["git_commit"]:
-        differences.append(
-            f"code: commit {now['git_commit'][:12]}, trained at {str(recorded.get('git_commit'))[:12]}"
-        )
-    if recorded.get("git_dirty") or now["git_dirty"]:
+    recorded, now = record.code_version, provenance.code_version()
+    if recorded.git_commit != now["git_commit"]:
+        differences.append(f"code: commit {now['git_commit'][:12]}, trained at {recorded.git_commit[:12]}")
+    if recorded.git_dirty or now["git_dirty"]:
         differences.append("code: uncommitted changes (then or now): the commit alone does not say what ran")
-    if metadata.get("lockfile_sha256") != provenance.lockfile_sha256():
+    if record.lockfile_sha256 != provenance.lockfile_sha256():
         differences.append("code: uv.lock differs from the one it was trained with")
     return differences

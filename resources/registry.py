@@ -9,7 +9,7 @@ Stages are not written into the artifacts but kept as an append-only log of even
 a promotion or a rollback is an alias change with who, when and why, and nothing is ever rewritten::
 
     <lake>/registry/<model>/versions/<version>/model.bentomodel   the exported model
-    <lake>/registry/<model>/versions/<version>/metadata.json     metrics, data window, code version...
+    <lake>/registry/<model>/versions/<version>/metadata.json     its record (keel_core.model_record)
     <lake>/registry/<model>/versions/<version>/model_card.md     written when it is first promoted
     <lake>/registry/<model>/versions/<version>/<attachment>      plots
     <lake>/registry/<model>/events/<time>-<id>.json              one stage change each
@@ -31,6 +31,7 @@ from typing import Any
 import dagster as dg
 
 from keel_core import model_card
+from keel_core.model_record import ModelRecord
 from keel_core.provenance import current_user
 from resources.lake import Lake, LakeError
 
@@ -66,7 +67,7 @@ class ModelVersion:
     tag: str
     created_at: str
     stage: str
-    metadata: dict[str, Any]
+    record: ModelRecord
     history: tuple[Event, ...]
 
     @property
@@ -114,12 +115,12 @@ class ModelRegistry(dg.ConfigurableResource):
 
     # Writing -------------------------------------------------------------------------------------
 
-    def register(self, model, metadata: dict[str, Any], run_id: str | None = None) -> str:
+    def register(self, model, record: ModelRecord, run_id: str | None = None) -> str:
         """Save a trained scikit-learn model as a new ``candidate`` version; returns its tag."""
         import bentoml
 
-        metadata = json.loads(json.dumps(metadata))  # plain JSON types only, as BentoML stores them
-        labels = {"feature_set": str(metadata.get("feature_set_version", "")), "dagster_run_id": run_id or ""}
+        metadata = record.to_json()
+        labels = {"feature_set": record.feature_set_version, "dagster_run_id": run_id or ""}
         saved = bentoml.sklearn.save_model(self.model_name, model, labels=labels, metadata=metadata)
         tag = str(saved.tag)
         with tempfile.TemporaryDirectory() as folder:
@@ -180,7 +181,7 @@ class ModelRegistry(dg.ConfigurableResource):
             run_id=run_id,
             details={"replaces": previous.tag if previous else None},
         )
-        card = model_card.render(tag, version.metadata, approval.details, promotion)
+        card = model_card.render(tag, version.record, approval.details, promotion)
         self.attach(tag, CARD_FILE, card.encode())
         return promotion
 
@@ -238,7 +239,8 @@ class ModelRegistry(dg.ConfigurableResource):
                 stage = ARCHIVED
             else:
                 stage = history[-1].stage if history else CANDIDATE
-            versions.append(ModelVersion(tag, manifest["created_at"], stage, manifest["metadata"], history))
+            record = ModelRecord.from_json(manifest["metadata"])
+            versions.append(ModelVersion(tag, manifest["created_at"], stage, record, history))
         return sorted(versions, key=lambda version: version.created_at)
 
     def version(self, tag: str) -> ModelVersion:

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse
 
 from keel_core.circuit_breaker import CircuitBreaker, CircuitOpen
 from keel_core.contracts import MAX_ID, MIN_ID
-from keel_core.endpoint import Endpoint
+from keel_core.model_record import ModelRecord
 from keel_core.online_store import NoSnapshot, StoreUnavailable, open_store
 from keel_core.prediction_log import PredictionLog
 from serving.admission import Admission
@@ -48,7 +48,7 @@ class PredictorArguments(BaseModel):
 
 
 ARGUMENTS = bentoml.use_arguments(PredictorArguments)
-ENDPOINT = Endpoint.from_record(bentoml.models.get(ARGUMENTS.model_tag).info.metadata)
+ENDPOINT = ModelRecord.from_json(bentoml.models.get(ARGUMENTS.model_tag).info.metadata).served_endpoint()
 KEY = ENDPOINT.key
 _FORBID = ConfigDict(extra="forbid")
 

@@ -37,7 +37,7 @@ CHUNK_DAYS = 31  # features are computed and stored a month at a time, whatever 
 
 def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     from keel_core import drift, judging, learning
-    from keel_core.endpoint import RECORD_KEY
+    from keel_core.model_record import ModelRecord
 
     # The plan's values under the names the asset functions below use.
     spec = plan.spec
@@ -124,7 +124,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     )
     def model_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, registry: ModelRegistry):
         from keel_core import provenance
-        from keel_core.training import TrainingWindow
+        from keel_core.windows import TrainingWindow
 
         with warehouse.connect() as connection:
             window = TrainingWindow.ending(
@@ -142,29 +142,29 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 baseline,
                 metrics,
             )
-        record = {
-            "description": spec.description,
-            "model": spec.estimator.class_path,
-            "baseline": baseline.describe(),
-            "training_window": window.as_dict(),
-            "label_delay_days": spec.label_delay_days,
-            "train": {"rows": experiment.train_rows},
-            "test": {"rows": experiment.test_rows},
-            "metrics": experiment.metrics,
-            "baseline_metrics": experiment.baseline_metrics,
-            "features": spec.feature_names,
-            "feature_set_version": spec.feature_set_version,
-            "hyper_parameters": spec.estimator.params,
-            "seed": spec.seed,
-            "training_seconds": round(experiment.training_seconds, 3),
-            "code_version": provenance.code_version(),
-            "lockfile_sha256": provenance.lockfile_sha256(),
-            "dbt_manifest_sha256": provenance.dbt_manifest_sha256(),
-            "data_sha256": experiment.fingerprints,
-            "inputs": ", ".join(f"`{a}`" for a in [features_key.to_user_string(), *spec.labels_read]),
-            "dagster_run_id": context.run.run_id,
-            **({RECORD_KEY: endpoint.to_record()} if endpoint else {}),
-        }
+        record = ModelRecord(
+            description=spec.description,
+            model=spec.estimator.class_path,
+            baseline=baseline.describe(),
+            training_window=window,
+            label_delay_days=spec.label_delay_days,
+            train=_period(experiment.train, spec),
+            test=_period(experiment.test, spec),
+            metrics=experiment.metrics,
+            baseline_metrics=experiment.baseline_metrics,
+            features=spec.feature_names,
+            feature_set_version=spec.feature_set_version,
+            hyper_parameters=spec.estimator.params,
+            seed=spec.seed,
+            training_seconds=round(experiment.training_seconds, 3),
+            code_version=provenance.code_version(),
+            lockfile_sha256=provenance.lockfile_sha256(),
+            dbt_manifest_sha256=provenance.dbt_manifest_sha256(),
+            data_sha256=experiment.fingerprints,
+            inputs=(features_key.to_user_string(), *spec.labels_read),
+            dagster_run_id=context.run.run_id,
+            endpoint=endpoint,
+        )
         models = registry_of(registry)
         tag = models.register(experiment.model, record, run_id=context.run.run_id)
         if experiment.baseline is not None:
@@ -345,6 +345,14 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         )
 
     return [features_asset, model_asset, evaluation_asset, production_asset, scores_asset]
+
+
+def _period(rows: pd.DataFrame, spec):
+    """A period's labelled rows, and a classifier's positive ones."""
+    from keel_core.model_record import Period
+
+    positives = int(rows[spec.label_column].sum()) if spec.task == "classification" else None
+    return Period(rows=len(rows), positives=positives)
 
 
 def _metrics_table(models: dict[str, dict[str, float] | None]) -> dg.MetadataValue:

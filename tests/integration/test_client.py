@@ -110,7 +110,7 @@ def test_run_gives_status_tags_timing_and_what_the_run_materialized(keel, backfi
 def test_a_model_trained_again_from_its_record_has_the_same_metrics(definitions, first_tag):
     version = definitions.resources["registry"].version(first_tag)
     with definitions.resources["warehouse"].connect() as connection:
-        result = reproduce.reproduce(first_tag, version.metadata, connection)
+        result = reproduce.reproduce(first_tag, version.record, connection)
     assert result.reproduced == result.recorded  # exactly: same rows, seed and library versions
     assert result.reproduced_exactly, result.differences
 
@@ -119,7 +119,7 @@ def test_reproduce_names_the_data_that_changed_since_training(definitions, first
     version = definitions.resources["registry"].version(first_tag)
     copy = tmp_path / "changed.duckdb"
     shutil.copy(definitions.resources["warehouse"].path, copy)
-    first_test_day = version.metadata["training_window"]["test_start"]
+    first_test_day = version.record.training_window.test_start
     with duckdb.connect(str(copy)) as connection:
         # One payment of the test week re-labelled: the rows differ, and so may the metrics.
         connection.execute(
@@ -127,7 +127,7 @@ def test_reproduce_names_the_data_that_changed_since_training(definitions, first
             f"(select min(transaction_id) from {FEATURE_TABLE} where transaction_date = ?)",
             [first_test_day],
         )
-        result = reproduce.reproduce(first_tag, version.metadata, connection)
+        result = reproduce.reproduce(first_tag, version.record, connection)
     assert not result.reproduced_exactly
     assert any(d.startswith("data: the test rows") for d in result.differences), result.differences
 

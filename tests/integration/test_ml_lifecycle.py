@@ -5,7 +5,7 @@ The tests share one registry (the module's lake) and build on each other in the 
 fixtures: backfill (v1 promoted) -> retrained (v2, identical, promoted) -> degraded (v3, refused).
 """
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import dagster as dg
 import numpy as np
@@ -65,13 +65,12 @@ def hand_registered():
 def degraded(retrained, definitions, hand_registered, registry, first_version):
     """A challenger trained on shuffled labels, registered as the newest version, then judged."""
     with definitions.resources["warehouse"].connect() as connection:
-        window = registry.version(first_version["model_tag"]).metadata["training_window"]
-        first, last = (date.fromisoformat(window[name]) for name in ("train_start", "train_end"))
-        train = training.labelled_features(connection, first, last).frame
+        window = registry.version(first_version["model_tag"]).record.training_window
+        train = training.labelled_features(connection, window.train_start, window.train_end).frame
     shuffled = train.assign(is_fraud=np.random.default_rng(0).permutation(train["is_fraud"].to_numpy()))
     model = training.fit_fraud_model(shuffled, seed=0, hyper_parameters={"max_iter": 50})
-    metadata = registry.version(first_version["model_tag"]).metadata | {"note": "trained on shuffled labels"}
-    tag = registry.register(model, metadata)
+    record = registry.version(first_version["model_tag"]).record
+    tag = registry.register(model, record.model_copy(update={"description": "trained on shuffled labels"}))
     # Registered by hand and reported to Dagster as models/fraud_model's newest materialization: the
     # gate judges the version that materialization produced, not the newest in the registry.
     hand_registered.report_runless_asset_event(
@@ -178,7 +177,7 @@ def test_the_gate_judges_the_version_its_training_run_produced_not_the_newest_re
 ):
     """A version registered after the last training materialization is not what the gate judges."""
     tag, _ = degraded
-    stray = registry.register(registry.load(tag), registry.version(tag).metadata | {"note": "stray"})
+    stray = registry.register(registry.load(tag), registry.version(tag).record)
     judged = train_and_promote(definitions, hand_registered, [EVALUATION])
     assert not judged.success  # the version models/fraud_model produced was judged already
     assert registry.version(stray).stage == "candidate"  # the newest in the registry was not touched

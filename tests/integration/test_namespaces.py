@@ -67,9 +67,7 @@ def side_by_side(backfill, definitions, keel_state, world, tmp_path_factory):
             rows = connection.execute(f"select {', '.join(FEATURE_NAMES)} from {FEATURE_TABLE}").df()
         model = LogisticRegression().fit(rows, (rows["amount"] > rows["amount"].median()).astype(int))
         # Recorded like a trained version (the model card needs its window and metrics).
-        tag = registry.register(
-            model, {**definitions.resources["registry"].latest().metadata, "note": "experiment"}
-        )
+        tag = registry.register(model, definitions.resources["registry"].latest().record)
         verdict = definitions.resources["registry"].champion().approval().details  # the gate's record
         registry.record(tag, APPROVED, reason="the experiment's own gate", details=verdict)
         registry.promote(tag, reason="try it")

@@ -18,6 +18,7 @@ import dagster as dg
 import numpy as np
 import pytest
 from bento_server import default_signals, free_port, wait_for_port
+from model_records import training_record
 from sklearn.linear_model import LogisticRegression
 
 from keel_core import features
@@ -151,7 +152,7 @@ def test_a_model_is_exported_to_s3_and_imported_back_from_it(built):
     inputs = table[features.FEATURE_NAMES].to_numpy(dtype=float)
     model = LogisticRegression(max_iter=500).fit(inputs, np.arange(len(inputs)) % 2)
 
-    tag = registry.register(model, {"feature_set_version": features.FEATURE_SET_VERSION})
+    tag = registry.register(model, training_record())
     version = tag.partition(":")[2]
     assert f"{PREFIX}/registry/fraud_detector/versions/{version}/model.bentomodel" in s3_keys(PREFIX)
 

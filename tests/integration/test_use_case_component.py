@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from keel_core.endpoint import Endpoint
 from keel_core.online_store import open_store
 from platform_assets.components.scaffold import write_use_case
 from platform_assets.components.use_case import UseCase, lifecycle
@@ -142,7 +141,7 @@ def test_the_scaffolded_use_case_goes_through_the_whole_lifecycle(scaffolded, tm
     report = f"monitoring/pays_tomorrow_drift_reports/date={last.isoformat()}/drift.html"
     assert lake.read_file(report).lstrip().startswith(b"<!DOCTYPE html>")
     # Served online: the last day's rows, by customer, under the view the model version records.
-    endpoint = Endpoint.from_record(ModelRegistry(lake=lake).of("pays_tomorrow").versions()[-1].metadata)
+    endpoint = ModelRegistry(lake=lake).of("pays_tomorrow").versions()[-1].record.served_endpoint()
     store = open_store(resources["online_store"].url, "test", endpoint.view())
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         (known,) = connection.execute(

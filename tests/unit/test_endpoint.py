@@ -1,8 +1,10 @@
 """A use case's endpoint, as recorded with a model version (keel_core.endpoint)."""
 
 import pytest
+from model_records import training_record
 
 from keel_core.endpoint import Endpoint
+from keel_core.model_record import ModelRecord
 
 
 def endpoint(**changes) -> Endpoint:
@@ -19,9 +21,10 @@ def endpoint(**changes) -> Endpoint:
     return Endpoint(**{**fields, **changes})
 
 
-def test_an_endpoint_survives_the_registry_record_and_names_its_view():
+def test_an_endpoint_survives_the_model_record_and_names_its_view():
     original = endpoint()
-    assert Endpoint.from_record({"endpoint": original.to_record(), "other": 1}) == original
+    stored = training_record().model_copy(update={"endpoint": original}).to_json()
+    assert ModelRecord.from_json(stored).served_endpoint() == original
     view = original.view()
     assert view.name == "terminal_volume" and view.feature_names == ("payments_1d", "payments_7d")
     assert original.default_values() == [0.0, 3.5]  # no history: 0 unless the use case says otherwise
@@ -29,7 +32,7 @@ def test_an_endpoint_survives_the_registry_record_and_names_its_view():
 
 def test_a_version_without_an_endpoint_says_its_use_case_does_not_serve():
     with pytest.raises(LookupError, match="does not serve online"):
-        Endpoint.from_record({"metrics": {}})
+        ModelRecord.from_json(training_record().to_json()).served_endpoint()
 
 
 @pytest.mark.parametrize(

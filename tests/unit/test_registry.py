@@ -57,7 +57,7 @@ def test_a_registered_model_is_a_candidate_version_of_the_fraud_detector(registr
     registered = registry.version(tag)
     assert registered.stage == CANDIDATE
     assert registered.version == version
-    assert registered.metadata == training_record()
+    assert registered.record == training_record()
     assert [(event.stage, event.reason, event.run_id, event.by) for event in registered.history] == [
         (CANDIDATE, "trained", "run-1", "tester")
     ]
@@ -94,7 +94,7 @@ def test_versions_are_listed_oldest_first_and_the_latest_is_the_newest(registry,
     tags = [registry.register(tiny_model, training_record(run_id=f"run-{i}")) for i in range(3)]
     assert [version.tag for version in registry.versions()] == tags
     assert registry.latest().tag == tags[-1]
-    assert registry.latest().metadata["dagster_run_id"] == "run-2"
+    assert registry.latest().record.dagster_run_id == "run-2"
 
 
 def test_an_empty_registry_has_no_latest_version_and_no_champion(registry):

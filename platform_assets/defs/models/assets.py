@@ -19,7 +19,9 @@ import pandas as pd
 
 from keel_core import drift, features, provenance, training
 from keel_core.metrics import Metrics, fraud_metrics
+from keel_core.model_record import ModelRecord, Period
 from keel_core.promotion import GatePolicy, decide
+from keel_core.windows import TrainingWindow
 from platform_assets.handover import produced_by, promote_or_keep
 from platform_assets.partitions import run_last_day
 from platform_assets.provenance import recorded
@@ -86,8 +88,8 @@ def _metrics_table(rows: dict[str, Metrics | None]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def _period(frame: pd.DataFrame) -> dict[str, int]:
-    return {"rows": len(frame), "frauds": int(frame["is_fraud"].sum())}
+def _period(frame: pd.DataFrame) -> Period:
+    return Period(rows=len(frame), positives=int(frame["is_fraud"].sum()))
 
 
 @dg.asset(
@@ -111,9 +113,7 @@ def fraud_model(
             if config.last_labelled_day
             else horizon.within(run_last_day(context))
         )
-        window = training.TrainingWindow.ending(
-            last, config.train_days, horizon.label_delay_days, config.test_days
-        )
+        window = TrainingWindow.ending(last, config.train_days, horizon.label_delay_days, config.test_days)
         hyper_parameters = {name: getattr(config, name) for name in HYPER_PARAMETERS}
         experiment = training.run_experiment(connection, window, config.seed, hyper_parameters)
     train, test, model = experiment.train, experiment.test, experiment.model
@@ -122,27 +122,30 @@ def fraud_model(
     training_seconds = experiment.training_seconds
 
     code = provenance.code_version()
-    record = {
-        "model": MODEL_DESCRIPTION,
-        "training_window": window.as_dict(),
-        "label_delay_days": horizon.label_delay_days,
-        "train": _period(train.frame),
-        "test": _period(test.frame),
-        "unlabelled_rows": train.unlabelled + test.unlabelled,
-        "metrics": metrics.as_dict(),
-        "baseline_metrics": baseline_metrics.as_dict(),
-        "features": features.FEATURE_NAMES,
-        "feature_set_version": features.FEATURE_SET_VERSION,
-        "hyper_parameters": hyper_parameters,
-        "seed": config.seed,
-        "training_seconds": round(training_seconds, 3),
-        "code_version": code,
-        "lockfile_sha256": provenance.lockfile_sha256(),
-        "dbt_manifest_sha256": provenance.dbt_manifest_sha256(),
+    record = ModelRecord(
+        description="Card-fraud detector: the probability that a payment is fraud",
+        model=MODEL_DESCRIPTION,
+        baseline="LogisticRegression on the scaled features (baseline)",
+        training_window=window,
+        label_delay_days=horizon.label_delay_days,
+        train=_period(train.frame),
+        test=_period(test.frame),
+        unlabelled_rows=train.unlabelled + test.unlabelled,
+        metrics=metrics.values(),
+        baseline_metrics=baseline_metrics.values(),
+        features=features.FEATURE_NAMES,
+        feature_set_version=features.FEATURE_SET_VERSION,
+        hyper_parameters=hyper_parameters,
+        seed=config.seed,
+        training_seconds=round(training_seconds, 3),
+        code_version=code,
+        lockfile_sha256=provenance.lockfile_sha256(),
+        dbt_manifest_sha256=provenance.dbt_manifest_sha256(),
         # What `keel reproduce` checks before training again: the very rows of each window.
-        "data_sha256": experiment.fingerprints,
-        "dagster_run_id": context.run.run_id,
-    }
+        data_sha256=experiment.fingerprints,
+        inputs=(FEATURES.to_user_string(), LABELS.to_user_string()),
+        dagster_run_id=context.run.run_id,
+    )
     tag = registry.register(model, record, run_id=context.run.run_id)
     plot = training.precision_recall_png(
         {
@@ -180,7 +183,7 @@ def fraud_model(
             "train_rows": len(train.frame),
             "train_fraud_rate": float(train.frame["is_fraud"].mean()),
             "test_rows": len(test.frame),
-            "unlabelled_rows": record["unlabelled_rows"],
+            "unlabelled_rows": record.unlabelled_rows,
             "features": dg.MetadataValue.json(
                 {"version": features.FEATURE_SET_VERSION, "names": features.FEATURE_NAMES}
             ),
@@ -188,7 +191,7 @@ def fraud_model(
             "training_seconds": round(training_seconds, 3),
             "git_commit": code["git_commit"],
             "git_dirty": code["git_dirty"],
-            "lockfile_sha256": record["lockfile_sha256"],
+            "lockfile_sha256": record.lockfile_sha256,
             "precision_recall": dg.MetadataValue.md(
                 f"![precision-recall](data:image/png;base64,{base64.b64encode(plot).decode()})"
             ),

@@ -1,4 +1,4 @@
-"""What the models assets record, built the same way by hand: a version's training metadata and the
+"""What the models assets record, built the same way by hand: a version's training record and the
 promotion gate's approval details (see ``platform_assets/defs/models/assets.py``)."""
 
 from datetime import date
@@ -6,8 +6,9 @@ from typing import Any
 
 from keel_core import features
 from keel_core.metrics import Metrics
+from keel_core.model_record import CodeVersion, ModelRecord, Period
 from keel_core.promotion import GatePolicy, decide
-from keel_core.training import TrainingWindow
+from keel_core.windows import TrainingWindow
 
 WINDOW = TrainingWindow.ending(date(2026, 2, 4), train_days=14, gap_days=7, test_days=7)
 HYPER_PARAMETERS = {
@@ -29,26 +30,29 @@ LOCKFILE_SHA256 = "f" * 64
 
 def training_record(
     metrics: Metrics = MODEL_METRICS, git_dirty: bool = False, run_id: str = "run-train-1"
-) -> dict[str, Any]:
-    """The metadata ``models/fraud_model`` registers with a version."""
-    return {
-        "model": "HistGradientBoostingClassifier (scikit-learn)",
-        "training_window": WINDOW.as_dict(),
-        "label_delay_days": 7,
-        "train": {"rows": 14_000, "frauds": 112},
-        "test": {"rows": metrics.rows, "frauds": metrics.frauds},
-        "unlabelled_rows": 3,
-        "metrics": metrics.as_dict(),
-        "baseline_metrics": BASELINE_METRICS.as_dict(),
-        "features": features.FEATURE_NAMES,
-        "feature_set_version": features.FEATURE_SET_VERSION,
-        "hyper_parameters": HYPER_PARAMETERS,
-        "seed": 42,
-        "training_seconds": 1.234,
-        "code_version": {"git_commit": GIT_COMMIT, "git_dirty": git_dirty, "source": "git"},
-        "lockfile_sha256": LOCKFILE_SHA256,
-        "dagster_run_id": run_id,
-    }
+) -> ModelRecord:
+    """The record ``models/fraud_model`` registers with a version."""
+    return ModelRecord(
+        description="Card-fraud detector",
+        model="HistGradientBoostingClassifier (scikit-learn)",
+        baseline="LogisticRegression (baseline)",
+        training_window=WINDOW,
+        label_delay_days=7,
+        train=Period(rows=14_000, positives=112),
+        test=Period(rows=metrics.rows, positives=metrics.frauds),
+        unlabelled_rows=3,
+        metrics=metrics.values(),
+        baseline_metrics=BASELINE_METRICS.values(),
+        features=features.FEATURE_NAMES,
+        feature_set_version=features.FEATURE_SET_VERSION,
+        hyper_parameters=HYPER_PARAMETERS,
+        seed=42,
+        training_seconds=1.234,
+        code_version=CodeVersion(git_commit=GIT_COMMIT, git_dirty=git_dirty),
+        lockfile_sha256=LOCKFILE_SHA256,
+        inputs=("features/transaction_features", "warehouse/fraud_labels"),
+        dagster_run_id=run_id,
+    )
 
 
 def approval_details(
