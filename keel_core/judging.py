@@ -119,29 +119,43 @@ def import_object(path: str) -> Any:
         raise ValueError(f"{path!r}: {module_name} has no {name}") from None
 
 
-def metric(name: str, higher_is_better: bool | None = None) -> Metric:
-    """A built-in metric by name, or a function by import path (then ``higher_is_better`` is required)."""
+def metric(name: str, higher_is_better: bool | None = None, function: Callable | None = None) -> Metric:
+    """A built-in metric by name, or a function by import path, or ``function`` found for ``name`` by
+    the caller (a module of the use case's folder); then ``higher_is_better`` is required."""
     if name in BUILT_IN:
         return BUILT_IN[name]
     if ":" not in name:
-        raise ValueError(f"unknown metric {name!r}: one of {', '.join(BUILT_IN)}, or package.module:function")
+        raise ValueError(f"unknown metric {name!r}: one of {', '.join(BUILT_IN)}, or module:function")
     if higher_is_better is None:
         raise ValueError(f"metric {name!r}: say whether higher is better (higher_is_better)")
-    return Metric(name.rpartition(":")[2], import_object(name), higher_is_better)
+    return Metric(name.rpartition(":")[2], function or import_object(name), higher_is_better)
 
 
-def estimator(class_path: str, params: Mapping[str, Any] | None = None):
-    """A fresh scikit-learn estimator: ``class_path`` with ``params``, each checked against the
-    estimator's own parameters, so a typo is refused by name instead of silently ignored."""
-    cls = import_object(class_path)
-    if not isinstance(cls, type) or not hasattr(cls, "fit") or not hasattr(cls, "get_params"):
-        raise ValueError(f"{class_path!r} is not a scikit-learn estimator (a class with fit and get_params)")
-    known = set(cls().get_params(deep=False))
-    if unknown := sorted(set(params or {}) - known):
-        raise ValueError(
-            f"{class_path} has no parameter {', '.join(unknown)} (it has {', '.join(sorted(known))})"
-        )
-    return cls(**(params or {}))
+def estimator(class_path: Any, params: Mapping[str, Any] | None = None):
+    """A fresh scikit-learn estimator from ``class_path`` (an estimator class, a function returning
+    an estimator such as a pipeline, or the import path of either) with ``params``. A class's
+    parameters are checked against its own, so a typo is refused by name instead of silently ignored;
+    a function is called with them, and must return an estimator."""
+    made = import_object(class_path) if isinstance(class_path, str) else class_path
+    name = class_path if isinstance(class_path, str) else getattr(made, "__name__", repr(made))
+    if isinstance(made, type):
+        if not hasattr(made, "fit") or not hasattr(made, "get_params"):
+            raise ValueError(f"{name!r} is not a scikit-learn estimator (a class with fit and get_params)")
+        known = set(made().get_params(deep=False))
+        if unknown := sorted(set(params or {}) - known):
+            raise ValueError(
+                f"{name} has no parameter {', '.join(unknown)} (it has {', '.join(sorted(known))})"
+            )
+        return made(**(params or {}))
+    if not callable(made):
+        raise ValueError(f"{name!r} is neither an estimator class nor a function that returns one")
+    try:
+        built = made(**(params or {}))
+    except TypeError as error:
+        raise ValueError(f"{name} refuses the parameters {sorted(params or {})}: {error}") from None
+    if not hasattr(built, "fit") or not hasattr(built, "get_params"):
+        raise ValueError(f"{name} returned {type(built).__name__}, not a scikit-learn estimator")
+    return built
 
 
 @dataclass(frozen=True)

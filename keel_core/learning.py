@@ -29,15 +29,23 @@ LABEL, PREDICTION = "label", "prediction"
 
 @dataclass(frozen=True)
 class Rows:
-    """What a use case's rows look like: the entity's key columns, the day column, features, label."""
+    """What a use case's rows look like: the entity's key columns, the day column, features, label,
+    and attributes: columns kept with each row that the model does not learn from, for what a metric
+    or a report groups by (the card of a payment, say)."""
 
     keys: tuple[str, ...]
     day: str
     features: tuple[str, ...]
     label: str
+    attributes: tuple[str, ...] = ()
+
+    @property
+    def stored(self) -> list[str]:
+        """The columns of a stored feature row."""
+        return [*self.keys, self.day, *self.attributes, *self.features]
 
     def check(self, frame: pd.DataFrame, what: str, with_label: bool = False) -> pd.DataFrame:
-        expected = [*self.keys, self.day, *self.features] + ([self.label] if with_label else [])
+        expected = self.stored + ([self.label] if with_label else [])
         if missing := [column for column in expected if column not in frame.columns]:
             raise ValueError(f"{what} lacks the columns {missing} (the use case declares {expected})")
         return frame
@@ -78,7 +86,7 @@ class Baseline:
     """The yardstick: another estimator trained on the same rows, or a feature column that is itself a
     prediction (a seasonal-naive forecast, say)."""
 
-    class_path: str | None = None
+    class_path: Any = None  # an estimator class or factory, or its import path
     params: Mapping[str, Any] | None = None
     column: str | None = None
 
@@ -87,9 +95,15 @@ class Baseline:
             raise ValueError("a baseline is either an estimator (class_path) or a column, not both")
 
     def describe(self) -> str:
-        return (
-            f"the column {self.column}" if self.column else f"{self.class_path.rpartition('.')[2]} (baseline)"
-        )
+        if self.column:
+            return f"the column {self.column}"
+        return f"{_short_name(self.class_path)} (baseline)"
+
+
+def _short_name(estimator: Any) -> str:
+    if isinstance(estimator, str):
+        return estimator.rpartition(":" if ":" in estimator else ".")[2]
+    return getattr(estimator, "__name__", type(estimator).__name__)
 
 
 @dataclass(frozen=True)
@@ -118,12 +132,13 @@ def run_experiment(
     task: str,
     load: Callable[[date, date], pd.DataFrame],
     window: TrainingWindow,
-    model_spec: tuple[str, Mapping[str, Any]],
+    model_spec: tuple[Any, Mapping[str, Any]],
     baseline: Baseline,
     metrics: Mapping[str, Metric],
 ) -> Experiment:
     """Fit the model and the baseline on ``window``'s train days, measure both on its test days.
-    ``load(first, last)``: the labelled rows of those days."""
+    ``load(first, last)``: the labelled rows of those days; ``model_spec``: an estimator class or
+    factory (or its import path) and its hyper-parameters (``keel_core.judging.estimator``)."""
     train, test = load(window.train_start, window.train_end), load(window.test_start, window.test_end)
     for part, frame in (("train", train), ("test", test)):
         if frame.empty:
@@ -150,9 +165,10 @@ def run_experiment(
 
 
 def scored(rows: Rows, model, frame: pd.DataFrame, task: str, column: str | None = None) -> pd.DataFrame:
-    """The keys, the day, the label and the prediction (of ``model``, or the ``column`` baseline)."""
+    """The keys, the day, the attributes, the label and the prediction (of ``model``, or the
+    ``column`` baseline): what a metric is measured on."""
     prediction = frame[column].to_numpy(dtype="float64") if column else predict(model, frame, task)
-    return frame[[*rows.keys, rows.day]].assign(
+    return frame[[*rows.keys, rows.day, *rows.attributes]].assign(
         **{LABEL: frame[rows.label].to_numpy(), PREDICTION: prediction}
     )
 
@@ -162,3 +178,28 @@ def fingerprint(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256(",".join(f"{name}:{dtype}" for name, dtype in frame.dtypes.items()).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()
+
+
+def precision_recall_png(curves: Mapping[str, tuple[pd.Series, np.ndarray]], title: str) -> bytes:
+    """A precision-recall plot (PNG) of several classifiers' scores on the same labels."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to a buffer
+    from matplotlib import pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    figure, axes = plt.subplots(figsize=(6, 4.5), dpi=100)
+    try:
+        for name, (labels, scores) in curves.items():
+            precision, recall, _ = precision_recall_curve(labels, scores)
+            axes.plot(recall, precision, label=name, drawstyle="steps-post")
+        axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper right")
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()

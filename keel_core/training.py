@@ -6,7 +6,6 @@ imported inside the functions: modules that merely import this one stay light.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -173,26 +172,3 @@ def run_experiment(
         fraud_metrics(baseline_scored),
         training_seconds,
     )
-
-
-def precision_recall_png(curves: Mapping[str, tuple[pd.Series, np.ndarray]], title: str) -> bytes:
-    """A precision-recall plot (PNG) of several models' scores on the same labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: render to a buffer
-    from matplotlib import pyplot as plt
-    from sklearn.metrics import precision_recall_curve
-
-    figure, axes = plt.subplots(figsize=(6, 4.5), dpi=100)
-    try:
-        for name, (labels, scores) in curves.items():
-            precision, recall, _ = precision_recall_curve(labels, scores)
-            axes.plot(recall, precision, label=name, drawstyle="steps-post")
-        axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
-        axes.grid(alpha=0.3)
-        axes.legend(loc="upper right")
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", bbox_inches="tight")
-    finally:
-        plt.close(figure)
-    return buffer.getvalue()

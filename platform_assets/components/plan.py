@@ -33,6 +33,7 @@ class Plan:
     name: str
     compute_features: Callable
     compute_labels: Callable
+    estimator: Any  # the estimator the spec names: its import path, or the folder's factory
     features_key: dg.AssetKey
     model_key: dg.AssetKey
     evaluation_key: dg.AssetKey
@@ -54,12 +55,14 @@ class Plan:
     tags: dict[str, str]
 
     @classmethod
-    def of(cls, spec, compute_features, compute_labels) -> "Plan":
-        """``spec`` checked and compiled, with its folder's features and labels functions."""
+    def of(cls, spec, resolve) -> "Plan":
+        """``spec`` checked and compiled, its references (features, labels, metrics, estimators)
+        resolved by ``resolve`` (``use_case.References``)."""
         from keel_core import drift, judging, learning
         from keel_core.endpoint import Endpoint
 
         name = spec.name
+        compute_features, compute_labels = resolve(spec.features), resolve(spec.labels)
         features_key, model_key = key(name, "features"), key(name, "model")
         evaluation_key, production_key = key(name, "evaluation"), key(name, "production_model")
         scores_key, drift_key = key(name, "scores"), key(name, "drift")
@@ -67,14 +70,34 @@ class Plan:
         labels_keys = [dg.AssetKey.from_user_string(asset) for asset in spec.labels_read]
         feature_table, score_table = f"ml.{name}_features", f"ml.{name}_scores"
         rows = learning.Rows(
-            tuple(spec.entity), spec.day_column, tuple(spec.feature_names), spec.label_column
+            tuple(spec.entity),
+            spec.day_column,
+            tuple(spec.feature_names),
+            spec.label_column,
+            tuple(spec.attributes),
         )
+        if overlap := sorted(set(spec.attributes) & {*spec.entity, spec.day_column, *spec.feature_names}):
+            raise ValueError(f"{name}: attributes are columns besides keys and features: {overlap}")
         metrics = {
-            m.name.rpartition(":")[2]: judging.metric(m.name, m.higher_is_better) for m in spec.metrics
+            m.name.rpartition(":")[2]: judging.metric(
+                m.name,
+                m.higher_is_better,
+                resolve(m.name) if ":" in m.name and m.name not in judging.BUILT_IN else None,
+            )
+            for m in spec.metrics
         }
+
+        # An estimator by import path is imported when training runs (scikit-learn's ensembles take
+        # a second to import: the code location stays light); one of the folder is what it names.
+        def estimator_of(reference: str) -> Any:
+            return resolve(reference) if resolve.in_folder(reference) else reference
+
+        estimator = estimator_of(spec.estimator.class_path)
         gate = judging.Gate(dict(spec.gate.limits), tuple(spec.gate.beat_baseline), dict(spec.gate.tolerance))
         baseline = learning.Baseline(
-            spec.baseline.class_path, dict(spec.baseline.params), spec.baseline.column
+            estimator_of(spec.baseline.class_path) if spec.baseline.class_path else None,
+            dict(spec.baseline.params),
+            spec.baseline.column,
         )
         windows = spec.windows
         if min(windows.train_days, windows.test_days, windows.evaluation_days) < 1:

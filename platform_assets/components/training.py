@@ -1,9 +1,11 @@
 """A use case's learning assets: features (daily), model (train, register), evaluation (the gate),
 production_model (promotion) and scores (daily, by the production model)."""
 
+import base64
 import io
 import pickle
-from datetime import timedelta
+from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -95,7 +97,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
             end = min(start + timedelta(days=CHUNK_DAYS - 1), last)
             with warehouse.connect() as connection:
                 frame = rows.check(compute_features(connection, start, end), f"{name}'s features")
-            frame = frame[[*rows.keys, rows.day, *rows.features]]
+            frame = frame[rows.stored]
             warehouse.replace_days(feature_table, spec.day_column, start, end, frame)
             count += len(frame)
             preview = frame.head(5) if preview is None else preview
@@ -122,23 +124,37 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         tags=tags,
         op_tags=TRAINING.op_tags(f"{name}_model"),
     )
-    def model_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, registry: ModelRegistry):
+    def model_asset(
+        context: dg.AssetExecutionContext,
+        config: TrainingConfig,
+        warehouse: Warehouse,
+        registry: ModelRegistry,
+    ):
         from keel_core import provenance
         from keel_core.windows import TrainingWindow
 
+        hyper_parameters = {**spec.estimator.params, **config.hyper_parameters}
+        try:
+            judging.estimator(plan.estimator, hyper_parameters)
+        except ValueError as error:  # a misspelt parameter in the launchpad: fail by name, at once
+            raise dg.Failure(f"hyper_parameters: {error}", allow_retries=False) from None
+        seed = spec.seed if config.seed is None else config.seed
         with warehouse.connect() as connection:
+            last = last_labelled_day(connection, run_last_day(context))
+            if config.last_labelled_day is not None:
+                last = min(last, date.fromisoformat(config.last_labelled_day))
             window = TrainingWindow.ending(
-                last_labelled_day(connection, run_last_day(context)),
-                spec.windows.train_days,
+                last,
+                config.train_days or spec.windows.train_days,
                 spec.label_delay_days,
-                spec.windows.test_days,
+                config.test_days or spec.windows.test_days,
             )
             experiment = learning.run_experiment(
                 rows,
                 spec.task,
                 lambda first, last: labelled_rows(connection, first, last),
                 window,
-                (spec.estimator.class_path, spec.estimator.params),
+                (plan.estimator, hyper_parameters),
                 baseline,
                 metrics,
             )
@@ -154,8 +170,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
             baseline_metrics=experiment.baseline_metrics,
             features=spec.feature_names,
             feature_set_version=spec.feature_set_version,
-            hyper_parameters=spec.estimator.params,
-            seed=spec.seed,
+            hyper_parameters=hyper_parameters,
+            seed=seed,
             training_seconds=round(experiment.training_seconds, 3),
             code_version=provenance.code_version(),
             lockfile_sha256=provenance.lockfile_sha256(),
@@ -169,7 +185,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         tag = models.register(experiment.model, record, run_id=context.run.run_id)
         if experiment.baseline is not None:
             models.attach(tag, BASELINE_FILE, pickle.dumps(experiment.baseline))
-        reference = drift.sample(experiment.train, drift_policy.max_rows, spec.seed, drift_columns.order_by)
+        reference = drift.sample(experiment.train, drift_policy.max_rows, seed, drift_columns.order_by)
         buffer = io.BytesIO()
         reference[[*rows.keys, rows.day, *drift_columns.names]].to_parquet(buffer, index=False)
         models.attach(tag, TRAINING_REFERENCE, buffer.getvalue())
@@ -186,7 +202,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 "metrics": _metrics_table(
                     {"model": experiment.metrics, "baseline": experiment.baseline_metrics}
                 ),
-                "hyper_parameters": dg.MetadataValue.json({**spec.estimator.params, "seed": spec.seed}),
+                "hyper_parameters": dg.MetadataValue.json({**hyper_parameters, "seed": seed}),
+                **(_precision_recall(models, tag, rows, experiment) if spec.task == "classification" else {}),
                 "training_seconds": round(experiment.training_seconds, 3),
                 "registry": dg.MetadataValue.path(models.uri),
             }
@@ -345,6 +362,36 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         )
 
     return [features_asset, model_asset, evaluation_asset, production_asset, scores_asset]
+
+
+class TrainingConfig(dg.Config):
+    """One experiment, from the launchpad: the window and hyper-parameters on top of the spec's."""
+
+    train_days: int | None = None  # default: the spec's windows.train_days
+    test_days: int | None = None  # default: the spec's windows.test_days
+    last_labelled_day: str | None = None  # YYYY-MM-DD; default: the newest day whose label is known
+    seed: int | None = None  # default: the spec's seed
+    hyper_parameters: dict[str, Any] = {}  # over the spec's estimator.params, checked by name
+
+
+def _precision_recall(models: ModelRegistry, tag: str, rows, experiment) -> dict:
+    """A classifier's precision-recall curves on its test days, beside its baseline's, kept with the
+    version and shown in the UI."""
+    from keel_core import learning
+
+    test = experiment.test
+    curves = {"model": (test[rows.label], learning.predict(experiment.model, test, "classification"))}
+    if experiment.baseline is not None:
+        curves["baseline"] = (test[rows.label], learning.predict(experiment.baseline, test, "classification"))
+    window = experiment.window
+    plot = learning.precision_recall_png(curves, f"{tag}, test {window.test_start} .. {window.test_end}")
+    uri = models.attach(tag, "precision_recall.png", plot)
+    return {
+        "precision_recall": dg.MetadataValue.md(
+            f"![precision-recall](data:image/png;base64,{base64.b64encode(plot).decode()})"
+        ),
+        "precision_recall_png": dg.MetadataValue.path(uri),
+    }
 
 
 def _period(rows: pd.DataFrame, spec):

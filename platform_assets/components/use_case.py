@@ -19,6 +19,9 @@ lifecycle steps are the ones the reference use case has (the hand-over of exact 
 as an expected outcome, idempotent daily tables). No use case is named here.
 """
 
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import dagster as dg
@@ -37,7 +40,8 @@ class Reads(dg.Model):
 
 
 class EstimatorSpec(dg.Model):
-    """Any scikit-learn estimator by import path, with its hyper-parameters."""
+    """Any scikit-learn estimator by import path, or a function of the folder that returns one (a
+    pipeline, say: ``module:function``), with its hyper-parameters."""
 
     class_path: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -52,7 +56,8 @@ class BaselineSpec(dg.Model):
 
 
 class MetricSpec(dg.Model):
-    name: str  # a built-in metric (keel_core.judging.BUILT_IN) or package.module:function
+    # A built-in metric (keel_core.judging.BUILT_IN), a module:function of the folder, or an import path.
+    name: str
     higher_is_better: bool | None = None  # required for a function
 
 
@@ -118,6 +123,9 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
     reads: list[Reads] = Field(min_length=1)
     # The daily assets the labels come from: day D's label is in their partition D + label delay.
     labels_read: list[str] = Field(min_length=1)
+    # Columns kept with each row that the model does not learn from: what a metric or a report groups
+    # by (the card of a payment, for card precision). The features function returns them.
+    attributes: list[str] = Field(default_factory=list)
     estimator: EstimatorSpec
     baseline: BaselineSpec
     metrics: list[MetricSpec] = Field(min_length=1)
@@ -130,17 +138,37 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         folder = context.path if context.path.is_dir() else context.path.parent
-        functions = {}
-        for role, reference in (("features", self.features), ("labels", self.labels)):
-            module_name, _, function_name = reference.partition(":")
-            module = context.load_defs_relative_python_module(folder / f"{module_name}.py")
-            functions[role] = getattr(module, function_name)
-        return lifecycle(self, functions["features"], functions["labels"])
+        return lifecycle(self, References(folder, context.load_defs_relative_python_module))
 
 
-def lifecycle(spec: UseCase, compute_features, compute_labels) -> dg.Definitions:
-    """The definitions of ``spec``'s lifecycle, with its folder's features and labels functions."""
-    plan = Plan.of(spec, compute_features, compute_labels)
+class References:
+    """What a reference in the spec names: ``module:name`` is ``name`` in the folder's ``module.py``
+    when there is one (features, labels, a metric, an estimator factory), else an import path
+    (``package.module:name`` or ``package.module.Name``, as ``sklearn.linear_model.Ridge``)."""
+
+    def __init__(self, folder: Path, load_module: Callable[[Path], ModuleType]):
+        self.folder, self.load_module = folder, load_module
+
+    def in_folder(self, reference: str) -> bool:
+        module_name, colon, _ = reference.partition(":")
+        return bool(colon) and "." not in module_name and (self.folder / f"{module_name}.py").is_file()
+
+    def __call__(self, reference: str) -> Any:
+        from keel_core.judging import import_object
+
+        if not self.in_folder(reference):
+            return import_object(reference)
+        module_name, _, name = reference.partition(":")
+        path = self.folder / f"{module_name}.py"
+        module = self.load_module(path)
+        if not hasattr(module, name):
+            raise ValueError(f"{reference!r}: {path} defines no {name}")
+        return getattr(module, name)
+
+
+def lifecycle(spec: UseCase, references: References) -> dg.Definitions:
+    """The definitions of ``spec``'s lifecycle, with what its references name."""
+    plan = Plan.of(spec, references)
     served = serving.assets(plan) if plan.endpoint is not None else []
     return dg.Definitions.merge(
         dg.Definitions(assets=[*training.assets(plan), *served]),

@@ -14,7 +14,7 @@ import yaml
 
 from keel_core.online_store import open_store
 from platform_assets.components.scaffold import write_use_case
-from platform_assets.components.use_case import UseCase, lifecycle
+from platform_assets.components.use_case import References, UseCase, lifecycle
 from resources.lake import LocalLake
 from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
@@ -46,10 +46,15 @@ def scaffolded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("defs") / "pays_tomorrow"
     write_use_case(folder, "pays_tomorrow")
     spec = UseCase.model_validate(yaml.safe_load((folder / "defs.yaml").read_text())["attributes"])
-    module_spec = importlib.util.spec_from_file_location("pays_tomorrow_features", folder / "features.py")
+    return folder, spec, References(folder, load_module)
+
+
+def load_module(path):
+    """A folder's module, as the component's load context would (tests have no code location)."""
+    module_spec = importlib.util.spec_from_file_location(f"{path.parent.name}_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return folder, spec, module
+    return module
 
 
 def test_a_scaffold_refuses_to_overwrite_a_folder_and_a_name_that_cannot_name_tables(scaffolded, tmp_path):
@@ -60,19 +65,24 @@ def test_a_scaffold_refuses_to_overwrite_a_folder_and_a_name_that_cannot_name_ta
         write_use_case(tmp_path / "x", "Churn-Model")
 
 
-def test_the_scaffolded_use_case_goes_through_the_whole_lifecycle(scaffolded, tmp_path):
-    _, spec, module = scaffolded
-    warehouse = tmp_path / "warehouse.duckdb"
-    synthetic_warehouse(warehouse)
+def world_resources(tmp_path, warehouse) -> dict:
     lake = LocalLake(root=str(tmp_path / "lake"))
-    resources = {
+    return {
         "warehouse": Warehouse(path=str(warehouse)),
         "lake": lake,
         "registry": ModelRegistry(lake=lake),
         "online_store": OnlineFeatureStore(url=f"sqlite:///{tmp_path / 'online.sqlite'}", namespace="test"),
         "namespace": Namespace(name="test", environment="local"),
     }
-    assets = lifecycle(spec, module.features, module.labels).assets
+
+
+def test_the_scaffolded_use_case_goes_through_the_whole_lifecycle(scaffolded, tmp_path):
+    _, spec, resolve = scaffolded
+    warehouse = tmp_path / "warehouse.duckdb"
+    synthetic_warehouse(warehouse)
+    resources = world_resources(tmp_path, warehouse)
+    lake = resources["lake"]
+    assets = lifecycle(spec, resolve).assets
     last = FIRST + timedelta(days=DAYS - 1)
     with dg.instance_for_test() as instance:
         built = dg.materialize(
@@ -166,7 +176,7 @@ def test_the_scaffolded_use_case_goes_through_the_whole_lifecycle(scaffolded, tm
 
 
 def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
-    _, spec, module = scaffolded
+    _, spec, resolve = scaffolded
     for change, message in (
         (
             {"monitoring": {"drift": {"numerical": ["nope"]}}},
@@ -174,16 +184,116 @@ def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
         ),
         ({"monitoring": {"limits": {"rmse": 1.0}}}, "monitoring limits name unmeasured metrics: rmse"),
         ({"retraining": {"labelled_days": 0}}, "labelled_days must be at least 1"),
+        (
+            {"attributes": ["payments_7d"]},
+            r"attributes are columns besides keys and features: \['payments_7d'\]",
+        ),
+        ({"metrics": [{"name": "features:nope", "higher_is_better": True}]}, "defines no nope"),
     ):
         changed = UseCase.model_validate({**spec.model_dump(), **change})
         with pytest.raises(ValueError, match=message):
-            lifecycle(changed, module.features, module.labels)
+            lifecycle(changed, resolve)
 
 
 def test_the_use_case_has_its_retraining_job_and_sensor(scaffolded):
-    _, spec, module = scaffolded
-    definitions = lifecycle(spec, module.features, module.labels)
+    _, spec, resolve = scaffolded
+    definitions = lifecycle(spec, resolve)
     (job,) = definitions.jobs
     (sensor,) = definitions.sensors
     assert job.name == "pays_tomorrow_train_and_promote" and sensor.name == "pays_tomorrow_retraining"
     assert sensor.job_name == job.name
+
+
+YARDSTICKS = """
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+def scaled_logistic_regression(**params):
+    return make_pipeline(StandardScaler(), LogisticRegression(**params))
+
+
+def worst_half_average_precision(scored: pd.DataFrame) -> float:
+    from sklearn.metrics import average_precision_score
+
+    odd = scored[scored["customer_parity"] == 1]
+    return float(average_precision_score(odd["label"], odd["prediction"]))
+"""
+
+
+def test_a_folder_brings_its_own_metric_estimator_and_attributes_and_the_launchpad_overrides_the_spec(
+    scaffolded, tmp_path
+):
+    """What fraud needs from the component: a metric that groups rows by a column the model does
+    not learn from (an attribute), a baseline that is a pipeline built by the folder, and an
+    experiment's hyper-parameters and window from the launchpad."""
+    scaffold, spec, _ = scaffolded
+    folder = tmp_path / "pays_tomorrow"
+    folder.mkdir()
+    (folder / "yardsticks.py").write_text(YARDSTICKS)
+    template = (scaffold / "features.py").read_text().replace("def features(", "def template_features(")
+    (folder / "features.py").write_text(
+        template
+        + "\n\ndef features(connection, first, last):  # the template's rows, with an attribute\n"
+        + "    rows = template_features(connection, first, last)\n"
+        + "    return rows.assign(customer_parity=rows['customer_id'] % 2)\n"
+    )
+
+    changed = UseCase.model_validate(
+        {
+            **spec.model_dump(),
+            "attributes": ["customer_parity"],
+            "baseline": {"class_path": "yardsticks:scaled_logistic_regression", "params": {"C": 0.5}},
+            "metrics": [
+                {"name": "roc_auc"},
+                {"name": "average_precision"},
+                {"name": "yardsticks:worst_half_average_precision", "higher_is_better": True},
+            ],
+        }
+    )
+    warehouse = tmp_path / "warehouse.duckdb"
+    synthetic_warehouse(warehouse)
+    resources = world_resources(tmp_path, warehouse)
+    assets = lifecycle(changed, References(folder, load_module)).assets
+    last = FIRST + timedelta(days=DAYS - 1)
+    model_step = dg.AssetKey(["pays_tomorrow", "model"])
+    with dg.instance_for_test() as instance:
+
+        def run(selection, **config):
+            return dg.materialize(
+                assets,
+                selection=selection,
+                resources=resources,
+                instance=instance,
+                raise_on_error=False,
+                **config,
+            )
+
+        built = run(
+            [dg.AssetKey(["pays_tomorrow", "features"])],
+            tags={
+                "dagster/asset_partition_range_start": FIRST.isoformat(),
+                "dagster/asset_partition_range_end": last.isoformat(),
+            },
+        )
+        assert built.success
+        experiment = {"train_days": 10, "hyper_parameters": {"max_iter": 20}}
+        trained = run([model_step], run_config={"ops": {"pays_tomorrow__model": {"config": experiment}}})
+        assert trained.success
+        misspelt = {"hyper_parameters": {"max_iters": 20}}
+        refused = run([model_step], run_config={"ops": {"pays_tomorrow__model": {"config": misspelt}}})
+    assert not refused.success
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "has no parameter max_iters" in failure.event_specific_data.error.message
+
+    metadata = trained.asset_materializations_for_node("pays_tomorrow__model")[0].metadata
+    record = resources["registry"].of("pays_tomorrow").version(metadata["model_tag"].value).record
+    assert set(record.metrics) == {"roc_auc", "average_precision", "worst_half_average_precision"}
+    assert 0 < record.metrics["worst_half_average_precision"] <= 1
+    assert record.hyper_parameters["max_iter"] == 20 and record.hyper_parameters["max_depth"] == 3
+    window = record.training_window
+    assert (window.train_end - window.train_start).days + 1 == 10
+    assert record.baseline == "scaled_logistic_regression (baseline)"
+    assert metadata["precision_recall_png"].value.endswith("precision_recall.png")

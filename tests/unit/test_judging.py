@@ -52,6 +52,22 @@ def test_an_estimator_is_any_scikit_learn_class_by_path_with_its_parameters_chec
         judging.estimator("sklearn.nothing.Here")
 
 
+def test_an_estimator_can_be_a_function_that_builds_one_such_as_a_pipeline():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def scaled_logistic_regression(**params):
+        return make_pipeline(StandardScaler(), LogisticRegression(**params))
+
+    model = judging.estimator(scaled_logistic_regression, {"C": 0.5})
+    assert model[-1].C == 0.5
+    with pytest.raises(ValueError, match="refuses the parameters"):
+        judging.estimator(lambda: LogisticRegression(), {"C": 0.5})
+    with pytest.raises(ValueError, match="returned dict, not a scikit-learn estimator"):
+        judging.estimator(lambda: {})
+
+
 def test_the_gate_knows_a_ceiling_from_a_floor_and_beats_the_baseline_in_the_right_direction():
     gate = Gate(limits={"mae": 5.0}, beat_baseline=("mae",), tolerance={"mae": 0.1})
     good = judge({"mae": 2.0}, gate, BUILT_IN, baseline={"mae": 3.0}, champion={"mae": 2.05})

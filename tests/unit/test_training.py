@@ -7,13 +7,9 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from keel_core.features import FEATURE_NAMES
-from keel_core.training import (
-    TrainingWindow,
-    fit_baseline,
-    fit_fraud_model,
-    fraud_scores,
-    precision_recall_png,
-)
+from keel_core.learning import precision_recall_png
+from keel_core.training import fit_baseline, fit_fraud_model, fraud_scores
+from keel_core.windows import TrainingWindow
 
 SEED = 42
 HYPER_PARAMETERS = {

@@ -17,7 +17,7 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from keel_core import drift, features, provenance, training
+from keel_core import drift, features, learning, provenance, training
 from keel_core.metrics import Metrics, fraud_metrics
 from keel_core.model_record import ModelRecord, Period
 from keel_core.promotion import GatePolicy, decide
@@ -147,7 +147,7 @@ def fraud_model(
         dagster_run_id=context.run.run_id,
     )
     tag = registry.register(model, record, run_id=context.run.run_id)
-    plot = training.precision_recall_png(
+    plot = learning.precision_recall_png(
         {
             f"model (AP {metrics.average_precision:.3f})": (scored["is_fraud"], scored["score"]),
             f"baseline (AP {baseline_metrics.average_precision:.3f})": (
