@@ -19,7 +19,7 @@ from platform_assets.components.plan import (
 )
 from platform_assets.partitions import daily_partitions
 from platform_assets.provenance import recorded
-from platform_assets.steps import MONITORING, TRAINING_RUNS, WAREHOUSE_POOL, retry_only_transient
+from platform_assets.steps import TRAINING_RUNS, WAREHOUSE_POOL, retry_only_transient
 from resources.lake import Lake
 from resources.registry import ModelRegistry
 from resources.warehouse import Warehouse
@@ -64,8 +64,8 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
         kinds={"evidently", "html"},
         tags={MONITORING_TAG: "true"},
         metadata={LABEL_DELAY: 0},
-        op_tags=MONITORING.op_tags(f"{name}_drift"),
-        retry_policy=MONITORING.retry_policy,
+        op_tags=plan.steps["monitoring"].op_tags(f"{name}_drift"),
+        retry_policy=plan.steps["monitoring"].retry_policy,
     )
     @retry_only_transient
     def drift_asset(
@@ -136,8 +136,8 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
         kinds={"scikit-learn", "duckdb"},
         tags={MONITORING_TAG: "true"},
         metadata={LABEL_DELAY: spec.label_delay_days},
-        op_tags=MONITORING.op_tags(f"{name}_live_performance"),
-        retry_policy=MONITORING.retry_policy,
+        op_tags=plan.steps["monitoring"].op_tags(f"{name}_live_performance"),
+        retry_policy=plan.steps["monitoring"].retry_policy,
     )
     @retry_only_transient
     def performance_asset(context: dg.AssetExecutionContext, warehouse: Warehouse):

@@ -3,6 +3,7 @@ drift columns, live limits and endpoint. The lifecycle's modules build assets fr
 ``training.py`` (features to scores), ``monitoring.py`` (drift, live performance, retraining) and
 ``serving.py`` (online features, the Bento)."""
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -11,6 +12,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from platform_assets import steps as platform_steps
+from platform_assets.steps import Step
 from resources.registry import ModelRegistry
 
 BASELINE_FILE = "baseline.pickle"  # a fitted estimator baseline, kept with the version
@@ -21,6 +24,17 @@ PIPELINE_TAG = "keel/pipeline"  # on every use case's asset: keel_pipeline runs 
 # them for the newest days after the pipeline). Their metadata says how many days after the day
 # they can run (LABEL_DELAY: a label delay).
 MONITORING_TAG, LABEL_DELAY = "keel/monitoring", "keel/label_delay_days"
+
+
+# The kinds of step of a lifecycle, with the platform's defaults (a spec's `compute` changes them).
+STEPS = {
+    "features": platform_steps.FEATURES,
+    "training": platform_steps.TRAINING,
+    "evaluation": platform_steps.GATE,
+    "scoring": platform_steps.SCORING,
+    "publishing": platform_steps.PUBLISHING,
+    "monitoring": platform_steps.MONITORING,
+}
 
 
 def key(name: str, asset: str) -> dg.AssetKey:
@@ -52,6 +66,7 @@ class Plan:
     drift_policy: Any  # keel_core.drift.DriftPolicy
     live_limits: Any  # keel_core.judging.Gate: the limits in production
     endpoint: Any  # keel_core.endpoint.Endpoint, or None: batch only
+    steps: dict[str, Step]  # each kind of step's compute: the platform's, with the spec's changes
     tags: dict[str, str]
 
     @classmethod
@@ -148,6 +163,10 @@ class Plan:
                 response=spec.serving.response,
                 defaults=dict(spec.serving.defaults),
             )
+        steps = {
+            kind: dataclasses.replace(default, **getattr(spec.compute, kind).model_dump(exclude_none=True))
+            for kind, default in STEPS.items()
+        }
         tags = {PIPELINE_TAG: "true"}
         values = locals()
         return cls(**{name: values[name] for name in cls.__dataclass_fields__})

@@ -11,7 +11,7 @@ from platform_assets.bentos import build_and_archive
 from platform_assets.components.plan import Plan, key
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
-from platform_assets.steps import PUBLISHING, WAREHOUSE_POOL, retry_only_transient
+from platform_assets.steps import WAREHOUSE_POOL, retry_only_transient
 from resources.lake import Lake
 from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
@@ -41,8 +41,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         automation_condition=follows_upstream(),
         kinds={"duckdb", "redis", "sqlite"},
         tags=tags,
-        op_tags=PUBLISHING.op_tags(f"{name}_online_features"),
-        retry_policy=PUBLISHING.retry_policy,
+        op_tags=plan.steps["publishing"].op_tags(f"{name}_online_features"),
+        retry_policy=plan.steps["publishing"].retry_policy,
     )
     @retry_only_transient
     def online_asset(
@@ -95,8 +95,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"bentoml"},
         tags=tags,
-        op_tags=PUBLISHING.op_tags(f"{name}_bento"),
-        retry_policy=PUBLISHING.retry_policy,
+        op_tags=plan.steps["publishing"].op_tags(f"{name}_bento"),
+        retry_policy=plan.steps["publishing"].retry_policy,
     )
     @retry_only_transient
     def bento_asset(

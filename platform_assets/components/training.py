@@ -20,15 +20,7 @@ from platform_assets.partitions import (
     run_last_day,
 )
 from platform_assets.provenance import recorded
-from platform_assets.steps import (
-    FEATURES,
-    GATE,
-    PUBLISHING,
-    SCORING,
-    TRAINING,
-    WAREHOUSE_POOL,
-    retry_only_transient,
-)
+from platform_assets.steps import WAREHOUSE_POOL, retry_only_transient
 from platform_assets.storage import stored_in_warehouse
 from resources.lake import Lake
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
@@ -88,7 +80,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         automation_condition=follows_upstream(),
         kinds={"duckdb", "pandas"},
         tags=tags,
-        op_tags=FEATURES.op_tags(f"{name}_features"),
+        op_tags=plan.steps["features"].op_tags(f"{name}_features"),
     )
     def features_asset(context: dg.AssetExecutionContext, warehouse: Warehouse):
         first, last = partition_days(context)
@@ -122,7 +114,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         pool=WAREHOUSE_POOL,
         kinds={"scikit-learn", "bentoml"},
         tags=tags,
-        op_tags=TRAINING.op_tags(f"{name}_model"),
+        op_tags=plan.steps["training"].op_tags(f"{name}_model"),
     )
     def model_asset(
         context: dg.AssetExecutionContext,
@@ -220,8 +212,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         check_specs=[dg.AssetCheckSpec("promotion_gate", asset=evaluation_key)],
         kinds={"scikit-learn"},
         tags=tags,
-        op_tags=GATE.op_tags(f"{name}_evaluation"),
-        retry_policy=GATE.retry_policy,
+        op_tags=plan.steps["evaluation"].op_tags(f"{name}_evaluation"),
+        retry_policy=plan.steps["evaluation"].retry_policy,
     )
     @retry_only_transient
     def evaluation_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, registry: ModelRegistry):
@@ -300,8 +292,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         deps=[evaluation_key],
         kinds={"bentoml"},
         tags=tags,
-        op_tags=PUBLISHING.op_tags(f"{name}_production_model"),
-        retry_policy=PUBLISHING.retry_policy,
+        op_tags=plan.steps["publishing"].op_tags(f"{name}_production_model"),
+        retry_policy=plan.steps["publishing"].retry_policy,
         output_required=False,
     )
     @retry_only_transient
@@ -323,8 +315,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         automation_condition=follows_upstream(ignore=production_key),
         kinds={"scikit-learn", "duckdb", "parquet"},
         tags=tags,
-        op_tags=SCORING.op_tags(f"{name}_scores"),
-        retry_policy=SCORING.retry_policy,
+        op_tags=plan.steps["scoring"].op_tags(f"{name}_scores"),
+        retry_policy=plan.steps["scoring"].retry_policy,
     )
     @retry_only_transient
     def scores_asset(

@@ -99,6 +99,29 @@ class ServingSpec(dg.Model):
     defaults: dict[str, float] = Field(default_factory=dict)
 
 
+class StepSpec(dg.Model):
+    """A step's pod where the platform's default (``platform_assets/steps.py``) does not fit: each
+    field set replaces the default's, the others stay."""
+
+    cpu: float | None = None  # cores requested (the limit is twice as much)
+    memory_gib: float | None = None
+    scratch_gib: float | None = None
+    gpus: int | None = None  # the pod asks for GPUs and lands on a GPU node
+    deadline_seconds: int | None = None  # Kubernetes ends the step after this long
+    retries: int | None = None  # of transient errors only
+
+
+class ComputeSpec(dg.Model):
+    """The compute of each kind of step of the lifecycle (in staging and prod, one pod per step)."""
+
+    features: StepSpec = Field(default_factory=StepSpec)
+    training: StepSpec = Field(default_factory=StepSpec)
+    evaluation: StepSpec = Field(default_factory=StepSpec)
+    scoring: StepSpec = Field(default_factory=StepSpec)
+    publishing: StepSpec = Field(default_factory=StepSpec)  # promotion, online features, the Bento
+    monitoring: StepSpec = Field(default_factory=StepSpec)
+
+
 class RetrainingSpec(dg.Model):
     # Newly labelled days that ask for a retraining (default: the environment's policy).
     labelled_days: int | None = None
@@ -134,6 +157,7 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     serving: ServingSpec | None = None  # None: batch scores only
     retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
     seed: int = 42
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

@@ -3,6 +3,7 @@ lifecycle it generates (features -> model -> evaluation -> production model -> s
 performance). No dbt."""
 
 import importlib.util
+import json
 from datetime import date, timedelta
 
 import dagster as dg
@@ -193,6 +194,27 @@ def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
         changed = UseCase.model_validate({**spec.model_dump(), **change})
         with pytest.raises(ValueError, match=message):
             lifecycle(changed, resolve)
+
+
+def test_the_spec_sizes_each_kind_of_step_and_the_rest_keep_the_platform_defaults(scaffolded):
+    from platform_assets.steps import FEATURES, K8S_CONFIG_TAG
+
+    _, spec, references = scaffolded
+    compute = {"training": {"memory_gib": 16, "gpus": 1, "deadline_seconds": 600}}
+    changed = UseCase.model_validate({**spec.model_dump(), "compute": compute})
+    assets = {a.key.path[-1]: a for a in lifecycle(changed, references).assets}
+
+    def pod(asset: str) -> dict:
+        return json.loads(assets[asset].op.tags[K8S_CONFIG_TAG])  # Dagster keeps tags as text
+
+    training = pod("model")
+    assert training["container_config"]["resources"]["limits"]["memory"] == "16384Mi"
+    assert training["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert training["job_spec_config"]["active_deadline_seconds"] == 600
+    assert pod("features") == FEATURES.op_tags("pays_tomorrow_features")[K8S_CONFIG_TAG]
+    nothing = UseCase.model_validate({**spec.model_dump(), "compute": {"scoring": {"cpu": 0}}})
+    with pytest.raises(ValueError, match="must be positive"):
+        lifecycle(nothing, references)
 
 
 def test_the_use_case_has_its_retraining_job_and_sensor(scaffolded):
