@@ -517,7 +517,7 @@ def _job(what: str, definitions):
     Keel's own jobs, the freshness checks are left out (they run on their own schedule)."""
     import dagster as dg
 
-    from platform_assets.defs.monitoring.checks import FRESHNESS_CHECKS
+    from platform_assets.defs.fraud.checks import FRESHNESS_CHECKS
 
     if what == "day":
         graph = definitions.resolve_asset_graph()

@@ -34,7 +34,7 @@ def days_needed(train_days: int | None = None) -> int:
     """The shortest window the job can train on with its default training configuration."""
     from keel_core.simulator import LABEL_DELAY_DAYS
     from keel_core.windows import TrainingWindow
-    from platform_assets.defs.models.assets import TrainingConfig
+    from platform_assets.defs.fraud.models import TrainingConfig
 
     config = TrainingConfig(**({"train_days": train_days} if train_days else {}))
     return TrainingWindow.days_needed(config.train_days, LABEL_DELAY_DAYS, config.test_days, LABEL_DELAY_DAYS)

@@ -25,8 +25,8 @@ def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float 
     from keel.local import dagster_instance
     from keel.loop import Loop
     from platform_assets.definitions import build
-    from platform_assets.defs.models.assets import EVALUATION, PRODUCTION_MODEL
-    from platform_assets.defs.monitoring.assets import FEATURE_DRIFT, LIVE_PERFORMANCE
+    from platform_assets.defs.fraud.models import EVALUATION, PRODUCTION_MODEL
+    from platform_assets.defs.fraud.monitoring import FEATURE_DRIFT, LIVE_PERFORMANCE
 
     began = time.monotonic()
     definitions = build(settings)

@@ -63,7 +63,7 @@ def promote(settings, tag: str, reason: str, console: Console) -> int:
     import dagster as dg
 
     from keel.local import dagster_instance
-    from platform_assets.defs.models.assets import promotion_metadata
+    from platform_assets.defs.fraud.models import promotion_metadata
     from resources.registry import RegistryError
 
     registry = _registry(settings)
@@ -87,7 +87,7 @@ def promote(settings, tag: str, reason: str, console: Console) -> int:
 
 def reproduce(settings, tag: str, console: Console) -> int:
     """Train ``tag`` again from its record; exit 0 only if the data and every metric are the same."""
-    from keel_core.reproduce import reproduce as train_again
+    from platform_assets.defs.fraud.reproduce import reproduce as train_again
     from resources.registry import RegistryError
     from resources.warehouse import Warehouse
 

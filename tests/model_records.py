@@ -1,14 +1,14 @@
 """What the models assets record, built the same way by hand: a version's training record and the
-promotion gate's approval details (see ``platform_assets/defs/models/assets.py``)."""
+promotion gate's approval details (see ``platform_assets/defs/fraud/models.py``)."""
 
 from datetime import date
 from typing import Any
 
 from keel_core import features
-from keel_core.metrics import Metrics
 from keel_core.model_record import CodeVersion, ModelRecord, Period
-from keel_core.promotion import GatePolicy, decide
 from keel_core.windows import TrainingWindow
+from platform_assets.defs.fraud.gate import GatePolicy, decide
+from platform_assets.defs.fraud.metrics import Metrics
 
 WINDOW = TrainingWindow.ending(date(2026, 2, 4), train_days=14, gap_days=7, test_days=7)
 HYPER_PARAMETERS = {

@@ -6,8 +6,8 @@ from datetime import date
 import dagster as dg
 
 from platform_assets.components.plan import PIPELINE_TAG
-from platform_assets.defs.monitoring.checks import FRESHNESS_CHECKS
-from platform_assets.defs.serving.assets import PREDICTION_LOG
+from platform_assets.defs.fraud.checks import FRESHNESS_CHECKS
+from platform_assets.defs.fraud.serving import PREDICTION_LOG
 from platform_assets.partitions import daily_partitions
 from platform_assets.steps import (
     INGESTION,

@@ -10,7 +10,7 @@ import pytest
 from world_settings import NAMESPACE
 
 from keel_core.features import FEATURE_TABLE
-from platform_assets.defs.serving import assets as serving_assets
+from platform_assets.defs.fraud import serving as serving_assets
 from resources.online_store import OnlineFeatureStore
 
 BENTO = dg.AssetKey(["serving", "fraud_scorer_bento"])

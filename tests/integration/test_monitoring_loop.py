@@ -26,8 +26,8 @@ from dagster._core.scheduler.instigation import TickStatus
 from world_settings import namespace_lake
 
 from keel.loop import RUN_KEY_TAG, SENSOR_TAG
-from platform_assets.defs.models.assets import FRAUD_MODEL
-from platform_assets.defs.monitoring.assets import DRIFT_CHECK, DRIFT_REPORTS, FEATURE_DRIFT
+from platform_assets.defs.fraud.models import FRAUD_MODEL
+from platform_assets.defs.fraud.monitoring import DRIFT_CHECK, DRIFT_REPORTS, FEATURE_DRIFT
 from platform_assets.retraining import RETRAIN_REASONS_TAG, TRIGGERING_TRAINING_TAG
 from resources.dbt import REPO_ROOT
 from resources.lake import LocalLake

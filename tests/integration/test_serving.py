@@ -18,8 +18,8 @@ from serving_world import BENTO, FACTS, ONLINE_FEATURES, as_json, metadata_of, p
 from world_settings import NAMESPACE
 
 from keel_core import bentos
-from platform_assets.defs.models.assets import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
-from platform_assets.defs.serving import assets as serving_assets
+from platform_assets.defs.fraud import serving as serving_assets
+from platform_assets.defs.fraud.models import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
 from serving.schemas import MAX_BATCH
 
 pytestmark = pytest.mark.slow

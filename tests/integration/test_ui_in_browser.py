@@ -24,9 +24,9 @@ from ui_dagster import (
     screenshot_on_failure,
 )
 
+from platform_assets.defs.fraud.models import FEATURES
+from platform_assets.defs.fraud.monitoring import DRIFT_REPORTS, FEATURE_DRIFT
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
-from platform_assets.defs.models.assets import FEATURES
-from platform_assets.defs.monitoring.assets import DRIFT_REPORTS, FEATURE_DRIFT
 from resources.dbt import REPO_ROOT
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from keel_core import judging
 from keel_core.judging import BUILT_IN, Gate, judge
-from keel_core.metrics import Metrics
-from keel_core.promotion import GatePolicy, decide
+from platform_assets.defs.fraud.gate import GatePolicy, decide
+from platform_assets.defs.fraud.metrics import Metrics
 
 
 def scored(labels, predictions) -> pd.DataFrame:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from keel_core.metrics import CARDS_PER_DAY, Metrics, card_precision_at_k, fraud_metrics
+from platform_assets.defs.fraud.metrics import CARDS_PER_DAY, Metrics, card_precision_at_k, fraud_metrics
 
 DAY_1, DAY_2, DAY_3 = date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)
 

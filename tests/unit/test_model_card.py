@@ -8,8 +8,8 @@ from model_records import (
 )
 
 from keel_core import features
-from keel_core.metrics import Metrics
 from keel_core.model_card import render
+from platform_assets.defs.fraud.metrics import Metrics
 from resources.registry import PRODUCTION, Event
 
 TAG = "fraud_detector:new2"

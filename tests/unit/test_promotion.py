@@ -1,7 +1,7 @@
 import pytest
 
-from keel_core.metrics import Metrics
-from keel_core.promotion import GatePolicy, decide
+from platform_assets.defs.fraud.gate import GatePolicy, decide
+from platform_assets.defs.fraud.metrics import Metrics
 
 POLICY = GatePolicy()  # floors: ROC AUC 0.75, average precision 0.30; tolerances 0.02
 

@@ -8,8 +8,8 @@ from threadpoolctl import threadpool_limits
 
 from keel_core.features import FEATURE_NAMES
 from keel_core.learning import precision_recall_png
-from keel_core.training import fit_baseline, fit_fraud_model, fraud_scores
 from keel_core.windows import TrainingWindow
+from platform_assets.defs.fraud.training import fit_baseline, fit_fraud_model, fraud_scores
 
 SEED = 42
 HYPER_PARAMETERS = {
@@ -194,7 +194,7 @@ def test_the_precision_recall_plot_is_a_png(model, labelled):
 def test_a_run_for_a_window_of_days_sees_the_labels_of_that_window_only():
     from datetime import date
 
-    from keel_core.training import LabelHorizon
+    from platform_assets.defs.fraud.training import LabelHorizon
 
     horizon = LabelHorizon(last_labelled_day=date(2026, 11, 26), label_delay_days=7)
     assert horizon.within(None) == date(2026, 11, 26)

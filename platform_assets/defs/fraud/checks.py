@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import dagster as dg
 
+from platform_assets.defs.fraud.models import FEATURES
+from platform_assets.defs.fraud.serving import PREDICTION_LOG
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
-from platform_assets.defs.models.assets import FEATURES
-from platform_assets.defs.serving.assets import PREDICTION_LOG
 
 FRESHNESS_WINDOW = timedelta(hours=26)
 

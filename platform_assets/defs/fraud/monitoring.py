@@ -5,7 +5,7 @@
 
 Both are daily and follow their inputs by themselves (``follows_upstream``); their checks fail
 when drift or performance cross the line, and the retraining sensor (``sensors.py``) acts on that.
-The maths is in ``keel_core.drift`` and ``keel_core.metrics``.
+The maths is in ``keel_core.drift`` and ``platform_assets.defs.fraud.metrics``.
 """
 
 import io
@@ -15,14 +15,14 @@ import dagster as dg
 import pandas as pd
 
 from keel_core import drift, features
-from keel_core.metrics import fraud_metrics
-from keel_core.promotion import GatePolicy
 from keel_core.simulator import LABEL_DELAY_DAYS
 from platform_assets.automation import follows_upstream
 from platform_assets.components.plan import LABEL_DELAY, MONITORING_TAG
-from platform_assets.defs.models.assets import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
-from platform_assets.defs.scores.assets import SCORE_TABLE, SCORES
-from platform_assets.defs.serving.assets import PREDICTION_LOG
+from platform_assets.defs.fraud.gate import GatePolicy
+from platform_assets.defs.fraud.metrics import fraud_metrics
+from platform_assets.defs.fraud.models import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
+from platform_assets.defs.fraud.scores import SCORE_TABLE, SCORES
+from platform_assets.defs.fraud.serving import PREDICTION_LOG
 from platform_assets.partitions import daily_partitions
 from platform_assets.provenance import recorded
 from platform_assets.steps import MONITORING, WAREHOUSE_POOL, retry_only_transient

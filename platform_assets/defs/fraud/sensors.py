@@ -15,15 +15,15 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from platform_assets import retraining
-from platform_assets.defs.jobs import train_and_promote
-from platform_assets.defs.models.assets import FEATURES, FRAUD_MODEL, LABELS
-from platform_assets.defs.monitoring.assets import (
+from platform_assets.defs.fraud.checks import freshness_checks
+from platform_assets.defs.fraud.models import FEATURES, FRAUD_MODEL, LABELS
+from platform_assets.defs.fraud.monitoring import (
     DRIFT_CHECK,
     FEATURE_DRIFT,
     LIVE_PERFORMANCE,
     PERFORMANCE_CHECK,
 )
-from platform_assets.defs.monitoring.checks import freshness_checks
+from platform_assets.defs.jobs import train_and_promote
 from resources.alerts import Alert, Alerts
 
 retraining_sensor = retraining.retraining_sensor(

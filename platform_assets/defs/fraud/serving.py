@@ -13,8 +13,8 @@ from keel_core import bentos, features
 from keel_core.prediction_log import SPOOL, day_folder
 from platform_assets.automation import follows_upstream
 from platform_assets.bentos import build_and_archive
+from platform_assets.defs.fraud.models import PRODUCTION_MODEL
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
-from platform_assets.defs.models.assets import PRODUCTION_MODEL
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
 from platform_assets.steps import INGESTION, PUBLISHING, WAREHOUSE_POOL, retry_only_transient

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from keel_core import provenance, training
+from keel_core import provenance
 from keel_core.features import FEATURE_SET_VERSION
 from keel_core.model_record import ModelRecord
+from platform_assets.defs.fraud import training
 
 # Metrics are recomputed from the same rows, seed and library versions: any difference beyond
 # float formatting means something else changed.

@@ -17,8 +17,8 @@ import pandas as pd
 
 from keel_core.features import FEATURE_NAMES, FEATURE_TABLE, require_days
 from keel_core.learning import fingerprint
-from keel_core.metrics import Metrics, fraud_metrics
 from keel_core.windows import TrainingWindow
+from platform_assets.defs.fraud.metrics import Metrics, fraud_metrics
 
 LABELS = "fraud_labels"  # the warehouse mart of fraud flags, one row per labelled payment
 

@@ -7,8 +7,8 @@ Each step works on the exact version its upstream produced, read from that upstr
 materialization (never "the newest in the registry"). A refused challenger is an expected outcome,
 not a failure: the run succeeds, the gate's check on ``evaluation`` is a WARN, the registry records
 the refusal, and ``production_model`` records that the champion stays (nothing is promoted).
-The maths lives in ``keel_core.training``, ``keel_core.metrics``, ``keel_core.promotion`` and
-``keel_core.model_card``; these assets read, call, record and report.
+The maths lives beside them (``training.py``, ``metrics.py``, ``gate.py``) and in ``keel_core.model_card``;
+these assets read, call, record and report.
 """
 
 import base64
@@ -17,11 +17,12 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from keel_core import drift, features, learning, provenance, training
-from keel_core.metrics import Metrics, fraud_metrics
+from keel_core import drift, features, learning, provenance
 from keel_core.model_record import ModelRecord, Period
-from keel_core.promotion import GatePolicy, decide
 from keel_core.windows import TrainingWindow
+from platform_assets.defs.fraud import training
+from platform_assets.defs.fraud.gate import GatePolicy, decide
+from platform_assets.defs.fraud.metrics import Metrics, fraud_metrics
 from platform_assets.handover import produced_by, promote_or_keep
 from platform_assets.partitions import run_last_day
 from platform_assets.provenance import recorded
