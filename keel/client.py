@@ -7,7 +7,7 @@
     keel.load("features/transaction_features", partition="2026-02-01")      # a DataFrame
     keel.load("monitoring/feature_drift", partition="2026-02-01")           # the drift metrics
     keel.models()                                # versions with their stage and metrics
-    model = keel.load_model(stage="production")  # or tag="fraud_detector:..."
+    model = keel.load_model(stage="production")  # or tag="<model>:<version>"
     keel.run(run_id)                             # status, tags, timings, what it materialized
 
     prod = client.connect(namespace="prod")      # another namespace: read it, nothing is written

@@ -12,41 +12,43 @@ def _registry(settings):
     return registry_for(settings)
 
 
+def _value(metrics: dict, name: str) -> str:
+    return f"{metrics[name]:.4f}" if name in metrics else "–"
+
+
 def list_versions(settings, console: Console) -> int:
     registry = _registry(settings)
     versions = registry.versions()
     if not versions:
         console.print(
-            f"No model versions in {registry.uri} yet: run `make demo` (or materialize models/fraud_model)."
+            f"No model versions in {registry.uri} yet: run `make demo` (or materialize a use case's model)."
         )
         return 0
+    names = list(dict.fromkeys(name for version in versions for name in version.record.metrics))
     table = Table(
         title=f"Model registry: {registry.uri}",
         title_justify="left",
-        caption="AP: average precision; CP: card precision@100 (test: the training run's test week; "
-        "gate: the promotion gate's window)",
+        caption="test: on the training run's test days; gate: on the promotion gate's window",
         caption_justify="left",
     )
     table.add_column("version", no_wrap=True)  # tags are copied from here: never split one
     table.add_column("stage", no_wrap=True)
-    for column in ("trained", "train window", "test AP", "test CP", "gate AP", "gate CP"):
-        table.add_column(
-            column, justify="right" if "AP" in column or "CP" in column else "left", no_wrap=True
-        )
+    table.add_column("trained", no_wrap=True)
+    table.add_column("train window", no_wrap=True)
+    for moment in ("test", "gate"):
+        for name in names:
+            table.add_column(f"{moment} {name}", justify="right")  # the spec's names for them
     for version in versions:
         window = version.record.training_window
-        tested = version.record.metrics
         verdict = version.verdict()
-        gate = verdict.details["challenger"] if verdict else None
+        gate = verdict.details["challenger"] if verdict else {}
         table.add_row(
             version.tag,
             f"[bold green]{version.stage}[/]" if version.stage == "production" else version.stage,
             version.created_at[:10],
             f"{window.train_start} +{(window.train_end - window.train_start).days + 1}d",
-            f"{tested['average_precision']:.4f}",
-            f"{tested['card_precision_at_100']:.4f}",
-            f"{gate['average_precision']:.4f}" if gate else "–",
-            f"{gate['card_precision_at_100']:.4f}" if gate else "–",
+            *(_value(version.record.metrics, name) for name in names),
+            *(_value(gate, name) for name in names),
         )
     console.print(table)
     champion = registry.champion()

@@ -23,7 +23,7 @@ class RetrainingPolicy:
 class Evidence:
     """What happened since the last training (all of it, if nothing was ever trained)."""
 
-    labelled_days: list[str] = field(default_factory=list)  # days whose fraud flags arrived
+    labelled_days: list[str] = field(default_factory=list)  # days whose labels arrived
     drift_failures: list[str] = field(default_factory=list)  # days whose drift check failed
     performance_failures: list[str] = field(default_factory=list)  # days below the performance floor
 

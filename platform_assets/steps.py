@@ -6,7 +6,7 @@ the asset's definition: they reach the pod however the asset is launched (a job,
 automation, a backfill, the UI), while job tags only apply to runs of that job. The local executor
 ignores them.
 
-    @dg.asset(..., op_tags=TRAINING.op_tags("fraud_model"), retry_policy=TRAINING.retry_policy)
+    @dg.asset(..., op_tags=TRAINING.op_tags("churn_model"), retry_policy=TRAINING.retry_policy)
 
 Labels name the step (the asset, or the multi-asset's op) for cost attribution; the environment
 label is added by the executor (``resources/environments.py``), the one place that knows it.

@@ -1,4 +1,4 @@
-"""The model registry: every trained version of the fraud model, its stage, and who moved it.
+"""The model registry: every trained version of a model, its stage, and who moved it.
 
 Artifacts are immutable BentoML models (``bentoml.sklearn``). Each is saved to the local BentoML
 store (``BENTOML_HOME``, where ``bentoml build`` and ``bentoml serve`` find it) and exported to the

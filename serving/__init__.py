@@ -1,1 +1,3 @@
-"""Keel's fraud-scoring service (BentoML): ``service.py`` is the API, ``model.py`` the batched model."""
+"""Keel's scoring services (BentoML): ``predictor.py``, any use case's prediction endpoint; ``service.py``,
+the payment scorer of the fraud use case (``model.py`` its batched model); and the runtime they share
+(admission, API keys, drain, batching, the OpenAPI document, settings, the 503)."""

@@ -126,7 +126,7 @@ def field_errors(error: ValidationError) -> list[dict]:
 
 
 class Admission:
-    """ASGI middleware (``FraudScorer.add_asgi_middleware(Admission, service=..., ...)``)."""
+    """ASGI middleware (``Service.add_asgi_middleware(Admission, service=..., ...)`` on a BentoML service)."""
 
     def __init__(
         self,

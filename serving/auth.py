@@ -32,7 +32,7 @@ def _digest(key: str | bytes) -> bytes:
 
 
 class ApiKeyAuth:
-    """ASGI middleware (``FraudScorer.add_asgi_middleware``); the keys are this process's settings."""
+    """ASGI middleware (a BentoML service's ``add_asgi_middleware``); the keys are the process's settings."""
 
     def __init__(self, app, keys: Sequence[str] | None = None):
         self.app = app

@@ -8,8 +8,8 @@ client that connects after the worker closed its copy of the listening socket is
 the kernel (``bentoml serve``'s main process holds the socket too) into a queue nobody serves, and is
 reset when that process exits. Under 64 clients about 64 requests a stop went that way.
 
-``Drain`` (an ASGI middleware, ``FraudScorer.add_asgi_middleware(Drain)``) replaces uvicorn's SIGTERM
-handler in the worker with a lame duck:
+``Drain`` (an ASGI middleware: a BentoML service's ``add_asgi_middleware(Drain)``) replaces
+uvicorn's SIGTERM handler in the worker with a lame duck:
 
 1. stop accepting: the shared listening socket is shut down, so the kernel refuses new connections
    (a refused connection carries no request; the client tries elsewhere) instead of queueing them;
