@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from keel_core.endpoint import Endpoint
 from keel_core.windows import TrainingWindow
@@ -64,6 +64,23 @@ class ModelRecord(_Record):
     inputs: tuple[str, ...] = ()  # the assets it learned from, as asset keys
     dagster_run_id: str | None = None
     endpoint: Endpoint | None = None  # what a Bento of this version answers (None: batch only)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_typed(cls, stored: Any) -> Any:
+        """A record stored before the record was typed, read as the typed one: its inputs were one
+        Markdown string (`a`, `b`), and its metrics kept the test's counts (integers) beside them."""
+        if not isinstance(stored, dict):
+            return stored
+        stored = dict(stored)
+        if isinstance(stored.get("inputs"), str):
+            stored["inputs"] = tuple(
+                key.strip(" `") for key in stored["inputs"].split(",") if key.strip(" `")
+            )
+        for name in ("metrics", "baseline_metrics"):
+            if isinstance(stored.get(name), dict):
+                stored[name] = {m: v for m, v in stored[name].items() if not isinstance(v, int | bool)}
+        return stored
 
     def to_json(self) -> dict[str, Any]:
         """The record as plain JSON types, an absent value left out (BentoML's metadata holds no null)."""

@@ -160,7 +160,7 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
                 f"{spec.label_delay_days} days later, from {', '.join(spec.labels_read)}",
                 allow_retries=False,
             )
-        scored = judged[on].assign(
+        scored = judged[[*on, *spec.attributes]].assign(
             **{learning.LABEL: judged[spec.label_column], learning.PREDICTION: judged["prediction"]}
         )
         measured = learning.measure(scored, metrics)

@@ -81,7 +81,9 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         kinds={"duckdb", "pandas"},
         tags=tags,
         op_tags=plan.steps["features"].op_tags(f"{name}_features"),
+        retry_policy=plan.steps["features"].retry_policy,  # none unless the spec's compute asks
     )
+    @retry_only_transient
     def features_asset(context: dg.AssetExecutionContext, warehouse: Warehouse):
         first, last = partition_days(context)
         count, preview = 0, None
@@ -115,7 +117,9 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         kinds={"scikit-learn", "bentoml"},
         tags=tags,
         op_tags=plan.steps["training"].op_tags(f"{name}_model"),
+        retry_policy=plan.steps["training"].retry_policy,  # none unless the spec's compute asks
     )
+    @retry_only_transient
     def model_asset(
         context: dg.AssetExecutionContext,
         config: TrainingConfig,
@@ -126,20 +130,27 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         from keel_core.windows import TrainingWindow
 
         hyper_parameters = {**spec.estimator.params, **config.hyper_parameters}
-        try:
-            judging.estimator(plan.estimator, hyper_parameters)
-        except ValueError as error:  # a misspelt parameter in the launchpad: fail by name, at once
-            raise dg.Failure(f"hyper_parameters: {error}", allow_retries=False) from None
         seed = spec.seed if config.seed is None else config.seed
+        try:
+            if config.seed is not None:  # the launchpad's seed is the estimator's random_state
+                if "random_state" not in judging.estimator(plan.estimator, hyper_parameters).get_params():
+                    raise ValueError(f"{spec.estimator.class_path} takes no random_state to seed")
+                hyper_parameters["random_state"] = config.seed
+            # Misspelt parameters fail by name before a row is read, the baseline's too.
+            judging.estimator(plan.estimator, hyper_parameters)
+            if baseline.class_path is not None:
+                judging.estimator(baseline.class_path, baseline.params)
+        except ValueError as error:
+            raise dg.Failure(f"hyper_parameters: {error}", allow_retries=False) from None
         with warehouse.connect() as connection:
             last = last_labelled_day(connection, run_last_day(context))
             if config.last_labelled_day is not None:
                 last = min(last, date.fromisoformat(config.last_labelled_day))
             window = TrainingWindow.ending(
                 last,
-                config.train_days or spec.windows.train_days,
+                spec.windows.train_days if config.train_days is None else config.train_days,
                 spec.label_delay_days,
-                config.test_days or spec.windows.test_days,
+                spec.windows.test_days if config.test_days is None else config.test_days,
             )
             experiment = learning.run_experiment(
                 rows,
@@ -334,7 +345,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
             ).df()
         if frame.empty:
             raise dg.Failure(f"{feature_table} has no rows for {first} .. {last}", allow_retries=False)
-        scores = frame[[*spec.entity, spec.day_column]].assign(
+        # The attributes go with the scores: live performance measures metrics that group by them.
+        scores = frame[[*spec.entity, spec.day_column, *spec.attributes]].assign(
             prediction=learning.predict(model, frame, spec.task),
             model_version=champion.tag,
             scored_at=pd.Timestamp.now(tz="UTC").tz_localize(None),

@@ -268,6 +268,7 @@ def test_a_folder_brings_its_own_metric_estimator_and_attributes_and_the_launchp
             **spec.model_dump(),
             "attributes": ["customer_parity"],
             "baseline": {"class_path": "yardsticks:scaled_logistic_regression", "params": {"C": 0.5}},
+            "gate": {"limits": {"roc_auc": 0.55}},  # a 20-tree model need not beat the baseline here
             "metrics": [
                 {"name": "roc_auc"},
                 {"name": "average_precision"},
@@ -301,11 +302,21 @@ def test_a_folder_brings_its_own_metric_estimator_and_attributes_and_the_launchp
             },
         )
         assert built.success
-        experiment = {"train_days": 10, "hyper_parameters": {"max_iter": 20}}
+        experiment = {"train_days": 10, "seed": 7, "hyper_parameters": {"max_iter": 20}}
         trained = run([model_step], run_config={"ops": {"pays_tomorrow__model": {"config": experiment}}})
         assert trained.success
         misspelt = {"hyper_parameters": {"max_iters": 20}}
         refused = run([model_step], run_config={"ops": {"pays_tomorrow__model": {"config": misspelt}}})
+        # The attribute travels with the scores: live performance measures the metric that needs it.
+        promoted = run([dg.AssetKey(["pays_tomorrow", step]) for step in ("evaluation", "production_model")])
+        assert promoted.success
+        yesterday = last - timedelta(days=1)
+        scores = run([dg.AssetKey(["pays_tomorrow", "scores"])], partition_key=yesterday.isoformat())
+        assert scores.success
+        live = run([dg.AssetKey(["pays_tomorrow", "live_performance"])], partition_key=yesterday.isoformat())
+        assert live.success
+    judged = live.get_asset_materialization_events()[0].materialization.metadata
+    assert 0 < judged["worst_half_average_precision"].value <= 1
     assert not refused.success
     failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
     assert "has no parameter max_iters" in failure.event_specific_data.error.message
@@ -315,6 +326,7 @@ def test_a_folder_brings_its_own_metric_estimator_and_attributes_and_the_launchp
     assert set(record.metrics) == {"roc_auc", "average_precision", "worst_half_average_precision"}
     assert 0 < record.metrics["worst_half_average_precision"] <= 1
     assert record.hyper_parameters["max_iter"] == 20 and record.hyper_parameters["max_depth"] == 3
+    assert record.seed == 7 and record.hyper_parameters["random_state"] == 7  # the seed is the model's
     window = record.training_window
     assert (window.train_end - window.train_start).days + 1 == 10
     assert record.baseline == "scaled_logistic_regression (baseline)"

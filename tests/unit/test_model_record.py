@@ -25,10 +25,20 @@ def test_a_misspelt_or_missing_field_is_refused_where_the_record_is_built():
         ModelRecord.from_json(without_seed)
 
 
-def test_a_record_written_before_it_was_typed_counts_its_positives_as_frauds():
+def test_a_record_written_before_it_was_typed_reads_as_the_typed_one():
+    """As the registry held them before: positives named frauds, inputs one Markdown string, and the
+    test's counts (integers) kept among the metrics."""
     stored = training_record().to_json()
-    older = {**stored, "train": {"rows": 10, "frauds": 2}}
-    assert ModelRecord.from_json(older).train.positives == 2
+    older = {
+        **stored,
+        "train": {"rows": 10, "frauds": 2},
+        "inputs": "`features/transaction_features`, `warehouse/fraud_labels`",
+        "metrics": {**stored["metrics"], "rows": 7000, "frauds": 61},
+    }
+    record = ModelRecord.from_json(json.loads(json.dumps(older)))
+    assert record.train.positives == 2
+    assert record.inputs == ("features/transaction_features", "warehouse/fraud_labels")
+    assert record.metrics == training_record().metrics  # a metric of exactly 1 is stored as 1.0
 
 
 def test_an_endpoint_that_breaks_its_own_rules_is_refused_when_read():

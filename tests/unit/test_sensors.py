@@ -8,13 +8,10 @@ from datetime import date
 import dagster as dg
 import pytest
 
+from platform_assets.defs.alerts import check_failure_alerts, run_failure_alerts
 from platform_assets.defs.fraud.models import FRAUD_MODEL, LABELS
 from platform_assets.defs.fraud.monitoring import DRIFT_CHECK, FEATURE_DRIFT
-from platform_assets.defs.fraud.sensors import (
-    check_failure_alerts,
-    retraining_sensor,
-    run_failure_alerts,
-)
+from platform_assets.defs.fraud.sensors import retraining_sensor
 from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from platform_assets.defs.lake.sensors import landing_sensor
 from platform_assets.retraining import RETRAIN_REASONS_TAG

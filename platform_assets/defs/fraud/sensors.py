@@ -1,18 +1,13 @@
-"""Sensors that close the loop and call people: retraining, failed checks, failed runs, freshness.
+"""The fraud use case's sensors: retraining and freshness (alerts are the platform's, ``defs/alerts.py``).
 
 - ``retraining_sensor``: asks for one ``train_and_promote`` run when enough days were labelled since
   the last training, or a drift or performance check failed since then. The run goes through the
   promotion gate; a promotion builds the Bento in the same run.
-- ``check_failure_alerts`` and ``run_failure_alerts``: every failed asset check (drift, performance,
-  freshness, contracts, dbt tests) and every failed run, to the ``alerts`` resource.
 - ``freshness_checks_sensor``: evaluates the freshness checks of the raw, feature and prediction-log
   tables.
 """
 
-import os
-
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from platform_assets import retraining
 from platform_assets.defs.fraud.checks import freshness_checks
@@ -24,7 +19,6 @@ from platform_assets.defs.fraud.monitoring import (
     PERFORMANCE_CHECK,
 )
 from platform_assets.defs.jobs import train_and_promote
-from resources.alerts import Alert, Alerts
 
 retraining_sensor = retraining.retraining_sensor(
     "retraining_sensor",
@@ -37,83 +31,6 @@ retraining_sensor = retraining.retraining_sensor(
         training_inputs=frozenset({FEATURES, LABELS}),
     ),
 )
-_HISTORY = 200  # check evaluations read per check and tick: far more than a day produces
-
-
-def _dagster_url(path: str) -> str:
-    """A link into the Dagster UI, where it is known (DAGSTER_WEBSERVER_URL), else the path alone."""
-    base = os.environ.get("DAGSTER_WEBSERVER_URL", "").rstrip("/")
-    return f"{base}{path}" if base else path
-
-
-@dg.sensor(
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Sends every failed asset check (drift, live performance, freshness, data contracts, dbt "
-    "tests) to the alerts resource: a webhook in production, the log locally.",
-)
-def check_failure_alerts(context: dg.SensorEvaluationContext, alerts: Alerts):
-    # Read per check from the table of check executions (its ids are global on SQLite and
-    # PostgreSQL alike); the cursor is the newest execution already looked at.
-    storage = context.instance.event_log_storage
-    check_keys = context.repository_def.asset_graph.asset_check_keys
-    seen = int(context.cursor) if context.cursor else None
-    executions = sorted(
-        (
-            record
-            for key in check_keys
-            for record in storage.get_asset_check_execution_history(key, limit=_HISTORY)
-            if seen is None or record.id > seen
-        ),
-        key=lambda record: record.id,
-    )
-    if seen is None:
-        # From now on: a new deployment does not page for the whole history.
-        context.update_cursor(str(max((r.id for r in executions), default=0)))
-        return dg.SkipReason("started: check failures from now on are sent")
-    failed = [r for r in executions if r.status == AssetCheckExecutionRecordStatus.FAILED and r.evaluation]
-    for record in failed:
-        evaluation, key = record.evaluation, record.key
-        partition = record.partition or evaluation.partition
-        where = f" for {partition}" if partition else ""
-        alerts.send(
-            Alert(
-                title=f"check {key.name} failed on {key.asset_key.to_user_string()}{where}",
-                text=evaluation.description or "no description",
-                severity="error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warning",
-                link=_dagster_url(f"/runs/{record.run_id}"),
-                details={"run_id": record.run_id, "partition": partition},
-            )
-        )
-        # Advanced per alert: a send that raises leaves the rest for the next tick, none twice.
-        context.update_cursor(str(record.id))
-    # Executions still planned (a run in progress) are not final: look at them again next tick.
-    pending = [r.id for r in executions if r.status == AssetCheckExecutionRecordStatus.PLANNED]
-    done = [r.id for r in executions if not pending or r.id < min(pending)]
-    if done:
-        context.update_cursor(str(max(done)))
-    if not failed:
-        return dg.SkipReason(f"{len(executions)} new check executions, none failed")
-
-
-@dg.run_failure_sensor(
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Sends every failed run (its job, the failed step and the error) to the alerts resource.",
-)
-def run_failure_alerts(context: dg.RunFailureSensorContext, alerts: Alerts):
-    run = context.dagster_run
-    failure = context.failure_event.message or "no message"
-    steps = [event.step_key for event in context.get_step_failure_events()]
-    alerts.send(
-        Alert(
-            title=f"run {run.run_id[:8]} of {run.job_name} failed",
-            text=(f"failed steps: {', '.join(steps)}\n" if steps else "") + failure,
-            link=_dagster_url(f"/runs/{run.run_id}"),
-            details={"run_id": run.run_id, "job": run.job_name, "tags": dict(run.tags)},
-        )
-    )
-
-
 freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
     freshness_checks=freshness_checks,
     minimum_interval_seconds=600,
