@@ -1,5 +1,6 @@
 """Keel's jobs: the whole pipeline for a window of days (``make demo`` runs it), ingestion of what
-lands (the landing sensor), delivery from the source system (the fallback schedule), retraining."""
+lands (the landing sensor) and delivery from the source system (the fallback schedule). A use
+case's own jobs are in its folder (retraining, for instance)."""
 
 from datetime import date
 
@@ -12,14 +13,10 @@ from platform_assets.partitions import daily_partitions
 from platform_assets.steps import (
     INGESTION,
     INGESTION_RUNS,
-    TRAINING_RUNS,
     WAREHOUSE_RUNS,
     retry_only_transient,
 )
 from resources.sources import LandingZone, PaymentsSource
-
-# Built on every promotion, whichever job promoted.
-BENTO = dg.AssetSelection.assets(["serving", "fraud_scorer_bento"])
 
 keel_pipeline = dg.define_asset_job(
     "keel_pipeline",
@@ -35,22 +32,6 @@ keel_pipeline = dg.define_asset_job(
     "(contract + quarantine), build the dbt warehouse and the features, train a challenger, put it "
     "through the promotion gate, score the range with the model in production, publish the last "
     "day's online features and build the scoring service's Bento.",
-)
-
-train_and_promote = dg.define_asset_job(
-    "train_and_promote",
-    selection=dg.AssetSelection.groups("models") | BENTO,
-    tags=TRAINING_RUNS,
-    description="Train a challenger on the features already in the warehouse, judge it against the "
-    "champion, promote it if the gate approves and build its Bento: retraining without re-ingesting.",
-)
-
-collect_prediction_log = dg.define_asset_job(
-    "collect_prediction_log",
-    selection=dg.AssetSelection.assets(["serving", PREDICTION_LOG]) - FRESHNESS_CHECKS,
-    partitions_def=daily_partitions,
-    tags=INGESTION_RUNS,
-    description="Compact the scoring service's prediction files of a day into the lake table prediction_log.",
 )
 
 ingest_day = dg.define_asset_job(

@@ -175,3 +175,23 @@ def test_a_window_without_both_fraud_and_genuine_payments_cannot_judge_a_model(i
     scored = small_scored_window().assign(is_fraud=is_fraud)
     with pytest.raises(ValueError, match="needs both fraud and genuine payments"):
         fraud_metrics(scored)
+
+
+def test_card_precision_as_a_use_case_metric_is_the_same_figure():
+    """What keel.UseCase hands a metric (label, prediction, the day and the card as an attribute)."""
+    from keel_core import judging
+    from platform_assets.defs.fraud.metrics import card_precision_at_100
+
+    rng = np.random.default_rng(3)
+    payments = pd.DataFrame(
+        {
+            "transaction_date": np.repeat(pd.date_range("2026-01-01", periods=3), 400),
+            "customer_id": rng.integers(0, 300, 1200),
+            "score": rng.random(1200),
+            "is_fraud": (rng.random(1200) < 0.05).astype(int),
+        }
+    )
+    scored = payments.rename(columns={"is_fraud": "label", "score": "prediction"})
+    metric = judging.metric("metrics:card_precision_at_100", True, card_precision_at_100)
+    assert metric.name == "card_precision_at_100"
+    assert metric(scored) == card_precision_at_k(payments)

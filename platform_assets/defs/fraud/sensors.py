@@ -11,6 +11,7 @@ import dagster as dg
 
 from platform_assets import retraining
 from platform_assets.defs.fraud.checks import freshness_checks
+from platform_assets.defs.fraud.jobs import train_and_promote
 from platform_assets.defs.fraud.models import FEATURES, FRAUD_MODEL, LABELS
 from platform_assets.defs.fraud.monitoring import (
     DRIFT_CHECK,
@@ -18,7 +19,6 @@ from platform_assets.defs.fraud.monitoring import (
     LIVE_PERFORMANCE,
     PERFORMANCE_CHECK,
 )
-from platform_assets.defs.jobs import train_and_promote
 
 retraining_sensor = retraining.retraining_sensor(
     "retraining_sensor",
