@@ -444,18 +444,18 @@ def main() -> int:
 # ---------------------------------------------------------------------------------------------
 # The children: each does one side of one case and writes what it measured to a JSON file.
 
-WORLD_START = date(2026, 1, 1)  # keel_core.simulator.WORLD_START, not imported: the parent stays light
+WORLD_START = date(2026, 1, 1)  # the simulator's WORLD_START, not imported: the parent stays light
 
 
 def child_land(root: str, days: str) -> dict:
     """Keel's side of the simulator case: deliver the days into a landing zone as `keel land` does."""
+    from keel.demo import source_system
     from keel_core.settings import Settings
-    from resources.environments import upstream_source
     from resources.lake import LocalLake
     from resources.sources import LandingZone
 
     source, landing = (
-        upstream_source(Settings(calendar_start=WORLD_START)),
+        source_system(Settings(calendar_start=WORLD_START)),
         LandingZone(lake=LocalLake(root=root)),
     )
     started = time.perf_counter()
@@ -474,7 +474,7 @@ def child_generate(root: str, days: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from keel_core import simulator
+    from platform_assets.defs.payments import simulator
 
     config = simulator.SimulationConfig()
     started = time.perf_counter()
@@ -627,7 +627,7 @@ def child_handwritten(first: str, last: str) -> dict:
     started = time.perf_counter()
     import duckdb
 
-    from keel_core.contracts import MAX_AMOUNT
+    from serving.schemas import MAX_AMOUNT
 
     script = (
         HANDWRITTEN_SQL.read_text()

@@ -6,14 +6,14 @@ The top layer: it imports every layer below it (the code location ``platform_ass
 
 
 def __getattr__(name: str):
-    # ``type: keel.UseCase`` in a defs.yaml: the component, imported only when asked for, so that the
-    # command line (`keel --help`) does not pay for Dagster.
-    if name == "UseCase":
-        from keel.components import UseCase
+    # ``type: keel.UseCase`` or ``keel.Source`` in a defs.yaml: the component, imported only when
+    # asked for, so that the command line (`keel --help`) does not pay for Dagster.
+    if name in ("Source", "UseCase"):
+        from keel import components
 
-        return UseCase
+        return getattr(components, name)
     raise AttributeError(f"module 'keel' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return [*globals(), "UseCase"]  # what `dg list components` looks through
+    return [*globals(), "Source", "UseCase"]  # what `dg list components` looks through

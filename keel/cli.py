@@ -161,9 +161,10 @@ def _setting_error(error: dict) -> str:
 
 
 def _land(settings, args) -> int:
-    """Deliver days from the source system (the simulator) into the landing zone of the environment.
-    Only days that have ended: a source system cannot deliver a day still going on."""
-    from resources.environments import landing_lake_for, upstream_source
+    """Deliver days from the source system (the demo world's simulator) into the landing zone of the
+    environment. Only days that have ended: a source system cannot deliver a day still going on."""
+    from keel.demo import source_system
+    from resources.environments import landing_lake_for
     from resources.sources import LandingZone
 
     landing = LandingZone(lake=landing_lake_for(settings))
@@ -178,10 +179,10 @@ def _land(settings, args) -> int:
             file=sys.stderr,
         )
         return 2
-    upstream = upstream_source(settings)
+    upstream = source_system(settings)
     if args.amount_scale or args.card_testing:
         upstream = upstream.drifting_from(first, args.amount_scale or 1.0, args.card_testing)
-    if landing.customers_missing():
+    if not {f.feed for f in landing.landed()[0]} >= set(upstream.REFERENCE_FEEDS):
         for path in landing.deliver_reference(upstream):
             print(f"landed {path}")
     for day in days:

@@ -30,11 +30,20 @@ WAREHOUSE_TABLES = [
 ]
 
 
+def source_system(settings):
+    """The demo world's source system, as the deployment's settings configure it: the simulator of
+    the payments source (``platform_assets/defs/payments``), which the code location binds as its
+    ``upstream`` resource too."""
+    from platform_assets.defs.payments.system import SimulatorSource
+
+    return SimulatorSource.from_settings(settings)
+
+
 def days_needed(train_days: int | None = None) -> int:
     """The shortest window the job can train on with its default training configuration."""
-    from keel_core.simulator import LABEL_DELAY_DAYS
     from keel_core.windows import TrainingWindow
     from platform_assets.defs.fraud.models import TrainingConfig
+    from platform_assets.defs.payments.simulator import LABEL_DELAY_DAYS
 
     config = TrainingConfig(**({"train_days": train_days} if train_days else {}))
     return TrainingWindow.days_needed(config.train_days, LABEL_DELAY_DAYS, config.test_days, LABEL_DELAY_DAYS)
@@ -88,7 +97,7 @@ def run(settings, window: Window, console: Console, train_days: int | None = Non
         upstream, [window.start + timedelta(days=i) for i in range(window.days)]
     )
     console.print(
-        f"Landed {len(delivered)} days from the simulator in {landing.lake.uri}/{landing.prefix}/"
+        f"Landed {len(delivered)} days from the source system in {landing.lake.uri}/{landing.prefix}/"
         + (f" ({window.days - len(delivered)} had landed already)" if len(delivered) < window.days else "")
     )
     job = definitions.resolve_job_def(JOB_NAME)

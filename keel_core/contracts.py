@@ -1,67 +1,166 @@
 """Data contracts for what enters the lake, and the split of a raw extract into valid and quarantined rows.
 
-A raw extract (an Arrow table as read from the landing zone, or a frame) is checked in two stages:
+A contract is declared, not written: a source folder's ``defs.yaml`` (``keel.Source``) lists each
+table's columns with their type and rules (``Table``, ``Column``), and this module checks a raw
+extract (an Arrow table as read from the landing zone, or a frame) against it in two stages:
 
 1. *parse*, value by value, exactly (``keel_core.parsing``): a value that is not text of its column's type
-   (``"12,50 EUR"`` as an amount, ``"007"`` or ``"1e3"`` as an id, bytes that are not UTF-8) is a
+   (``"12,50 EUR"`` as a decimal, ``"007"`` or ``"1e3"`` as an integer, bytes that are not UTF-8) is a
    failure of its row alone, naming the column; no other value changes because of it;
-2. *rules*: a pandera schema checks nulls, ranges, the partition's day, duplicate ids and unknown
-   customers or terminals, row by row (``lazy=True`` collects every failure); then ids already
-   ingested on another day (``first_seen``, answered by the lake).
+2. *rules*: a pandera schema built from the declaration checks nulls, ranges, allowed values, the
+   partition's day, values repeated in the file and values another table must hold, row by row
+   (``lazy=True`` collects every failure); then values already ingested on another day
+   (``first_seen``, answered by the lake).
 
 Rows with any failure go to quarantine with their raw values as text and every reason, joined by
 ``"; "``; the others go on, typed, with exactly the values sent. ``rows_in == valid + quarantined``
 always holds. Problems that are not about a row (a missing, unexpected or repeated column, a column
 stored as a type that cannot hold the field) raise :class:`ContractError`: the whole extract is
-refused, and retrying cannot change that.
+refused, and retrying cannot change that. A reference table (not daily) is checked whole and
+refused whole.
 
-The field rules the scoring API shares (id range, amount range, timestamp form) are the constants
-and parsers below and in ``keel_core.parsing``: the service's request schema is built from them.
-
-Pure module: pandas, pyarrow and pandera only, no Dagster. pandera is imported in the functions that
-use it: the code location and the scoring service import this module, and pandera costs ~0.2 s.
+Pure module: pandas, pyarrow, pydantic and pandera only, no Dagster. pandera is imported in the
+functions that use it: the code location and the scoring service import this module, and pandera
+costs ~0.2 s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel_core import parsing
 
 if TYPE_CHECKING:
     import pandera.pandas as pa_schema
 
-# The fields both doors (the lake's ingestion and the scoring API) judge the same way.
-MIN_ID, MAX_ID = 0, parsing.INT64_MAX  # ids are non-negative int64
-MIN_AMOUNT, MAX_AMOUNT = 0.0, 100_000.0  # no card payment in this world comes near; above is a unit bug
-
-# Column -> how its raw values are parsed (``keel_core.parsing``).
-TRANSACTION_COLUMNS = {
-    "transaction_id": "integer",
-    "transacted_at": "timestamp",
-    "customer_id": "integer",
-    "terminal_id": "integer",
-    "amount": "decimal",
-}
-LABEL_COLUMNS = {"transaction_id": "integer", "is_fraud": "integer", "fraud_scenario": "integer"}
+# Ids are non-negative int64 wherever they enter (the lake, a prediction request).
+MIN_ID, MAX_ID = 0, parsing.INT64_MAX
 _PANDAS_TYPES = {"integer": "Int64", "decimal": "Float64", "timestamp": "datetime64[ns]"}
 UTC = ZoneInfo(parsing.DEFAULT_TIME_ZONE)  # the platform's time zone unless configured
 _STORED_TYPES = {"integer": "int64", "decimal": "float64", "timestamp": "datetime64[ns]"}
 
-# Given the ids of an extract, the day each was already ingested on (another day's partition).
+# Given the values of an extract's column, the day each was already ingested on (another day's partition).
 FirstSeen = Callable[[pd.Series], pd.Series]
 
 
 class ContractError(ValueError):
     """An extract that cannot be checked row by row (its columns are wrong)."""
+
+
+class Reference(BaseModel):
+    """Where a column's values must already be: ``column`` of the lake table ``table`` (the whole
+    table, or for a daily table the partition ``days_before`` days before the one being ingested)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    table: str
+    column: str
+    days_before: int | None = None  # None: the table is not partitioned
+
+    @model_validator(mode="after")
+    def _not_later(self) -> Reference:
+        if self.days_before is not None and self.days_before < 0:
+            raise ValueError(f"days_before is {self.days_before}: a day cannot refer to a later one")
+        return self
+
+
+class Column(BaseModel):
+    """One column of a source's table: how its raw values parse, and the rules a row must keep."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["integer", "decimal", "timestamp"]
+    description: str = ""
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    one_of: list[int] | None = None
+    unique: bool = False  # within a delivery: a later repeat of a value is quarantined
+    unique_across_days: bool = False  # a value another day's partition holds is quarantined
+    within_day: bool = False  # a timestamp inside the partition's day (the platform's time zone)
+    references: Reference | None = None
+    stored_as: Literal["int8", "int16", "int32", "int64", "float32", "float64"] | None = None
+
+
+class Table(BaseModel):
+    """A table a source delivers, as its ``defs.yaml`` declares it (``keel.Source``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    columns: dict[str, Column] = Field(min_length=1)
+    daily: bool = True  # False: a reference table, delivered and replaced whole
+
+    @model_validator(mode="after")
+    def _rules_fit(self) -> Table:
+        for name, column in self.columns.items():
+            if column.within_day and (column.type != "timestamp" or not self.daily):
+                raise ValueError(f"{self.name}.{name}: within_day is for a timestamp of a daily table")
+            if column.unique_across_days and not self.daily:
+                raise ValueError(f"{self.name}.{name}: unique_across_days is for a daily table")
+            if column.references is not None and column.type != "integer":
+                raise ValueError(f"{self.name}.{name}: only integer columns reference another table")
+        if len([c for c in self.columns.values() if c.unique_across_days]) > 1:
+            raise ValueError(f"{self.name}: at most one column is unique across days")
+        return self
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Column -> how its raw values are parsed (``keel_core.parsing``)."""
+        return {name: column.type for name, column in self.columns.items()}
+
+    def schema(self, day: date | None = None, known: Mapping[str, Iterable[int]] | None = None):
+        """The pandera schema of a parsed delivery: ``known`` holds, per referencing column, the
+        values its reference holds; ``day`` is the partition being ingested."""
+        import pandera.pandas as pa_schema
+
+        known = known or {}
+        columns = {}
+        for name, column in self.columns.items():
+            checks = _range_checks(column)
+            if column.within_day:
+                start = pd.Timestamp(day)
+                checks.append(
+                    pa_schema.Check.in_range(
+                        start,
+                        start + timedelta(days=1),
+                        include_max=False,
+                        error="inside the partition's day",
+                    )
+                )
+            if column.references is not None:
+                where = column.references
+                lag = f" {where.days_before} days before" if where.days_before else ""
+                checks.append(_one_of(known[name], f"a {where.column} of {where.table}{lag}"))
+            dtype = _PANDAS_TYPES[column.type] if self.daily else _STORED_TYPES[column.type]
+            columns[name] = pa_schema.Column(
+                dtype,
+                checks,
+                nullable=column.nullable,
+                unique=column.unique,
+                report_duplicates="exclude_first",
+            )
+        return pa_schema.DataFrameSchema(columns, strict=True, name=self.name)
+
+
+def _range_checks(column: Column) -> list:
+    import pandera.pandas as pa_schema
+
+    checks = []
+    if column.min is not None:
+        error = "not negative" if column.min == 0 else f"at least {column.min:,g}"
+        checks.append(pa_schema.Check.ge(column.min, error=error))
+    if column.max is not None:
+        checks.append(pa_schema.Check.le(column.max, error=f"at most {column.max:,g}"))
+    if column.one_of is not None:
+        checks.append(pa_schema.Check.isin(column.one_of, error=" or ".join(map(str, column.one_of))))
+    return checks
 
 
 @dataclass(frozen=True)
@@ -85,95 +184,28 @@ def _one_of(ids: Iterable[int], error: str):
     return pa_schema.Check(lambda values: values.isin(known), error=error)
 
 
-def transactions_schema(
-    day: date, customer_ids: Iterable[int], terminal_ids: Iterable[int]
-) -> pa_schema.DataFrameSchema:
-    import pandera.pandas as pa_schema
-
-    start = pd.Timestamp(day)
-    return pa_schema.DataFrameSchema(
-        {
-            "transaction_id": pa_schema.Column(
-                "Int64",
-                pa_schema.Check.ge(MIN_ID, error="not negative"),
-                nullable=False,
-                unique=True,
-                report_duplicates="exclude_first",
-            ),
-            "transacted_at": pa_schema.Column(
-                "datetime64[ns]",
-                pa_schema.Check.in_range(
-                    start, start + timedelta(days=1), include_max=False, error="inside the partition's day"
-                ),
-                nullable=False,
-            ),
-            "customer_id": pa_schema.Column(
-                "Int64", _one_of(customer_ids, "a known customer"), nullable=False
-            ),
-            "terminal_id": pa_schema.Column(
-                "Int64", _one_of(terminal_ids, "a known terminal"), nullable=False
-            ),
-            "amount": pa_schema.Column(
-                "Float64",
-                [
-                    pa_schema.Check.ge(MIN_AMOUNT, error="not negative"),
-                    pa_schema.Check.le(MAX_AMOUNT, error=f"at most {MAX_AMOUNT:,.0f}"),
-                ],
-                nullable=False,
-            ),
-        },
-        strict=True,
-        name="raw_transactions",
-    )
-
-
-def labels_schema(transaction_ids: Iterable[int]) -> pa_schema.DataFrameSchema:
-    import pandera.pandas as pa_schema
-
-    return pa_schema.DataFrameSchema(
-        {
-            "transaction_id": pa_schema.Column(
-                "Int64",
-                _one_of(transaction_ids, "a transaction ingested on its day"),
-                nullable=False,
-                unique=True,
-                report_duplicates="exclude_first",
-            ),
-            "is_fraud": pa_schema.Column(
-                "Int64", pa_schema.Check.isin({0, 1}, error="0 or 1"), nullable=False
-            ),
-            "fraud_scenario": pa_schema.Column(
-                "Int64", pa_schema.Check.in_range(0, 4, error="0 to 4"), nullable=False
-            ),
-        },
-        strict=True,
-        name="raw_fraud_labels",
-    )
-
-
-def split_transactions(
+def split(
     extract: pa.Table | pd.DataFrame,
+    table: Table,
     day: date,
-    customer_ids: Iterable[int],
-    terminal_ids: Iterable[int],
+    known: Mapping[str, Iterable[int]] | None = None,
     *,
     zone: ZoneInfo = UTC,
     first_seen: FirstSeen | None = None,
 ) -> Split:
-    """Check one day's raw transactions; valid rows come back typed (int64, float64, datetime).
+    """Check one day's delivery of a daily ``table``; valid rows come back typed (``stored_as``, else
+    int64, float64, datetime).
 
+    ``known`` holds, per column that references another table, the values that table holds;
     ``zone`` is the platform's time zone (timestamps are wall times there); ``first_seen`` answers
-    which of the extract's ids the lake already holds on another day (a re-delivered or overlapping
-    extract), and those rows are quarantined with that day."""
-    schema = transactions_schema(day, customer_ids, terminal_ids)
-    return _split(extract, TRANSACTION_COLUMNS, schema, zone, first_seen)
-
-
-def split_labels(extract: pa.Table | pd.DataFrame, transaction_ids: Iterable[int]) -> Split:
-    """Check one day's fraud labels against the transactions they refer to."""
-    split = _split(extract, LABEL_COLUMNS, labels_schema(transaction_ids), UTC, None)
-    valid = split.valid.astype({"is_fraud": "int8", "fraud_scenario": "int8"})
-    return Split(valid, split.quarantined)
+    which values of the column unique across days the lake already holds on another day (a
+    re-delivered or overlapping extract), and those rows are quarantined with that day."""
+    across_days = next((name for name, c in table.columns.items() if c.unique_across_days), None)
+    result = _split(
+        extract, table.kinds, table.schema(day, known), zone, first_seen if across_days else None, across_days
+    )
+    narrowed = {name: c.stored_as for name, c in table.columns.items() if c.stored_as}
+    return Split(result.valid.astype(narrowed), result.quarantined) if narrowed else result
 
 
 def _split(
@@ -182,6 +214,7 @@ def _split(
     schema: pa_schema.DataFrameSchema,
     zone: ZoneInfo,
     first_seen: FirstSeen | None,
+    across_days: str | None = None,
 ) -> Split:
     import pandera.errors
 
@@ -206,11 +239,11 @@ def _split(
                 continue  # already explained by the parse failure (its value became null)
             reasons.setdefault(row, {}).setdefault(column, []).append(_describe(case))
 
-    if first_seen is not None:
-        candidates = frame["transaction_id"].drop(index=list(reasons)).dropna()
+    if first_seen is not None and across_days is not None:
+        candidates = frame[across_days].drop(index=list(reasons)).dropna()
         seen = first_seen(candidates)
         for row, identifier in candidates[candidates.isin(seen.index)].items():
-            reasons.setdefault(int(row), {})["transaction_id"] = [
+            reasons.setdefault(int(row), {})[across_days] = [
                 f"already ingested on another day (first seen {seen[identifier]})"
             ]
 
@@ -375,10 +408,11 @@ def _describe(case) -> str:
     return f"must be {case.check} (got {case.failure_case})"
 
 
-def check_reference(frame: pd.DataFrame, schema: pa_schema.DataFrameSchema) -> pd.DataFrame:
+def check_reference(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
     """Validate a reference table as a whole: a bad reference table is refused, not split."""
     import pandera.errors
 
+    schema = table.schema()
     try:
         return schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as errors:
@@ -389,34 +423,3 @@ def check_reference(frame: pd.DataFrame, schema: pa_schema.DataFrameSchema) -> p
                 f"{r.column} row {r.index}: {r.check} (got {r.failure_case})" for r in first.itertuples()
             )
         ) from errors
-
-
-def customers_schema() -> pa_schema.DataFrameSchema:
-    import pandera.pandas as pa_schema
-
-    return pa_schema.DataFrameSchema(
-        {
-            "customer_id": pa_schema.Column("int64", pa_schema.Check.ge(MIN_ID), unique=True),
-            "x": pa_schema.Column("float64", pa_schema.Check.in_range(0, 100)),
-            "y": pa_schema.Column("float64", pa_schema.Check.in_range(0, 100)),
-            "mean_amount": pa_schema.Column("float64", pa_schema.Check.gt(0)),
-            "std_amount": pa_schema.Column("float64", pa_schema.Check.ge(0)),
-            "mean_transactions_per_day": pa_schema.Column("float64", pa_schema.Check.ge(0)),
-        },
-        strict=True,
-        name="customers",
-    )
-
-
-def terminals_schema() -> pa_schema.DataFrameSchema:
-    import pandera.pandas as pa_schema
-
-    return pa_schema.DataFrameSchema(
-        {
-            "terminal_id": pa_schema.Column("int64", pa_schema.Check.ge(MIN_ID), unique=True),
-            "x": pa_schema.Column("float64", pa_schema.Check.in_range(0, 100)),
-            "y": pa_schema.Column("float64", pa_schema.Check.in_range(0, 100)),
-        },
-        strict=True,
-        name="terminals",
-    )

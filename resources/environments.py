@@ -36,7 +36,7 @@ from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
 from resources.registry import ModelRegistry
 from resources.retraining import Retraining
-from resources.sources import LandingZone, SimulatorSource
+from resources.sources import LandingZone
 from resources.warehouse import Warehouse
 
 
@@ -114,7 +114,6 @@ def resources_for(settings: Settings) -> dict[str, Any]:
         ),
         # Ingestion reads what landed in the environment's landing zone; the source system delivers there.
         "landing": LandingZone(lake=landing_lake_for(settings)),
-        "upstream": upstream_source(settings),
         "alerts": alerts_for(settings),
         "retraining": Retraining(labelled_days=settings.retrain_after_labelled_days),
     }
@@ -126,21 +125,6 @@ def alerts_for(settings: Settings) -> Alerts:
     if settings.alert_webhook_configured:
         return WebhookAlerts(url=dg.EnvVar("KEEL_ALERT_WEBHOOK_URL"))
     return LogAlerts()
-
-
-def upstream_source(settings: Settings) -> SimulatorSource:
-    """The source system that delivers into the landing zone: the simulator, with its knobs from
-    ``KEEL_SIMULATOR_*`` (drift: ``KEEL_SIMULATOR_DRIFT_START`` and what changes from then on).
-    Its world starts with the calendar: there is no history before the first partition."""
-    return SimulatorSource(
-        n_customers=settings.simulator_customers,
-        n_terminals=settings.simulator_terminals,
-        start_date=settings.first_day.isoformat(),
-        malformed_rows_per_day=settings.simulator_malformed_rows_per_day,
-        drift_start=settings.simulator_drift_start.isoformat() if settings.simulator_drift_start else None,
-        drift_amount_scale=settings.simulator_drift_amount_scale,
-        drift_card_testing=settings.simulator_drift_card_testing,
-    )
 
 
 def executor_for(settings: Settings) -> dg.ExecutorDefinition:

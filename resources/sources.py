@@ -1,16 +1,15 @@
-"""Where new data comes from: the landing zone that ingestion reads, and the system that fills it.
+"""Where new data comes from: the landing zone that ingestion reads, and the systems that fill it.
 
-A source system (here Keel's card-payment simulator, ``SimulatorSource``) delivers files into the
+A source system (``SourceSystem``; the demo's is a source folder's simulator) delivers files into the
 landing zone of the lake; the lake's ingestion reads them from there (``LandingZone``). Both are
-``PaymentsSource``s, so a test can hand either to the ingestion assets. Layout of the landing zone::
+``Feeds``, so a test can hand either to the ingestion assets. Layout of the landing zone, per feed
+(a table a source folder declares, ``keel.Source``)::
 
-    <lake>/landing/customers/customers.parquet                     reference tables, replaced whole
-    <lake>/landing/terminals/terminals.parquet
-    <lake>/landing/transactions/date=YYYY-MM-DD/transactions.parquet   the payments of the day
-    <lake>/landing/fraud_labels/date=YYYY-MM-DD/fraud_labels.parquet   the flags reported that day
+    <lake>/landing/<feed>/<feed>.parquet                      a reference table, replaced whole
+    <lake>/landing/<feed>/date=YYYY-MM-DD/<feed>.parquet      a daily feed: what the day delivered
 
-Daily extracts are stored as text, as a source system sends them: the lake's contract parses them,
-so a malformed value reaches quarantine with the text it arrived as.
+A source system sends daily extracts as text, if it likes: the lake's contract parses them, so a
+malformed value reaches quarantine with the text it arrived as.
 """
 
 from __future__ import annotations
@@ -20,21 +19,20 @@ import re
 from abc import abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
+from typing import ClassVar
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keel_core import simulator
+from keel_core.settings import Settings
 from resources.lake import Lake, LakeError, parquet_bytes
 
-REFERENCE_FEEDS = ("customers", "terminals")
-DAILY_FEEDS = ("transactions", "fraud_labels")
+_FEED = r"[a-z][a-z0-9_]*"
 _LANDED = re.compile(
-    r"(?P<feed>customers|terminals)/(?P=feed)\.parquet"
-    r"|(?P<daily>transactions|fraud_labels)/date=(?P<day>\d{4}-\d{2}-\d{2})/(?P=daily)\.parquet"
+    rf"(?P<feed>{_FEED})/(?P=feed)\.parquet|(?P<daily>{_FEED})/date=(?P<day>\d{{4}}-\d{{2}}-\d{{2}})/(?P=daily)\.parquet"
 )
 
 
@@ -43,87 +41,34 @@ class UnreadableFile(ValueError):
     system must deliver it again; reading it again cannot help."""
 
 
-class PaymentsSource(dg.ConfigurableResource):
-    """A source system of card payments: reference tables, daily transactions, delayed fraud labels."""
+class Feeds(dg.ConfigurableResource):
+    """What a source delivers, per feed: a reference table (``day`` None) or a day's extract."""
 
     def location(self, feed: str, day: date | None = None) -> str:
         """Where ``feed`` (of ``day``) comes from, for errors and metadata."""
         return f"{type(self).__name__}:{feed}" + (f"/{day}" if day else "")
 
     @abstractmethod
-    def customers(self) -> pd.DataFrame: ...
+    def read(self, feed: str, day: date | None = None) -> pa.Table | pd.DataFrame:
+        """The feed's extract (of ``day``, for a daily feed), as delivered: the contract parses it."""
 
+
+class SourceSystem(Feeds):
+    """A system that delivers its feeds when asked (``fetch_from_source``, ``keel land``)."""
+
+    REFERENCE_FEEDS: ClassVar[tuple[str, ...]] = ()
+    DAILY_FEEDS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
     @abstractmethod
-    def terminals(self) -> pd.DataFrame: ...
-
-    @abstractmethod
-    def transactions(self, day: date) -> pa.Table | pd.DataFrame:
-        """The raw extract of the payments made on ``day``, as delivered (the contract parses it)."""
-
-    @abstractmethod
-    def fraud_labels(self, day: date) -> pa.Table | pd.DataFrame:
-        """The fraud flags that became known on ``day`` (for the transactions of an earlier day)."""
-
-
-class SimulatorSource(PaymentsSource):
-    """The simulator as a source system. Every day is regenerated identically on demand."""
-
-    seed: int = 42
-    n_customers: int = 5_000
-    n_terminals: int = 10_000
-    start_date: str = simulator.WORLD_START.isoformat()
-    label_delay_days: int = simulator.LABEL_DELAY_DAYS
-    malformed_rows_per_day: int = 0
-    drift_start: str | None = None
-    drift_amount_scale: float = 1.0
-    drift_card_testing: bool = False
-
-    def drifting_from(self, day: date, amount_scale: float, card_testing: bool) -> SimulatorSource:
-        """The same source with the world changing from ``day`` on (the drift knob)."""
-        return self.model_copy(
-            update={
-                "drift_start": day.isoformat(),
-                "drift_amount_scale": amount_scale,
-                "drift_card_testing": card_testing,
-            }
-        )
-
-    def simulation(self) -> simulator.SimulationConfig:
-        drift = None
-        if self.drift_start:
-            drift = simulator.Drift(
-                start=date.fromisoformat(self.drift_start),
-                amount_scale=self.drift_amount_scale,
-                card_testing=self.drift_card_testing,
-            )
-        return simulator.SimulationConfig(
-            seed=self.seed,
-            n_customers=self.n_customers,
-            n_terminals=self.n_terminals,
-            start_date=date.fromisoformat(self.start_date),
-            label_delay_days=self.label_delay_days,
-            drift=drift,
-            malformed_rows_per_day=self.malformed_rows_per_day,
-        )
-
-    def customers(self) -> pd.DataFrame:
-        return simulator.population(self.simulation()).customers.drop(columns="nearby_terminal_count")
-
-    def terminals(self) -> pd.DataFrame:
-        return simulator.population(self.simulation()).terminals
-
-    def transactions(self, day: date) -> pd.DataFrame:
-        return simulator.simulate_day(self.simulation(), day).transactions
-
-    def fraud_labels(self, day: date) -> pd.DataFrame:
-        transaction_day = day - timedelta(days=self.label_delay_days)
-        return simulator.simulate_day(self.simulation(), transaction_day).labels
+    def from_settings(cls, settings: Settings) -> SourceSystem:
+        """The system as the deployment's settings configure it."""
 
 
 @dataclass(frozen=True)
 class LandedFile:
     path: str  # relative to the lake's root
-    feed: str  # customers, terminals, transactions or fraud_labels
+    feed: str  # the folder it landed in: a feed a source declares, or not
     day: date | None  # the partition, for daily feeds
     modified: float  # POSIX seconds: a re-delivered file is a new arrival
 
@@ -133,7 +78,7 @@ class LandedFile:
         return f"{self.path}@{self.modified:.6f}"
 
 
-class LandingZone(PaymentsSource):
+class LandingZone(Feeds):
     """The landing zone of the lake, read as a source: what a source system delivered, per feed and day."""
 
     lake: Lake
@@ -157,7 +102,7 @@ class LandingZone(PaymentsSource):
             when = f" for {day}" if day else ""
             raise LakeError(
                 f"nothing has landed in {self.lake.uri}/{path}: no {feed} delivered{when} "
-                "(`uv run keel land` delivers days from the simulator)"
+                "(`uv run keel land` delivers days from the source system)"
             ) from missing
         try:
             return pq.read_table(io.BytesIO(payload))
@@ -166,52 +111,42 @@ class LandingZone(PaymentsSource):
                 f"{self.location(feed, day)}: not a readable Parquet file ({error})"
             ) from error
 
-    def _reference(self, feed: str) -> pd.DataFrame:
-        table = self._read(feed)
+    def read(self, feed: str, day: date | None = None) -> pa.Table | pd.DataFrame:
+        """The landed file as it is: no value converted (the contract parses them). A reference
+        table comes as a frame: it is checked whole, as typed."""
+        table = self._read(feed, day)
+        if day is not None:
+            return table
         try:
             return table.to_pandas()
         except (pa.ArrowException, UnicodeDecodeError) as error:
             raise UnreadableFile(f"{self.location(feed)}: {error}") from error
 
-    def customers(self) -> pd.DataFrame:
-        return self._reference("customers")
-
-    def terminals(self) -> pd.DataFrame:
-        return self._reference("terminals")
-
-    def transactions(self, day: date) -> pa.Table:
-        return self._read("transactions", day)
-
-    def fraud_labels(self, day: date) -> pa.Table:
-        return self._read("fraud_labels", day)
-
-    # What a source system does: deliver files. The simulator uses these; so can tests.
-    def deliver_reference(self, upstream: PaymentsSource) -> list[str]:
+    # What a source system does: deliver files. `keel land` and the fetch job use these; so can tests.
+    def deliver_reference(self, upstream: SourceSystem) -> list[str]:
         return [
-            self.lake.write_file(self._path("customers"), parquet_bytes(upstream.customers())),
-            self.lake.write_file(self._path("terminals"), parquet_bytes(upstream.terminals())),
+            self.lake.write_file(self._path(feed), parquet_bytes(upstream.read(feed)))
+            for feed in upstream.REFERENCE_FEEDS
         ]
 
-    def deliver_day(self, upstream: PaymentsSource, day: date) -> list[str]:
-        """Land ``day``'s payments and the flags reported that day, as text."""
+    def deliver_day(self, upstream: SourceSystem, day: date) -> list[str]:
+        """Land ``day``'s extract of every daily feed, as the system sends it."""
         return [
-            self.lake.write_file(self._path(feed, day), parquet_bytes(simulator.as_text(extract)))
-            for feed, extract in (
-                ("transactions", upstream.transactions(day)),
-                ("fraud_labels", upstream.fraud_labels(day)),
-            )
+            self.lake.write_file(self._path(feed, day), parquet_bytes(upstream.read(feed, day)))
+            for feed in upstream.DAILY_FEEDS
         ]
 
-    def deliver(self, upstream: PaymentsSource, days: Iterable[date]) -> list[str]:
+    def deliver(self, upstream: SourceSystem, days: Iterable[date]) -> list[str]:
         return self.deliver_reference(upstream) + [p for day in days for p in self.deliver_day(upstream, day)]
 
-    def deliver_missing(self, upstream: PaymentsSource, days: Iterable[date]) -> list[date]:
+    def deliver_missing(self, upstream: SourceSystem, days: Iterable[date]) -> list[date]:
         """Deliver the days (and reference tables) not delivered yet; returns the days delivered.
         The landing zone is shared by namespaces: what is there already stays as it was, so the
         sensors of another namespace do not take it for a corrected delivery."""
-        if self.customers_missing():
+        landed = self.landed()[0]
+        if not {f.feed for f in landed} >= set(upstream.REFERENCE_FEEDS):
             self.deliver_reference(upstream)
-        there = {f.day for f in self.landed()[0] if f.feed == "transactions"}
+        there = {f.day for f in landed if f.feed in upstream.DAILY_FEEDS}
         missing = [day for day in days if day not in there]
         for day in missing:
             self.deliver_day(upstream, day)
@@ -234,10 +169,6 @@ class LandingZone(PaymentsSource):
             )
         return sorted(files, key=lambda f: (f.modified, f.path)), strays
 
-    def customers_missing(self) -> bool:
-        return not any(f.feed == "customers" for f in self.landed()[0])
-
     def last_day(self) -> date | None:
-        """The newest day whose payments have landed."""
-        days = [f.day for f in self.landed()[0] if f.feed == "transactions"]
-        return max(days, default=None)
+        """The newest day a daily feed has landed for."""
+        return max((f.day for f in self.landed()[0] if f.day is not None), default=None)

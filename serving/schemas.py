@@ -1,7 +1,7 @@
 """Request and response bodies of the fraud-scoring service (they are its OpenAPI document).
 
 A payment is sent as the lake holds it: the raw facts, no features. Every field is judged by the
-lake's own rules (``keel_core.contracts``, ``keel_core.parsing``), so a payment the pipeline would
+lake's own rules (the payments source's contract, ``keel_core.parsing``), so a payment the pipeline would
 quarantine for its form is refused here with a 400 naming the field, and the document states exactly what is
 accepted: every body it admits is scored, every body it does not admit is refused.
 
@@ -19,9 +19,20 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema
 
 from keel_core import parsing
-from keel_core.contracts import MAX_AMOUNT, MAX_ID, MIN_AMOUNT, MIN_ID
+from keel_core.contracts import MAX_ID, MIN_ID
 
 MAX_BATCH = 1000  # transactions per /score_batch request; bigger sets go through /score_file
+# The payment's facts and their bounds, as the payments source's contract declares them
+# (platform_assets/defs/payments/defs.yaml; a test checks they agree): a payment the lake would
+# quarantine for its form is refused here.
+PAYMENT_COLUMNS = {
+    "transaction_id": "integer",
+    "transacted_at": "timestamp",
+    "customer_id": "integer",
+    "terminal_id": "integer",
+    "amount": "decimal",
+}
+MIN_AMOUNT, MAX_AMOUNT = 0.0, 100_000.0
 
 
 def _timestamp(value, info: ValidationInfo) -> datetime:

@@ -47,7 +47,7 @@ from serving.batching import MicroBatcher
 from serving.drain import Drain
 from serving.model import BentoArguments, FraudModel
 from serving.openapi import CorrectedOpenApi
-from serving.schemas import Score, Transaction, Transactions
+from serving.schemas import MAX_AMOUNT, MIN_AMOUNT, PAYMENT_COLUMNS, Score, Transaction, Transactions
 from serving.settings import MAX_FILE_DECODED_BYTES, MAX_FILE_ROWS, Settings, settings
 from serving.unavailable import Unavailable
 
@@ -134,7 +134,7 @@ def check_payments_file(content: bytes) -> None:
     if missing := [column for column in FACTS if column not in present]:
         raise refused(400, f"the file lacks the columns {missing} (expected {FACTS})")
     try:
-        contracts.parse_extract(schema.empty_table().select(FACTS), contracts.TRANSACTION_COLUMNS)
+        contracts.parse_extract(schema.empty_table().select(FACTS), PAYMENT_COLUMNS)
     except contracts.ContractError as error:
         raise refused(400, str(error).removeprefix("extract: ")) from None
     if footer.num_rows == 0:
@@ -261,17 +261,13 @@ class FraudScorer:
         parsed = await asyncio.to_thread(
             contracts.parse_extract,
             pa.Table.from_batches([batch]),
-            contracts.TRANSACTION_COLUMNS,
+            PAYMENT_COLUMNS,
             self.settings.time_zone,
             "payments",
         )
         facts, reasons = parsed.frame, parsed.reasons
         for column in FACTS:
-            low, high = (
-                (contracts.MIN_AMOUNT, contracts.MAX_AMOUNT)
-                if column == "amount"
-                else (contracts.MIN_ID, None)
-            )
+            low, high = (MIN_AMOUNT, MAX_AMOUNT) if column == "amount" else (contracts.MIN_ID, None)
             values = facts[column]
             for row in np.flatnonzero(values.isna().to_numpy()):
                 reasons.setdefault(int(row), {}).setdefault(column, ["missing"])

@@ -1,5 +1,7 @@
-"""The components Keel provides to a use case's folder (``defs.yaml``): see ``use_case.py``."""
+"""The components Keel provides to a folder's ``defs.yaml``: a model's lifecycle (``use_case.py``)
+and a source's tables entering the lake (``source.py``)."""
 
+from platform_assets.components.source import Source
 from platform_assets.components.use_case import UseCase
 
-__all__ = ["UseCase"]
+__all__ = ["Source", "UseCase"]

@@ -7,6 +7,7 @@ from datetime import date
 import dagster as dg
 
 from platform_assets.components.plan import PIPELINE_TAG
+from platform_assets.components.source import INGESTS_TAG
 from platform_assets.defs.fraud.checks import FRESHNESS_CHECKS
 from platform_assets.defs.fraud.serving import PREDICTION_LOG
 from platform_assets.partitions import daily_partitions
@@ -16,7 +17,7 @@ from platform_assets.steps import (
     WAREHOUSE_RUNS,
     retry_only_transient,
 )
-from resources.sources import LandingZone, PaymentsSource
+from resources.sources import LandingZone, SourceSystem
 
 keel_pipeline = dg.define_asset_job(
     "keel_pipeline",
@@ -36,28 +37,26 @@ keel_pipeline = dg.define_asset_job(
 
 ingest_day = dg.define_asset_job(
     "ingest_day",
-    selection=dg.AssetSelection.groups("lake")
-    - dg.AssetSelection.assets(["lake", "customers"], ["lake", "terminals"])
-    - FRESHNESS_CHECKS,
+    selection=dg.AssetSelection.tag(INGESTS_TAG, "daily") - FRESHNESS_CHECKS,
     tags=INGESTION_RUNS,
-    description="Ingest a day's landed payments or fraud flags into the lake (the landing sensor runs it).",
+    description="Ingest a day's landed file of a daily feed into the lake (the landing sensor runs it).",
 )
 
 ingest_reference = dg.define_asset_job(
     "ingest_reference",
-    selection=dg.AssetSelection.assets(["lake", "customers"], ["lake", "terminals"]),
+    selection=dg.AssetSelection.tag(INGESTS_TAG, "reference"),
     tags=INGESTION_RUNS,
-    description="Ingest the landed reference tables (customers, terminals) into the lake.",
+    description="Ingest a landed reference table into the lake (the landing sensor runs it).",
 )
 
 
 @dg.op(
-    description="Ask the source system for the day's payments and flags, and land them.",
+    description="Ask the source system for the day's extract of each of its daily feeds, and land them.",
     tags=INGESTION.op_tags("deliver_day"),
     retry_policy=INGESTION.retry_policy,
 )
 @retry_only_transient
-def deliver_day(context: dg.OpExecutionContext, landing: LandingZone, upstream: PaymentsSource) -> None:
+def deliver_day(context: dg.OpExecutionContext, landing: LandingZone, upstream: SourceSystem) -> None:
     day = date.fromisoformat(context.partition_key)
     for path in landing.deliver_day(upstream, day):
         context.log.info(f"landed {path}")

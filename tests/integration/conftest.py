@@ -15,9 +15,9 @@ import pytest
 from world_settings import NAMESPACE
 
 from keel.demo import days_needed
-from keel_core.simulator import MALFORMED_KINDS
+from platform_assets.defs.payments.simulator import MALFORMED_KINDS
+from platform_assets.defs.payments.system import SimulatorSource
 from resources.dbt import REPO_ROOT
-from resources.sources import SimulatorSource
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,12 @@ from world_settings import namespace_lake
 from keel.loop import RUN_KEY_TAG, SENSOR_TAG
 from platform_assets.defs.fraud.models import FRAUD_MODEL
 from platform_assets.defs.fraud.monitoring import DRIFT_CHECK, DRIFT_REPORTS, FEATURE_DRIFT
+from platform_assets.defs.payments.system import SimulatorSource
 from platform_assets.retraining import RETRAIN_REASONS_TAG, TRIGGERING_TRAINING_TAG
 from resources.dbt import REPO_ROOT
 from resources.lake import LocalLake
 from resources.registry import ModelRegistry
-from resources.sources import LandingZone, SimulatorSource
+from resources.sources import LandingZone
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from world_settings import NAMESPACE
 
-from keel_core.simulator import LABEL_DELAY_DAYS, MALFORMED_KINDS, simulate_day
-from platform_assets.defs.lake.assets import QUARANTINE_SHARE_WARNING
+from platform_assets.components.source import QUARANTINE_SHARE_WARNING
+from platform_assets.defs.payments.simulator import LABEL_DELAY_DAYS, MALFORMED_KINDS, simulate_day
 from resources.dbt import dbt_project
 
 pytestmark = pytest.mark.slow

@@ -17,10 +17,10 @@ import psycopg2
 import pytest
 from bento_server import Daemon, kill_group
 
-from platform_assets.defs.lake.assets import customers, terminals
 from resources.dbt import REPO_ROOT
 from resources.lake import LocalLake
-from resources.sources import LandingZone, SimulatorSource
+from resources.sources import LandingZone
+from tests.payments import SimulatorSource, asset
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -100,7 +100,9 @@ def test_a_materialization_is_recorded_in_postgresql(keel_on_postgres, postgres_
     landing.deliver_reference(SOURCE)
 
     result = dg.materialize(
-        [customers, terminals], instance=instance, resources={"lake": lake, "landing": landing}
+        [asset("customers"), asset("terminals")],
+        instance=instance,
+        resources={"lake": lake, "landing": landing},
     )
 
     assert result.success

@@ -26,7 +26,6 @@ from ui_dagster import (
 
 from platform_assets.defs.fraud.models import FEATURES
 from platform_assets.defs.fraud.monitoring import DRIFT_REPORTS, FEATURE_DRIFT
-from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 from resources.dbt import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -39,6 +38,8 @@ UI_TIMEOUT_MS = 180_000
 WEBSERVER_START_SECONDS = 600  # dagster-webserver loading the code location
 RUN_WAIT_SECONDS = 900  # the run launched from the UI, until it has finished
 RECENT_PARTITIONS = 90  # what the launch dialog offers until told "Show all partitions" (Dagster 1.13)
+
+RAW_TRANSACTIONS = dg.AssetKey(["lake", "raw_transactions"])
 
 
 @dataclass

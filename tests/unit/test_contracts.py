@@ -4,15 +4,14 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from keel_core.contracts import (
-    ContractError,
-    check_reference,
-    customers_schema,
-    split_labels,
-    split_transactions,
-    terminals_schema,
+from keel_core.contracts import ContractError, check_reference
+from platform_assets.defs.payments.simulator import (
+    MALFORMED_KINDS,
+    SimulationConfig,
+    population,
+    simulate_day,
 )
-from keel_core.simulator import MALFORMED_KINDS, SimulationConfig, population, simulate_day
+from tests.payments import contract, split_labels, split_transactions
 
 SMALL = SimulationConfig(n_customers=500, n_terminals=1000)
 DAY = date(2026, 1, 5)
@@ -136,8 +135,8 @@ def test_simulated_labels_pass_whole():
 @pytest.mark.parametrize(
     ("table", "schema"),
     [
-        (lambda pop: pop.customers.drop(columns="nearby_terminal_count"), customers_schema()),
-        (lambda pop: pop.terminals, terminals_schema()),
+        (lambda pop: pop.customers.drop(columns="nearby_terminal_count"), contract("customers")),
+        (lambda pop: pop.terminals, contract("terminals")),
     ],
     ids=["customers", "terminals"],
 )
@@ -149,4 +148,4 @@ def test_the_simulators_reference_tables_pass_their_contract(table, schema):
 def test_a_duplicated_customer_id_refuses_the_customers_table():
     customers = population(SMALL).customers.drop(columns="nearby_terminal_count")
     with pytest.raises(ContractError, match="customer_id"):
-        check_reference(pd.concat([customers, customers.iloc[[3]]], ignore_index=True), customers_schema())
+        check_reference(pd.concat([customers, customers.iloc[[3]]], ignore_index=True), contract("customers"))

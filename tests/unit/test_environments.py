@@ -9,12 +9,13 @@ from dagster_dbt import DbtCliResource
 
 from keel_core import settings as keel_settings
 from keel_core.settings import Settings
+from platform_assets.defs.payments.system import SimulatorSource
 from resources.alerts import LogAlerts, WebhookAlerts
 from resources.dbt import REPO_ROOT
 from resources.environments import resources_for, service_settings
 from resources.lake import LocalLake
 from resources.s3_lake import S3Lake
-from resources.sources import LandingZone, SimulatorSource
+from resources.sources import LandingZone
 from resources.warehouse import Warehouse
 
 SMALL_SOURCE = SimulatorSource(n_customers=200, n_terminals=400, start_date="2026-01-01")
@@ -75,7 +76,6 @@ def test_local_resources_follow_the_keel_variables_and_the_namespace(monkeypatch
         "KEEL_LAKE_ROOT": str(tmp_path / "lake"),
         "KEEL_WAREHOUSE_DIR": str(tmp_path / "warehouse"),
     }
-    assert isinstance(resources["upstream"], SimulatorSource)
     assert isinstance(resources["landing"], LandingZone)
     # The landing zone is the environment's, shared: every namespace ingests the same deliveries.
     assert resources["landing"].lake.root == str(tmp_path / "lake")
@@ -117,14 +117,14 @@ def test_a_namespace_that_cannot_name_folders_keys_and_bentos_is_refused_by_name
 
 def test_the_malformed_row_rate_of_the_source_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY", "0")
-    assert resources_for(settings(namespace="alice"))["upstream"].malformed_rows_per_day == 0
+    assert SimulatorSource.from_settings(settings(namespace="alice")).malformed_rows_per_day == 0
 
 
 def test_the_calendar_is_the_configured_one_or_a_rolling_window_ending_yesterday(monkeypatch):
     monkeypatch.setenv("KEEL_CALENDAR_START", "2018-04-01")
     assert settings().first_day == date(2018, 4, 1)
     # The source's world starts with the calendar: there is no history before the first partition.
-    assert resources_for(settings(namespace="alice"))["upstream"].start_date == "2018-04-01"
+    assert SimulatorSource.from_settings(settings(namespace="alice")).start_date == "2018-04-01"
     monkeypatch.delenv("KEEL_CALENDAR_START")
     rolling = settings()
     assert rolling.first_day == rolling.today() - timedelta(days=keel_settings.DEFAULT_CALENDAR_DAYS)

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keel_core import contracts, parsing
-from platform_assets.defs.lake.assets import raw_transactions
 from resources.calendar import Calendar
 from resources.lake import LocalLake
-from resources.sources import LandingZone, SimulatorSource, UnreadableFile
+from resources.sources import LandingZone, UnreadableFile
+from tests.payments import SimulatorSource, asset, split_transactions
 
 DAY = date(2026, 1, 5)
 COLUMNS = ["transaction_id", "transacted_at", "customer_id", "terminal_id", "amount"]
@@ -47,7 +47,7 @@ def text_column(values: list) -> pa.Array:
 
 
 def split(table, zone=UTC, first_seen=None):
-    return contracts.split_transactions(table, DAY, KNOWN, KNOWN, zone=zone, first_seen=first_seen)
+    return split_transactions(table, DAY, KNOWN, KNOWN, zone=zone, first_seen=first_seen)
 
 
 # --- the property: random valid rows, random damage -----------------------------------------------
@@ -280,7 +280,7 @@ def test_a_file_of_mixed_offsets_is_judged_row_by_row_in_utc():
 def test_a_file_in_plus_two_hours_is_stored_as_sent_when_that_is_the_platforms_zone():
     stamps = [f"2026-07-05T{hour:02d}:15:00+02:00" for hour in range(24)]
     berlin = ZoneInfo("Europe/Berlin")  # +02:00 in July
-    result = contracts.split_transactions(rows_at(stamps), date(2026, 7, 5), KNOWN, KNOWN, zone=berlin)
+    result = split_transactions(rows_at(stamps), date(2026, 7, 5), KNOWN, KNOWN, zone=berlin)
     assert result.quarantined.empty
     assert result.valid["transacted_at"].dt.hour.tolist() == list(range(24))  # the wall times sent
 
@@ -288,7 +288,7 @@ def test_a_file_in_plus_two_hours_is_stored_as_sent_when_that_is_the_platforms_z
 def test_naive_timestamps_are_wall_times_of_the_platforms_zone_and_a_daylight_saving_gap_is_refused():
     paris = ZoneInfo("Europe/Paris")
     stamps = ["2026-03-29 01:59:59", "2026-03-29 02:30:00", "2026-03-29 03:00:00"]
-    result = contracts.split_transactions(rows_at(stamps), date(2026, 3, 29), KNOWN, KNOWN, zone=paris)
+    result = split_transactions(rows_at(stamps), date(2026, 3, 29), KNOWN, KNOWN, zone=paris)
     assert result.valid["transacted_at"].tolist() == [pd.Timestamp(stamps[0]), pd.Timestamp(stamps[2])]
     assert "a daylight-saving gap" in result.quarantined.loc[0, "reason"]
 
@@ -300,7 +300,7 @@ def test_typed_timestamp_columns_with_a_zone_are_converted_and_naive_ones_taken_
     nanos = pa.array([1_767_607_200_000_000_001], pa.timestamp("ns"))  # finer than microseconds
     assert split(rows_at(zoned)).valid["transacted_at"].tolist() == [pd.Timestamp(i) for i in instants]
     assert split(rows_at(naive)).valid["transacted_at"].tolist() == [pd.Timestamp(i) for i in instants]
-    tokyo = contracts.split_transactions(rows_at(zoned), DAY, KNOWN, KNOWN, zone=ZoneInfo("Asia/Tokyo"))
+    tokyo = split_transactions(rows_at(zoned), DAY, KNOWN, KNOWN, zone=ZoneInfo("Asia/Tokyo"))
     assert tokyo.valid["transacted_at"].tolist() == [pd.Timestamp("2026-01-05 17:00")]  # +09:00
     assert "microseconds" in split(rows_at(nanos)).quarantined.loc[0, "reason"]
 
@@ -351,7 +351,7 @@ def test_a_landed_file_with_undecodable_bytes_is_read_without_decoding(tmp_path)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     landing.lake.write_file(f"landing/transactions/date={DAY}/transactions.parquet", buffer.getvalue())
-    result = split(landing.transactions(DAY))
+    result = split(landing.read("transactions", DAY))
     assert result.valid["transaction_id"].tolist() == [1]
     assert result.quarantined.loc[0, "reason"] == "transaction_id: not valid UTF-8 text"
 
@@ -371,7 +371,7 @@ def test_an_id_already_ingested_on_another_day_is_quarantined_with_that_day_and_
         def first_seen(values):
             return lake.days_holding("raw_transactions", "transaction_id", values, other_than=day)
 
-        result = contracts.split_transactions(table, day, KNOWN, KNOWN, first_seen=first_seen)
+        result = split_transactions(table, day, KNOWN, KNOWN, first_seen=first_seen)
         lake.write_partition("raw_transactions", day, result.valid)
         return result
 
@@ -416,7 +416,7 @@ def test_an_unreadable_landed_file_is_refused_naming_its_path(tmp_path, kind):
     with pytest.raises(
         UnreadableFile, match=rf"{tmp_path}/landing/transactions/date={DAY}/transactions.parquet"
     ):
-        landing.transactions(DAY)
+        landing.read("transactions", DAY)
 
 
 @pytest.mark.parametrize(
@@ -440,11 +440,11 @@ def ingestion_events(tmp_path, payload: bytes):
     lake = LocalLake(root=str(tmp_path / "lake"))
     landing = LandingZone(lake=lake)
     landing.deliver_reference(SimulatorSource(n_customers=30, n_terminals=30))
-    lake.write_table("customers", landing.customers())
-    lake.write_table("terminals", landing.terminals())
+    lake.write_table("customers", landing.read("customers"))
+    lake.write_table("terminals", landing.read("terminals"))
     lake.write_file(f"landing/transactions/date={DAY}/transactions.parquet", payload)
     result = dg.materialize(
-        [raw_transactions],
+        [asset("raw_transactions")],
         partition_key=DAY.isoformat(),
         resources={"lake": lake, "landing": landing, "calendar": Calendar()},
         raise_on_error=False,

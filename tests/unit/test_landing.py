@@ -6,9 +6,9 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pytest
 
-from keel_core import contracts
 from resources.lake import LakeError, LocalLake
-from resources.sources import LandingZone, SimulatorSource
+from resources.sources import LandingZone
+from tests.payments import SimulatorSource, split_labels, split_transactions
 
 DAY = date(2026, 1, 12)
 SOURCE = SimulatorSource(n_customers=300, n_terminals=600, malformed_rows_per_day=10)
@@ -21,10 +21,10 @@ def landing(tmp_path):
 
 def test_a_landed_day_checks_exactly_as_the_source_extract_would(landing):
     landing.deliver(SOURCE, [DAY])
-    customers = landing.customers()["customer_id"]
-    terminals = landing.terminals()["terminal_id"]
-    from_source = contracts.split_transactions(SOURCE.transactions(DAY), DAY, customers, terminals)
-    from_landing = contracts.split_transactions(landing.transactions(DAY), DAY, customers, terminals)
+    customers = landing.read("customers")["customer_id"]
+    terminals = landing.read("terminals")["terminal_id"]
+    from_source = split_transactions(SOURCE.transactions(DAY), DAY, customers, terminals)
+    from_landing = split_transactions(landing.read("transactions", DAY), DAY, customers, terminals)
     assert from_landing.valid.equals(from_source.valid)
     # Malformed values arrive as the text they were sent as, and reach quarantine with their reason.
     assert from_landing.quarantined["reason"].tolist() == from_source.quarantined["reason"].tolist()
@@ -32,9 +32,9 @@ def test_a_landed_day_checks_exactly_as_the_source_extract_would(landing):
     # The flags reported on DAY are about the payments of a label delay earlier.
     paid = SOURCE.transactions(DAY - timedelta(days=SOURCE.label_delay_days))
     paid_on = DAY - timedelta(days=SOURCE.label_delay_days)
-    known = contracts.split_transactions(paid, paid_on, customers, terminals)
-    labels = contracts.split_labels(landing.fraud_labels(DAY), known.valid["transaction_id"])
-    expected = contracts.split_labels(SOURCE.fraud_labels(DAY), known.valid["transaction_id"])
+    known = split_transactions(paid, paid_on, customers, terminals)
+    labels = split_labels(landing.read("fraud_labels", DAY), known.valid["transaction_id"])
+    expected = split_labels(SOURCE.fraud_labels(DAY), known.valid["transaction_id"])
     assert labels.valid.equals(expected.valid) and len(labels.valid) > 0
 
 
@@ -42,13 +42,14 @@ def test_daily_extracts_land_as_text_under_one_folder_per_day(landing, tmp_path)
     landing.deliver_day(SOURCE, DAY)
     assert (tmp_path / "landing" / "transactions" / f"date={DAY}" / "transactions.parquet").exists()
     assert all(
-        pa.types.is_large_string(t) or pa.types.is_string(t) for t in landing.transactions(DAY).schema.types
+        pa.types.is_large_string(t) or pa.types.is_string(t)
+        for t in landing.read("transactions", DAY).schema.types
     )
 
 
 def test_a_day_that_has_not_landed_is_named_in_the_error(landing):
     with pytest.raises(LakeError, match=r"no transactions delivered for 2026-01-12.*keel land"):
-        landing.transactions(DAY)
+        landing.read("transactions", DAY)
 
 
 def test_landed_files_are_listed_oldest_first_with_their_day_and_strays_apart(landing, tmp_path):
@@ -91,7 +92,7 @@ def test_the_fallback_schedule_fetches_yesterday_from_the_source_into_the_landin
 
 
 def test_the_drift_knob_changes_the_world_from_the_given_day_on():
-    from keel_core.simulator import Drift
+    from platform_assets.defs.payments.simulator import Drift
 
     drifted = SOURCE.drifting_from(DAY, amount_scale=3.0, card_testing=True)
     assert drifted.simulation().drift == Drift(start=DAY, amount_scale=3.0, card_testing=True)

@@ -12,15 +12,16 @@ from platform_assets.defs.alerts import check_failure_alerts, run_failure_alerts
 from platform_assets.defs.fraud.models import FRAUD_MODEL, LABELS
 from platform_assets.defs.fraud.monitoring import DRIFT_CHECK, FEATURE_DRIFT
 from platform_assets.defs.fraud.sensors import retraining_sensor
-from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
-from platform_assets.defs.lake.sensors import landing_sensor
+from platform_assets.defs.landing import landing_sensor
 from platform_assets.retraining import RETRAIN_REASONS_TAG
 from resources.alerts import Alert, Alerts
 from resources.lake import LocalLake
 from resources.retraining import Retraining
-from resources.sources import LandingZone, SimulatorSource
+from resources.sources import LandingZone
+from tests.payments import SimulatorSource, source
 
 DAY = date(2026, 1, 12)
+RAW_TRANSACTIONS = dg.AssetKey(["lake", "raw_transactions"])
 SOURCE = SimulatorSource(n_customers=200, n_terminals=400)
 
 
@@ -39,7 +40,8 @@ SENT: list[Alert] = []
 def drift_stand_in(): ...
 
 
-DEFINITIONS = dg.Definitions(assets=[drift_stand_in])
+# The payments source's tables as specs: the landing sensor reads their feed tags from the repository.
+DEFINITIONS = dg.Definitions(assets=[drift_stand_in, *(spec for a in source().assets() for spec in a.specs)])
 
 
 @pytest.fixture(autouse=True)
@@ -122,9 +124,20 @@ def test_a_file_outside_the_layout_is_alerted_once_and_never_ingested(instance, 
     result, _ = landing_tick(instance, landing)
     assert result.run_requests == [] and "nothing new" in result.skip_reason.skip_message
     (alert,) = SENT
-    assert "landing/transactions/2026-01-12.csv does not follow the landing layout" in alert.text
+    assert "landing/transactions/2026-01-12.csv is not a file of a declared feed" in alert.text
     landing_tick(instance, landing, cursor=result.cursor)
     assert len(SENT) == 1
+
+
+def test_a_file_of_a_feed_no_source_declares_is_alerted_and_never_ingested(instance, landing, tmp_path):
+    folder = tmp_path / "landing" / "refunds" / "date=2026-01-12"
+    folder.mkdir(parents=True)
+    (folder / "refunds.parquet").write_bytes(b"PAR1")
+    result, _ = landing_tick(instance, landing)
+    assert result.run_requests == []
+    (alert,) = SENT
+    assert "landing/refunds/date=2026-01-12/refunds.parquet is not a file of a declared feed" in alert.text
+    assert "customers, fraud_labels, terminals, transactions" in alert.text
 
 
 # Retraining ---------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keel_core.simulator import (
+from platform_assets.defs.payments.simulator import (
     CARD_TESTING,
     COMPROMISED_CUSTOMER,
     COMPROMISED_TERMINAL,

@@ -8,10 +8,10 @@ import dagster as dg
 import pytest
 import redis.exceptions
 
-from platform_assets.defs.lake.assets import customers
 from platform_assets.steps import INGESTION, Step, is_transient
 from resources.lake import LocalLake
-from resources.sources import LandingZone, SimulatorSource
+from resources.sources import LandingZone
+from tests.payments import SimulatorSource, asset
 
 
 def test_requests_and_limits_are_kubernetes_quantities_with_room_to_burst_on_cpu_only():
@@ -45,12 +45,12 @@ class FlakyLanding(LandingZone):
 
     failed_once: str  # a file: the step's retry runs in a fresh copy of the resource
 
-    def customers(self):
+    def read(self, feed, day=None):
         marker = Path(self.failed_once)
         if not marker.exists():
             marker.write_text("failed")
             raise ConnectionError("connection reset by peer while reading landing/customers (injected)")
-        return super().customers()
+        return super().read(feed, day)
 
 
 def test_an_ingestion_step_that_fails_on_a_transient_error_succeeds_on_its_retry(tmp_path):
@@ -58,7 +58,7 @@ def test_an_ingestion_step_that_fails_on_a_transient_error_succeeds_on_its_retry
     LandingZone(lake=lake).deliver_reference(SimulatorSource(n_customers=50, n_terminals=100))
 
     result = dg.materialize(
-        [customers],
+        [asset("customers")],
         resources={"lake": lake, "landing": FlakyLanding(lake=lake, failed_once=str(tmp_path / "failed"))},
         raise_on_error=False,
     )
@@ -102,14 +102,16 @@ def test_only_errors_of_the_network_and_its_services_count_as_transient(error, t
 class BrokenLanding(LandingZone):
     """A landing zone whose reference table has a bug that no retry can fix."""
 
-    def customers(self):
+    def read(self, feed, day=None):
         raise KeyError("customer_id")
 
 
 def test_an_ingestion_step_that_fails_for_a_reason_a_retry_cannot_cure_fails_at_once(tmp_path):
     lake = LocalLake(root=str(tmp_path / "lake"))
     result = dg.materialize(
-        [customers], resources={"lake": lake, "landing": BrokenLanding(lake=lake)}, raise_on_error=False
+        [asset("customers")],
+        resources={"lake": lake, "landing": BrokenLanding(lake=lake)},
+        raise_on_error=False,
     )
 
     assert not result.success

@@ -6,14 +6,13 @@ from datetime import timedelta
 
 import dagster as dg
 
-from platform_assets.defs.fraud.models import FEATURES
+from platform_assets.defs.fraud.models import FEATURES, PAYMENTS
 from platform_assets.defs.fraud.serving import PREDICTION_LOG
-from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
 
 FRESHNESS_WINDOW = timedelta(hours=26)
 
 freshness_checks = dg.build_last_update_freshness_checks(
-    assets=[RAW_TRANSACTIONS, FEATURES, dg.AssetKey(["serving", PREDICTION_LOG])],
+    assets=[PAYMENTS, FEATURES, dg.AssetKey(["serving", PREDICTION_LOG])],
     lower_bound_delta=FRESHNESS_WINDOW,
 )
 # Evaluated on their own sensor, not inside the runs that materialize the assets.

@@ -35,6 +35,7 @@ EVALUATION = dg.AssetKey(["models", "evaluation"])
 PRODUCTION_MODEL = dg.AssetKey(["models", "production_model"])
 FEATURES = dg.AssetKey(["features", "transaction_features"])
 LABELS = dg.AssetKey(["warehouse", "fraud_labels"])
+PAYMENTS = dg.AssetKey(["lake", "raw_transactions"])  # the payments source's table (defs/payments)
 
 # What the model was trained on, kept with the version: monitoring compares served payments with it.
 TRAINING_REFERENCE = "training_reference.parquet"

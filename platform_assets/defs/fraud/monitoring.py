@@ -15,7 +15,6 @@ import dagster as dg
 import pandas as pd
 
 from keel_core import drift, features
-from keel_core.simulator import LABEL_DELAY_DAYS
 from platform_assets.automation import follows_upstream
 from platform_assets.components.plan import LABEL_DELAY, MONITORING_TAG
 from platform_assets.defs.fraud.gate import GatePolicy
@@ -23,6 +22,7 @@ from platform_assets.defs.fraud.metrics import fraud_metrics
 from platform_assets.defs.fraud.models import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE
 from platform_assets.defs.fraud.scores import SCORE_TABLE, SCORES
 from platform_assets.defs.fraud.serving import PREDICTION_LOG
+from platform_assets.defs.payments.simulator import LABEL_DELAY_DAYS
 from platform_assets.partitions import daily_partitions
 from platform_assets.provenance import recorded
 from platform_assets.steps import MONITORING, WAREHOUSE_POOL, retry_only_transient

@@ -13,8 +13,7 @@ from keel_core import bentos, features
 from keel_core.prediction_log import SPOOL, day_folder
 from platform_assets.automation import follows_upstream
 from platform_assets.bentos import build_and_archive
-from platform_assets.defs.fraud.models import PRODUCTION_MODEL
-from platform_assets.defs.lake.assets import RAW_TRANSACTIONS
+from platform_assets.defs.fraud.models import PAYMENTS, PRODUCTION_MODEL
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
 from platform_assets.steps import INGESTION, PUBLISHING, WAREHOUSE_POOL, retry_only_transient
@@ -130,7 +129,7 @@ def fraud_scorer_bento(
     metadata=stored_in_lake(PREDICTION_LOG),
     partitions_def=daily_partitions,
     # The day's payments landing is the sign that the day is over: what was served on it is complete.
-    deps=[RAW_TRANSACTIONS],
+    deps=[PAYMENTS],
     automation_condition=follows_upstream(),
     kinds={"parquet"},
     op_tags=INGESTION.op_tags("prediction_log"),

@@ -1,4 +1,4 @@
-"""Card-payment simulator: Keel's reference data source.
+"""Card-payment simulator: the source system of Keel's demo world (the `payments` source).
 
 It follows the simulator of the fraud-detection handbook by Le Borgne et al. (customer and
 terminal profiles on a 100x100 grid, three fraud scenarios), vectorised with numpy so that a
