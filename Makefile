@@ -48,8 +48,8 @@ dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon 
 	@mkdir -p $(STATE)/lake
 	@exec $(RUN) python -m keel.dev --port $(PORT) --reports-port $(REPORTS_PORT) --reports-dir $(STATE)/lake
 
-serve: install  ## serve the namespace's latest Bento on http://127.0.0.1:$(PORT) (BENTO=<tag> for another)
-	$(RUN) keel serve --port $(PORT) $(if $(BENTO),--bento $(BENTO))
+serve: install  ## serve a service's newest Bento on http://127.0.0.1:$(PORT) (SERVICE=<name>, or BENTO=<tag>)
+	$(RUN) keel serve --port $(PORT) $(SERVICE) $(if $(BENTO),--bento $(BENTO))
 
 bench: install $(MANIFEST)  ## the data path against hand-written DuckDB, side by side (about 7 min; results in benchmarks/results/)
 	$(RUN) python benchmarks/data_path.py $(if $(DAYS),--days $(DAYS))

@@ -1,7 +1,7 @@
 """The naive baseline the serving benchmark compares Keel's Bento with: what a data scientist writes
 first. A plain Starlette app (uvicorn) that, for each request, validates the body with the same
 pydantic model, looks the customer and terminal up in the same online store, builds the features
-with the same ``keel_core.features`` function, and calls the registered pipeline's ``predict_proba`` once.
+with the same ``transaction_features`` function, and calls the registered pipeline's ``predict_proba`` once.
 No batching, no prediction log, no metrics: only the scoring path.
 
     KEEL_ONLINE_STORE_URL=... KEEL_MODEL_TAG=fraud_detector:<v> \
@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from keel_core.features import FEATURE_NAMES, ONLINE_VIEW, online_features
 from keel_core.online_store import open_store
-from serving.schemas import Transaction
+from platform_assets.defs.fraud.scorer.schemas import Transaction
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES, ONLINE_VIEW, online_features
 
 THRESHOLD = 0.5
 store = open_store(os.environ["KEEL_ONLINE_STORE_URL"], os.environ["KEEL_NAMESPACE"], ONLINE_VIEW)

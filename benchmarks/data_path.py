@@ -627,7 +627,7 @@ def child_handwritten(first: str, last: str) -> dict:
     started = time.perf_counter()
     import duckdb
 
-    from serving.schemas import MAX_AMOUNT
+    from platform_assets.defs.fraud.scorer.schemas import MAX_AMOUNT
 
     script = (
         HANDWRITTEN_SQL.read_text()
@@ -646,8 +646,8 @@ def child_handwritten(first: str, last: str) -> dict:
 
 def child_score(first: str, last: str) -> dict:
     """The direct side of batch scoring: the production model on the same rows, already in memory."""
-    from keel_core import features
     from keel_core.settings import Settings
+    from platform_assets.defs.fraud import transaction_features as features
     from resources.environments import registry_for
     from resources.warehouse import Warehouse
 

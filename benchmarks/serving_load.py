@@ -183,9 +183,9 @@ def direct_rows_per_second(
     import bentoml
     from threadpoolctl import threadpool_limits
 
-    from keel_core.features import ONLINE_VIEW, online_feature_values
     from keel_core.online_store import open_store
-    from serving.model import FraudModel
+    from platform_assets.defs.fraud.scorer.model import FraudModel
+    from platform_assets.defs.fraud.transaction_features import ONLINE_VIEW, online_feature_values
 
     threadpool_limits(limits=1, user_api="openmp")  # as the service runs it
     store, model = (

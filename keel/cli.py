@@ -47,21 +47,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     land.add_argument("--days", type=int, default=1, help="number of days (default: %(default)s)")
     land.add_argument("--amount-scale", type=float, help="drift: multiply spending from the first day on")
-    land.add_argument("--card-testing", action="store_true", help="drift: add a card-testing fraud pattern")
+    land.add_argument(
+        "--card-testing", action="store_true", help="drift: add the simulator's card-testing pattern"
+    )
     models = commands.add_parser("models", help="the model registry: versions, stages, promotion")
     actions = models.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="every version with its stage and metrics, oldest first")
     promote = actions.add_parser(
         "promote", help="put an approved version in production (a rollback re-promotes an earlier one)"
     )
-    promote.add_argument("tag", help="the version, e.g. fraud_detector:abc123 (see `keel models list`)")
+    promote.add_argument("tag", help="the version, e.g. terminal_volume:abc123 (see `keel models list`)")
     promote.add_argument("--reason", required=True, help="why, for the record")
-    serve = commands.add_parser(
-        "serve", help="serve a Bento of the scoring service (default: the latest built)"
-    )
+    serve = commands.add_parser("serve", help="serve a Bento of one of the namespace's scoring services")
     serve.add_argument(
-        "--bento", help="Bento tag (default: the namespace's latest, fraud_scorer_<namespace>:latest)"
+        "service",
+        nargs="?",
+        help="the service, e.g. terminal_volume; its newest Bento in this namespace is served "
+        "(default: the namespace's only service; `keel namespace` lists them)",
     )
+    serve.add_argument("--bento", help="a Bento tag instead, e.g. terminal_volume_<namespace>:<version>")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     commands.add_parser("namespace", help="the namespace of this shell and where its data lives")
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     reproduce = commands.add_parser(
         "reproduce", help="train a registered version again from what it recorded and compare its metrics"
     )
-    reproduce.add_argument("tag", help="the version, e.g. fraud_detector:abc123 (see `keel models list`)")
+    reproduce.add_argument("tag", help="the version, e.g. terminal_volume:abc123 (see `keel models list`)")
     args = parser.parse_args(argv)
     from pydantic import ValidationError
 
@@ -128,10 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return registry_commands.reproduce(settings, args.tag, _console())
 
     if args.command == "serve":
-        from keel_core.bentos import bento_name
-
-        bento = args.bento or f"{bento_name(settings.namespace)}:latest"
-        return _serve(settings, bento, args.host, args.port)
+        bento = args.bento or _newest_bento(settings, args.service)
+        return _serve(settings, bento, args.host, args.port) if bento else 2
 
     from keel import registry_commands
 
@@ -205,11 +207,38 @@ def _namespace(settings) -> int:
         "warehouse": settings.warehouse_path,
         "online_store": settings.online_store,
         "calendar": f"{settings.first_day} on ({settings.time_zone})",
-        "bento": bento_name(settings.namespace),
+        "bentos": ",".join(bento_name(settings.namespace, s) for s in _services(settings)),
         "DAGSTER_HOME": dagster_home_for(settings),
     }.items():
         print(f"{key}={value}")
     return 0
+
+
+def _services(settings) -> list[str]:
+    """The scoring services with a Bento built in this namespace (``<service>_<namespace>``)."""
+    import bentoml
+
+    suffix = f"_{settings.namespace}"
+    return sorted(
+        {b.tag.name.removesuffix(suffix) for b in bentoml.bentos.list() if b.tag.name.endswith(suffix)}
+    )
+
+
+def _newest_bento(settings, service: str | None) -> str | None:
+    from keel_core.bentos import bento_name
+
+    services = _services(settings)
+    if service is None and len(services) == 1:
+        service = services[0]
+    if service is None or service not in services:
+        have = f"this namespace has Bentos of {', '.join(services)}" if services else "no Bento is built yet"
+        asked = f"no Bento of {service!r}: " if service else "name a service: "
+        print(
+            f"keel serve: {asked}{have} (`make demo` builds them; `make serve SERVICE=<name>`)",
+            file=sys.stderr,
+        )
+        return None
+    return f"{bento_name(settings.namespace, service)}:latest"
 
 
 def _serve(settings, bento: str, host: str, port: int) -> int:

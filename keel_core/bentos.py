@@ -1,8 +1,8 @@
 """Bentos: a scoring service's immutable deployable, one per model version and serving code.
 
 ``build(model_tag, name, bentofile)`` runs ``bentoml build -f <bentofile> --arg model_tag=<tag>`` from
-the repo root: ``serving/bentofile.yaml`` for the payment scorer, ``serving/predictor.bentofile.yaml``
-for a use case's prediction endpoint. The Bento's version is ``<model version>-<digest of the files
+the repo root: ``serving/predictor.bentofile.yaml`` for a use case's prediction endpoint, or a use
+case's own service's bentofile (in its folder). The Bento's version is ``<model version>-<digest of the files
 it packs>``: the same model and code always give the same tag (a re-run reuses it), another model or
 another line of serving code gives a new one, and an old tag keeps serving what it always served.
 Rolling back is serving the previous tag (``make serve BENTO=<name>:<version>``). Each namespace has
@@ -28,12 +28,10 @@ import yaml
 
 from keel_core.provenance import REPO_ROOT
 
-BENTOFILE = REPO_ROOT / "serving" / "bentofile.yaml"
 PREDICTOR_BENTOFILE = REPO_ROOT / "serving" / "predictor.bentofile.yaml"
-SERVICE_NAME = "fraud_scorer"  # the API service's name (serving/service.py)
 
 
-def bento_name(namespace: str, service: str = SERVICE_NAME) -> str:
+def bento_name(namespace: str, service: str) -> str:
     return f"{service}_{namespace}"
 
 
@@ -53,7 +51,7 @@ class Build:
     seconds: float
 
 
-def packed_files(bentofile: Path = BENTOFILE) -> list[Path]:
+def packed_files(bentofile: Path) -> list[Path]:
     """The files a Bento packs from the repo: the bentofile's includes, its requirements, itself."""
     config = yaml.safe_load(bentofile.read_text())
     files = {bentofile, REPO_ROOT / config["python"]["requirements_txt"]}
@@ -62,7 +60,7 @@ def packed_files(bentofile: Path = BENTOFILE) -> list[Path]:
     return sorted(files)
 
 
-def source_digest(bentofile: Path = BENTOFILE) -> str:
+def source_digest(bentofile: Path) -> str:
     digest = hashlib.sha256()
     for path in packed_files(bentofile):
         digest.update(str(path.relative_to(REPO_ROOT)).encode())
@@ -70,7 +68,7 @@ def source_digest(bentofile: Path = BENTOFILE) -> str:
     return digest.hexdigest()
 
 
-def bento_version(model_tag: str, bentofile: Path = BENTOFILE) -> str:
+def bento_version(model_tag: str, bentofile: Path) -> str:
     model_version = model_tag.partition(":")[2]
     if not model_version:
         raise ValueError(f"model tag {model_tag!r}: expected name:version")
@@ -88,9 +86,7 @@ def _describe(bento) -> Bento:
     )
 
 
-def build(
-    model_tag: str, name: str, bentofile: Path = BENTOFILE, labels: dict[str, str] | None = None
-) -> Build:
+def build(model_tag: str, name: str, bentofile: Path, labels: dict[str, str] | None = None) -> Build:
     """The Bento ``name`` serving ``model_tag`` (which must be in the local BentoML store), built
     from ``bentofile`` if new."""
     import bentoml

@@ -3,7 +3,7 @@
 ``KEEL_TIME_ZONE`` (an IANA name, ``UTC`` by default) is read once, by ``resources/environments.py``.
 The lake's contract converts a timestamp sent with an offset to this zone and takes one sent without
 an offset as wall time here; a day's partition is that day in this zone. The scoring service reads
-the same setting (``serving/service.py``), so both doors judge a timestamp alike.
+the same setting (``serving/settings.py``), so both doors judge a timestamp alike.
 """
 
 from zoneinfo import ZoneInfo

@@ -4,9 +4,9 @@ promotion gate's approval details (see ``platform_assets/defs/fraud/models.py``)
 from datetime import date
 from typing import Any
 
-from keel_core import features
 from keel_core.model_record import CodeVersion, ModelRecord, Period
 from keel_core.windows import TrainingWindow
+from platform_assets.defs.fraud import transaction_features as features
 from platform_assets.defs.fraud.gate import GatePolicy, decide
 from platform_assets.defs.fraud.metrics import Metrics
 

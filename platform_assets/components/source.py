@@ -32,12 +32,13 @@ from platform_assets.steps import INGESTION, retry_only_transient
 from platform_assets.storage import stored_in_lake
 from resources.calendar import Calendar
 from resources.lake import Lake
-from resources.sources import Feeds, UnreadableFile
+from resources.sources import Feeds, SourceSystem, UnreadableFile
 
 GROUP = "lake"
 INGESTS_TAG = "keel/ingests"  # "reference" or "daily": what the ingestion jobs select
 FEED_TAG = "keel/feed"  # on a table: the landing feed it is ingested from
 QUARANTINE_TAG = "keel/quarantine_of"  # on a quarantine: the feed whose rejected rows it holds
+SOURCE_SYSTEM = "keel/source_system"  # definitions metadata: module:Class of the source system
 QUARANTINE_SHARE_WARNING = 0.01  # above 1% of a day's rows in quarantine, someone should look
 
 
@@ -100,15 +101,17 @@ class Source(dg.Component, dg.Resolvable, dg.Model):
         return self
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        resources = {}
+        metadata = {}
         if self.system is not None:
-            from keel_core.settings import current
             from platform_assets.components.use_case import References
 
             folder = context.path if context.path.is_dir() else context.path.parent
             system = References(folder, context.load_defs_relative_python_module)(self.system)
-            resources["upstream"] = system.from_settings(current())
-        return dg.Definitions(assets=self.assets(), resources=resources)
+            if not (isinstance(system, type) and issubclass(system, SourceSystem)):
+                raise ValueError(f"{self.name}: system {self.system!r} is not a SourceSystem class")
+            # The code location binds it as `upstream`, configured by the settings it is built with.
+            metadata[SOURCE_SYSTEM] = f"{system.__module__}:{system.__qualname__}"
+        return dg.Definitions(assets=self.assets(), metadata=metadata)
 
     def assets(self) -> list[dg.AssetsDefinition]:
         """One asset per declared table (a daily one with its quarantine), in declaration order."""

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from world_settings import NAMESPACE
 
-from keel_core.features import FEATURE_TABLE
 from platform_assets.defs.fraud import serving as serving_assets
+from platform_assets.defs.fraud.transaction_features import FEATURE_TABLE
 from resources.online_store import OnlineFeatureStore
 
 BENTO = dg.AssetKey(["serving", "fraud_scorer_bento"])

@@ -11,9 +11,9 @@ import pytest
 from world_settings import NAMESPACE
 
 from keel import client
-from keel_core.features import FEATURE_NAMES, FEATURE_TABLE
 from keel_core.settings import Settings
 from platform_assets.defs.fraud import reproduce
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES, FEATURE_TABLE
 from platform_assets.provenance import DBT_MANIFEST, GIT_COMMIT, LOCKFILE
 
 pytestmark = pytest.mark.slow

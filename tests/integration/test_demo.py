@@ -23,7 +23,7 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
     assert "Checks: " in out and "failed" not in out
     lake = namespace_lake(tmp_path / "lake")
     assert f"namespace {NAMESPACE}" in out and str(lake) in out
-    assert f"Landed 35 days from the simulator in {tmp_path / 'lake'}/landing/" in out
+    assert f"Landed 35 days from the source system in {tmp_path / 'lake'}/landing/" in out
     first, last = demo_world.first_day, demo_world.last_day
     assert (lake / "raw_transactions" / f"date={first + timedelta(days=7)}" / "data.parquet").exists()
     # ... all the way to a promoted model, its metrics beside the baseline, and scores

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from keel.cli import main as keel
-from keel_core.features import FEATURE_NAMES, FEATURE_TABLE
 from platform_assets.defs.fraud import training
 from platform_assets.defs.fraud.models import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES, FEATURE_TABLE
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from world_settings import NAMESPACE, namespace_lake
 
 from keel import client
-from keel_core.features import FEATURE_NAMES, FEATURE_TABLE
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES, FEATURE_TABLE
 from resources.registry import APPROVED, PRODUCTION, RegistryError
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ from bento_server import default_signals, free_port, wait_for_port
 from model_records import training_record
 from sklearn.linear_model import LogisticRegression
 
-from keel_core import features
+from platform_assets.defs.fraud import transaction_features as features
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from world_settings import NAMESPACE
 from keel_core import bentos
 from platform_assets.defs.fraud import serving as serving_assets
 from platform_assets.defs.fraud.models import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
-from serving.schemas import MAX_BATCH
+from platform_assets.defs.fraud.scorer.schemas import MAX_BATCH
 
 pytestmark = pytest.mark.slow
 

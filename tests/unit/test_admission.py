@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from platform_assets.defs.fraud.scorer.schemas import Transaction, Transactions
 from serving.admission import Admission, Refused
-from serving.schemas import Transaction, Transactions
 from serving.settings import MAX_JSON_BYTES
 
 PARQUET = "application/vnd.apache.parquet"

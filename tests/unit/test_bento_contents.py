@@ -1,4 +1,6 @@
-"""Each Bento packs the code its service imports: every module of Keel that the service reaches."""
+"""Each Bento packs the code its service imports: every module of Keel that the service reaches, and
+the packages they are in. Bentofiles: the shared predictor's (serving/) and a use case's own scorer's
+(in its folder)."""
 
 import ast
 from pathlib import Path
@@ -8,11 +10,17 @@ import yaml
 
 from resources.dbt import REPO_ROOT
 
-BENTOFILES = sorted((REPO_ROOT / "serving").glob("*bentofile.yaml"))
+BENTOFILES = sorted(
+    [
+        *(REPO_ROOT / "serving").glob("*bentofile.yaml"),
+        *(REPO_ROOT / "platform_assets" / "defs").glob("*/**/bentofile.yaml"),
+    ]
+)
+PACKAGES = ("keel", "keel_core", "serving", "platform_assets")
 
 
 def keel_imports(path: Path) -> set[str]:
-    """The ``keel``/``serving`` modules a file imports, as paths relative to the repository."""
+    """The modules of Keel's packages a file imports, as paths relative to the repository."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
@@ -21,14 +29,14 @@ def keel_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         for name in names:
-            if name.split(".")[0] in ("keel", "keel_core", "serving"):
+            if name.split(".")[0] in PACKAGES:
                 module = REPO_ROOT / Path(*name.split("."))
                 if module.with_suffix(".py").exists():
                     found.add(module.with_suffix(".py").relative_to(REPO_ROOT).as_posix())
     return found
 
 
-@pytest.mark.parametrize("bentofile", BENTOFILES, ids=lambda path: path.name)
+@pytest.mark.parametrize("bentofile", BENTOFILES, ids=lambda path: path.relative_to(REPO_ROOT).as_posix())
 def test_every_module_the_service_imports_is_packed_into_the_bento(bentofile):
     config = yaml.safe_load(bentofile.read_text())
     packed = {
@@ -43,4 +51,15 @@ def test_every_module_the_service_imports_is_packed_into_the_bento(bentofile):
             continue
         reached.add(module)
         todo.extend(keel_imports(REPO_ROOT / module) - reached)
-    assert reached <= packed, sorted(reached - packed)
+    packages = {
+        (Path(module).parents[i] / "__init__.py").as_posix()
+        for module in reached
+        for i in range(len(Path(module).parents) - 1)
+    }
+    assert reached | packages <= packed, sorted((reached | packages) - packed)
+
+
+def test_the_payment_scorers_bento_is_found():
+    assert "platform_assets/defs/fraud/scorer/bentofile.yaml" in [
+        b.relative_to(REPO_ROOT).as_posix() for b in BENTOFILES
+    ]

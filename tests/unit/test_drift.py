@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from keel_core import drift
-from keel_core.features import DRIFT_COLUMNS, FEATURE_NAMES
+from platform_assets.defs.fraud.transaction_features import DRIFT_COLUMNS, FEATURE_NAMES
 
 POLICY = drift.DriftPolicy(warn_share=0.1, fail_share=0.3, max_rows=3_000, fail_features=())
 
@@ -95,7 +95,7 @@ def test_columns_are_declared_once_each():
 
 
 def test_the_fraud_policy_fails_on_a_drifting_payment_feature(scaled):
-    from keel_core.features import DRIFT_POLICY
+    from platform_assets.defs.fraud.transaction_features import DRIFT_POLICY
 
     assert DRIFT_POLICY.fail_features == ("amount", "is_night")
     assert scaled.level(DRIFT_POLICY) == "fail"

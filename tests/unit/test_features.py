@@ -8,7 +8,7 @@ import pandas as pd
 import pandera.errors
 import pytest
 
-from keel_core import features
+from platform_assets.defs.fraud import transaction_features as features
 
 D = date(2026, 2, 10)  # a Tuesday
 

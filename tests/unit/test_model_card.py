@@ -7,8 +7,8 @@ from model_records import (
     training_record,
 )
 
-from keel_core import features
 from keel_core.model_card import render
+from platform_assets.defs.fraud import transaction_features as features
 from platform_assets.defs.fraud.metrics import Metrics
 from resources.registry import PRODUCTION, Event
 

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keel_core.features import FEATURE_SET_VERSION, ONLINE_VIEW
 from keel_core.online_store import (
     Entity,
     FeatureView,
@@ -19,6 +18,7 @@ from keel_core.online_store import (
     StoreUnavailable,
     open_store,
 )
+from platform_assets.defs.fraud.transaction_features import FEATURE_SET_VERSION, ONLINE_VIEW
 
 CUSTOMER_NAMES, TERMINAL_NAMES = (entity.features for entity in ONLINE_VIEW.entities)
 WAIT_SECONDS = 120  # a bound on waits for another thread, never reached unless something is broken

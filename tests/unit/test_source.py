@@ -10,10 +10,10 @@ import yaml
 
 from keel_core import contracts
 from platform_assets.components.source import FEED_TAG, INGESTS_TAG, QUARANTINE_TAG, Source
+from platform_assets.defs.fraud.scorer import schemas
 from resources.calendar import Calendar
 from resources.lake import LocalLake
 from resources.sources import LandingZone
-from serving import schemas
 from tests.payments import contract, source
 
 DAY = date(2026, 1, 5)
@@ -145,9 +145,9 @@ def test_a_declaration_that_cannot_hold_is_refused_naming_it(change, message):
 def test_the_scoring_api_judges_a_payment_by_the_payments_contract():
     # The service's request fields and bounds are the lake's, declared in the payments folder.
     payments = contract("raw_transactions")
-    assert schemas.PAYMENT_COLUMNS == payments.kinds
+    assert payments.kinds == schemas.PAYMENT_COLUMNS
     amount = payments.columns["amount"]
-    assert (schemas.MIN_AMOUNT, schemas.MAX_AMOUNT) == (amount.min, amount.max)
+    assert (amount.min, amount.max) == (schemas.MIN_AMOUNT, schemas.MAX_AMOUNT)
     assert all(payments.columns[c].min == contracts.MIN_ID for c in ("transaction_id",))
 
 

@@ -6,10 +6,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from keel_core.features import FEATURE_NAMES
 from keel_core.learning import precision_recall_png
 from keel_core.windows import TrainingWindow
 from platform_assets.defs.fraud.training import fit_baseline, fit_fraud_model, fraud_scores
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES
 
 SEED = 42
 HYPER_PARAMETERS = {

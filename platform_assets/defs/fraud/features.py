@@ -1,6 +1,6 @@
 """Features: the fraud model's inputs, one row per payment, computed in the warehouse by DuckDB.
 
-The definitions and the SQL live in ``keel_core.features`` (shared with the online service); this asset
+The definitions and the SQL live in ``transaction_features`` (shared with the online service); this asset
 runs them for a window of days, stores the result beside the dbt marts, and checks it.
 """
 
@@ -9,8 +9,8 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
-from keel_core import features
 from platform_assets.automation import follows_upstream
+from platform_assets.defs.fraud import transaction_features as features
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
 from platform_assets.steps import FEATURES, WAREHOUSE_POOL

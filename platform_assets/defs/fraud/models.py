@@ -17,10 +17,11 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from keel_core import drift, features, learning, provenance
+from keel_core import drift, learning, provenance
 from keel_core.model_record import ModelRecord, Period
 from keel_core.windows import TrainingWindow
 from platform_assets.defs.fraud import training
+from platform_assets.defs.fraud import transaction_features as features
 from platform_assets.defs.fraud.gate import GatePolicy, decide
 from platform_assets.defs.fraud.metrics import Metrics, fraud_metrics
 from platform_assets.handover import produced_by, promote_or_keep

@@ -14,9 +14,10 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
-from keel_core import drift, features
+from keel_core import drift
 from platform_assets.automation import follows_upstream
 from platform_assets.components.plan import LABEL_DELAY, MONITORING_TAG
+from platform_assets.defs.fraud import transaction_features as features
 from platform_assets.defs.fraud.gate import GatePolicy
 from platform_assets.defs.fraud.metrics import fraud_metrics
 from platform_assets.defs.fraud.models import FEATURES, LABELS, PRODUCTION_MODEL, TRAINING_REFERENCE

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from keel_core import provenance
-from keel_core.features import FEATURE_SET_VERSION
 from keel_core.model_record import ModelRecord
 from platform_assets.defs.fraud import training
+from platform_assets.defs.fraud.transaction_features import FEATURE_SET_VERSION
 
 # Metrics are recomputed from the same rows, seed and library versions: any difference beyond
 # float formatting means something else changed.

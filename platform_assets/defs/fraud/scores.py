@@ -5,9 +5,9 @@ import time
 import dagster as dg
 import pandas as pd
 
-from keel_core import features
 from platform_assets.automation import follows_upstream
 from platform_assets.defs.fraud import training
+from platform_assets.defs.fraud import transaction_features as features
 from platform_assets.defs.fraud.models import FEATURES, PRODUCTION_MODEL
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded

@@ -1,18 +1,21 @@
 """Serving: what the scoring service reads (online features, its Bento) and what it leaves (the log).
 
-The service itself is ``serving/`` (BentoML); these assets feed it and collect from it.
+The service itself is ``scorer/`` (BentoML, on Keel's serving runtime); these assets feed it and collect
+from it.
 """
 
 import io
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from keel_core import bentos, features
+from keel_core import bentos
 from keel_core.prediction_log import SPOOL, day_folder
 from platform_assets.automation import follows_upstream
 from platform_assets.bentos import build_and_archive
+from platform_assets.defs.fraud import transaction_features as features
 from platform_assets.defs.fraud.models import PAYMENTS, PRODUCTION_MODEL
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
@@ -25,6 +28,8 @@ from resources.registry import ModelRegistry, RegistryError
 from resources.warehouse import Warehouse
 
 PREDICTION_LOG = "prediction_log"  # lake table
+SERVICE = "fraud_scorer"  # the payment scorer's name (scorer/service.py): its Bentos are SERVICE_<namespace>
+BENTOFILE = Path(__file__).parent / "scorer" / "bentofile.yaml"
 
 # The snapshot of day D's close holds windows over D-29 .. D (it serves the payments of D+1).
 _SNAPSHOT_WINDOW = dg.TimeWindowPartitionMapping(
@@ -119,7 +124,7 @@ def fraud_scorer_bento(
     if champion is None:
         raise RegistryError(f"no model in production in {registry.uri}: materialize models/production_model")
     return build_and_archive(
-        context, registry, lake, champion, bentos.bento_name(namespace.name), bentos.BENTOFILE
+        context, registry, lake, champion, bentos.bento_name(namespace.name, SERVICE), BENTOFILE
     )
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keel_core.features import FEATURE_NAMES, FEATURE_TABLE, require_days
 from keel_core.learning import fingerprint
 from keel_core.windows import TrainingWindow
 from platform_assets.defs.fraud.metrics import Metrics, fraud_metrics
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES, FEATURE_TABLE, require_days
 
 LABELS = "fraud_labels"  # the warehouse mart of fraud flags, one row per labelled payment
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from keel_core.features import FEATURE_NAMES
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES
 
 
 class BentoArguments(BaseModel):

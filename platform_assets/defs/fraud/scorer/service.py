@@ -1,7 +1,7 @@
-"""Keel's fraud-scoring API: raw payment facts in, a fraud probability and a decision out.
+"""The fraud use case's scoring API: raw payment facts in, a fraud probability and a decision out.
 
 For each payment the service reads its customer's and terminal's features from the online store,
-computes the request features with ``keel_core.features`` (the module the offline pipeline uses), and asks
+computes the request features with ``transaction_features`` (the module the offline pipeline uses), and asks
 ``FraudModel`` (batched) for the probability. Every scored payment goes to the prediction log.
 
 Endpoints: ``POST /score`` (one payment), ``POST /score_batch`` (up to ``MAX_BATCH``, in order),
@@ -12,7 +12,9 @@ scores out), and BentoML's own ``/livez``, ``/readyz`` (model and online store r
 4xx naming the field, or a 503 naming the reason with ``Retry-After``.
 
 Settings: ``serving/settings.py``, read once per process; checked before ``bentoml serve`` binds
-its port (the deployment hook), so a misconfigured service never starts.
+its port (the deployment hook), so a misconfigured service never starts. The service is built on
+Keel's serving runtime (``serving/``) and packed with it, this folder's scorer and transaction
+features and the pure library (``bentofile.yaml``).
 """
 
 from __future__ import annotations
@@ -38,16 +40,28 @@ from starlette.responses import JSONResponse
 
 from keel_core import contracts, parsing
 from keel_core.circuit_breaker import CircuitBreaker, CircuitOpen
-from keel_core.features import ENTITY_FLAGS, FEATURES, ONLINE_VIEW, online_feature_values
 from keel_core.online_store import NoSnapshot, StoreUnavailable, open_store
 from keel_core.prediction_log import PredictionLog
+from platform_assets.defs.fraud.scorer.model import BentoArguments, FraudModel
+from platform_assets.defs.fraud.scorer.schemas import (
+    MAX_AMOUNT,
+    MIN_AMOUNT,
+    PAYMENT_COLUMNS,
+    Score,
+    Transaction,
+    Transactions,
+)
+from platform_assets.defs.fraud.transaction_features import (
+    ENTITY_FLAGS,
+    FEATURES,
+    ONLINE_VIEW,
+    online_feature_values,
+)
 from serving.admission import Admission, Refused
 from serving.auth import ApiKeyAuth
 from serving.batching import MicroBatcher
 from serving.drain import Drain
-from serving.model import BentoArguments, FraudModel
 from serving.openapi import CorrectedOpenApi
-from serving.schemas import MAX_AMOUNT, MIN_AMOUNT, PAYMENT_COLUMNS, Score, Transaction, Transactions
 from serving.settings import MAX_FILE_DECODED_BYTES, MAX_FILE_ROWS, Settings, settings
 from serving.unavailable import Unavailable
 
