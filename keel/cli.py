@@ -132,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return registry_commands.reproduce(settings, args.tag, _console())
 
     if args.command == "serve":
-        bento = args.bento or _newest_bento(settings, args.service)
-        return _serve(settings, bento, args.host, args.port) if bento else 2
+        return _serve(settings, args.bento, args.service, args.host, args.port)
 
     from keel import registry_commands
 
@@ -241,8 +240,9 @@ def _newest_bento(settings, service: str | None) -> str | None:
     return f"{bento_name(settings.namespace, service)}:latest"
 
 
-def _serve(settings, bento: str, host: str, port: int) -> int:
-    """Replace this process by `bentoml serve`, with the environment's online store and log settings."""
+def _serve(settings, bento: str | None, service: str | None, host: str, port: int) -> int:
+    """Replace this process by `bentoml serve`, with the environment's online store and log settings:
+    unsafe settings are refused first, then the Bento is ``bento`` or ``service``'s newest."""
     from pathlib import Path
 
     from resources.environments import service_settings
@@ -254,6 +254,9 @@ def _serve(settings, bento: str, host: str, port: int) -> int:
         ServiceSettings.from_env(environment)  # `bentoml serve` checks again; failing here is quicker to read
     except SettingsError as error:
         print(f"keel serve: {error}", file=sys.stderr)
+        return 2
+    bento = bento or _newest_bento(settings, service)
+    if bento is None:
         return 2
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     command = [bentoml, "serve", bento, "--host", host, "--port", str(port)]

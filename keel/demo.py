@@ -338,7 +338,7 @@ def _serving_summary(metadata, warehouse, console: Console) -> None:
     console.print(
         f"[bold green]Bento:[/] {bento['bento']} ({'unchanged' if bento['reused'] else 'built'} in "
         f"{bento['build_seconds']:.1f} s); online features of {online['store_holds']} in {online['store']}\n"
-        "Serve:     make serve   (then, in another shell)\n"
+        "Serve:     make serve SERVICE=fraud_scorer   (then, in another shell)\n"
         f"           curl -s -X POST http://127.0.0.1:3000/score -H 'content-type: application/json' "
         f"-d '{payment}'"
     )
