@@ -113,7 +113,9 @@ def latest_bento():
 
     settings = Settings()
     use_local_homes()
-    built = bentos.built(bentos.bento_name(settings.namespace))
+    from platform_assets.defs.fraud.serving import SERVICE
+
+    built = bentos.built(bentos.bento_name(settings.namespace, SERVICE))
     if not built:
         raise SystemExit("no Bento of the scoring service yet: run `make demo` first")
     return built[-1], service_settings(settings)

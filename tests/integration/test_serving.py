@@ -21,6 +21,7 @@ from keel_core import bentos
 from platform_assets.defs.fraud import serving as serving_assets
 from platform_assets.defs.fraud.models import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
 from platform_assets.defs.fraud.scorer.schemas import MAX_BATCH
+from platform_assets.defs.fraud.serving import SERVICE
 
 pytestmark = pytest.mark.slow
 
@@ -292,7 +293,7 @@ def test_a_promotion_builds_a_new_bento_and_the_previous_one_still_serves_its_mo
 
     assert rebuilt["model_version"] == promoted["model_tag"] != champion_bento["model_version"]
     assert rebuilt["bento"] != champion_bento["bento"] and not rebuilt["reused"]
-    history = bentos.built(bentos.bento_name(NAMESPACE))
+    history = bentos.built(bentos.bento_name(NAMESPACE, SERVICE))
     assert {champion_bento["bento"], rebuilt["bento"]} <= {b.tag for b in history}
 
     env = {
