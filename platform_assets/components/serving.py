@@ -1,17 +1,20 @@
 """A use case's serving, when its spec declares it: the day's rows published to the online store
-(the view ``<name>``), and the prediction endpoint (``serving/predictor.py``) packed as a Bento with
-the production model."""
+(the view ``<name>``), the prediction endpoint (``serving/predictor.py``) packed as a Bento with
+the production model, and what the endpoint answered, collected day by day into the lake."""
 
 from datetime import timedelta
 
 import dagster as dg
 
+from keel_core.prediction_log import SPOOL
+from platform_assets import prediction_logs
 from platform_assets.automation import follows_upstream
 from platform_assets.bentos import build_and_archive
 from platform_assets.components.plan import Plan, key
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
 from platform_assets.steps import WAREHOUSE_POOL, retry_only_transient
+from platform_assets.storage import stored_in_lake
 from resources.lake import Lake
 from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
@@ -20,7 +23,7 @@ from resources.warehouse import Warehouse
 
 
 def assets(plan: Plan) -> list[dg.AssetsDefinition]:
-    """The online features and the Bento of a use case that serves: [online_features, bento]."""
+    """The online features, the Bento and the prediction log of a use case that serves."""
     from keel_core import bentos
 
     spec, name, endpoint, tags = plan.spec, plan.name, plan.endpoint, plan.tags
@@ -107,4 +110,32 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         bento = bentos.bento_name(namespace.name, name)
         return build_and_archive(context, models, lake, champion, bento, bentos.PREDICTOR_BENTOFILE)
 
-    return [online_asset, bento_asset]
+    log_table = f"{name}_prediction_log"
+    # The day's data having arrived is the sign that the day is over (its first daily input, that day
+    # only): what was served on it is complete.
+    daily_reads = [dg.AssetKey.from_user_string(r.asset) for r in spec.reads if r.lookback_days is not None]
+    day_over = daily_reads[0] if daily_reads else features_key
+
+    @dg.asset(
+        key=key(name, "prediction_log"),
+        group_name=name,
+        description=f"Every answer {name}'s endpoint gave on the day (the key, {endpoint.response}, "
+        "the model version, the snapshot's day, whether the entity was new), compacted from the files the "
+        f"endpoint writes to the lake's spool into the lake table {log_table}. Re-runnable.",
+        metadata=stored_in_lake(log_table),
+        partitions_def=daily_partitions,
+        backfill_policy=one_run_per_backfill,
+        deps=[day_over],
+        automation_condition=follows_upstream(),
+        kinds={"parquet"},
+        # Not a step of keel_pipeline (no pipeline tag): a day nobody was served has nothing to collect.
+        op_tags=plan.steps["publishing"].op_tags(f"{name}_prediction_log"),
+        retry_policy=plan.steps["publishing"].retry_policy,
+    )
+    @retry_only_transient
+    def prediction_log_asset(context: dg.AssetExecutionContext, lake: Lake):
+        return prediction_logs.compact(
+            context, lake, f"{SPOOL}/{name}", log_table, ["scored_at", endpoint.key]
+        )
+
+    return [online_asset, bento_asset, prediction_log_asset]

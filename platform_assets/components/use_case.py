@@ -9,7 +9,8 @@ keyed ``<name>/...``, in the asset group ``<name>``:
     features + production_model -> scores (daily) -> live_performance (daily, a label delay later)
     features + production_model -> drift (daily, against the model's training rows)
     features -> online_features (the day's rows in the online store)    } when the spec
-    production_model -> bento (its prediction endpoint, serving/predictor.py) } declares serving
+    production_model -> bento (its prediction endpoint, serving/predictor.py) } declares
+    features -> prediction_log (what the endpoint answered on the day)        } serving
 
 and the job ``<name>_train_and_promote`` with the sensor ``<name>_retraining`` that asks for it
 (newly labelled days, a failed drift or live-performance check: ``platform_assets/retraining.py``).
@@ -194,7 +195,8 @@ def lifecycle(spec: UseCase, references: References) -> dg.Definitions:
     """The definitions of ``spec``'s lifecycle, with what its references name."""
     plan = Plan.of(spec, references)
     served = serving.assets(plan) if plan.endpoint is not None else []
+    bento = [asset.key for asset in served if asset.key.path[-1] == "bento"]
     return dg.Definitions.merge(
         dg.Definitions(assets=[*training.assets(plan), *served]),
-        monitoring.definitions(plan, [asset.key for asset in served[1:]]),
+        monitoring.definitions(plan, bento),
     )

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from keel_core.online_store import open_store
+from keel_core.prediction_log import SPOOL, PredictionLog
 from platform_assets.components.scaffold import write_use_case
 from platform_assets.components.use_case import References, UseCase, lifecycle
 from resources.lake import LocalLake
@@ -174,6 +175,39 @@ def test_the_scaffolded_use_case_goes_through_the_whole_lifecycle(scaffolded, tm
             "select count(*), min(prediction), max(prediction) from ml.pays_tomorrow_scores"
         ).fetchone()
     assert rows[0] == 2 * CUSTOMERS and 0 <= rows[1] <= rows[2] <= 1
+
+
+def test_what_the_endpoint_answered_on_a_day_is_collected_into_the_lake_once_per_prediction(
+    scaffolded, tmp_path
+):
+    _, spec, resolve = scaffolded
+    resources = world_resources(tmp_path, tmp_path / "warehouse.duckdb")
+    lake = resources["lake"]
+    day = FIRST + timedelta(days=3)
+    answers = pd.DataFrame(
+        {
+            "customer_id": [7, 3, 9],
+            "probability": [0.2, 0.9, 0.4],
+            "prediction_id": ["a", "b", "c"],
+            "scored_at": pd.to_datetime([f"{day} 10:00:02", f"{day} 10:00:01", f"{day} 23:59:59"]),
+        }
+    )
+    spool = PredictionLog(f"{lake.root}/{SPOOL}/pays_tomorrow", day_column="scored_at")
+    spool.append(answers)
+    spool.append(answers.iloc[[0]])  # a flush retried after a failure writes a prediction twice
+    spool.close()
+
+    collected = dg.materialize(
+        lifecycle(spec, resolve).assets,
+        selection=[dg.AssetKey(["pays_tomorrow", "prediction_log"])],
+        resources=resources,
+        partition_key=day.isoformat(),
+    )
+
+    assert collected.success
+    table = lake.read_partition("pays_tomorrow_prediction_log", day)
+    assert list(table["prediction_id"]) == ["b", "a", "c"]  # by time, each prediction once
+    assert collected.get_asset_materialization_events()[0].materialization.metadata["rows"].value == 3
 
 
 def test_the_spec_is_checked_before_any_asset_exists(scaffolded):

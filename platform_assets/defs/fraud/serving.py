@@ -4,15 +4,14 @@ The service itself is ``scorer/`` (BentoML, on Keel's serving runtime); these as
 from it.
 """
 
-import io
 from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
 from keel_core import bentos
-from keel_core.prediction_log import SPOOL, day_folder
+from keel_core.prediction_log import SPOOL
+from platform_assets import prediction_logs
 from platform_assets.automation import follows_upstream
 from platform_assets.bentos import build_and_archive
 from platform_assets.defs.fraud import transaction_features as features
@@ -146,25 +145,4 @@ def prediction_log(context: dg.AssetExecutionContext, lake: Lake):
     score, decision, model version, snapshot and latency. The service writes small files to the
     lake's ``prediction_log_spool/``; this compacts a day's files into the lake table
     ``prediction_log`` (re-runnable: the files stay, duplicates are dropped by prediction id)."""
-    metadata = {}
-    for day in pd.date_range(*partition_days(context)).date:
-        prefix = f"{SPOOL}/{day_folder(day)}/"
-        files = [f for f in lake.list_files(prefix) if not f.rsplit("/", 1)[-1].startswith(("_", "."))]
-        if not files:
-            context.log.warning(f"nothing was scored on {day}: no files under {lake.uri}/{prefix}")
-            metadata[day.isoformat()] = 0
-            continue
-        frame = pd.concat([pd.read_parquet(io.BytesIO(lake.read_file(f))) for f in files], ignore_index=True)
-        logged = frame.drop_duplicates("prediction_id").sort_values(["scored_at", "transaction_id"])
-        lake.write_partition(PREDICTION_LOG, day, logged.reset_index(drop=True))
-        metadata[day.isoformat()] = len(logged)
-    rows = sum(metadata.values())
-    return dg.MaterializeResult(
-        metadata={
-            **recorded(context),
-            "rows": rows,
-            "rows_per_day": dg.MetadataValue.json(metadata),
-            **({"dagster/row_count": rows} if len(metadata) == 1 else {}),
-            "lake_table": f"{lake.uri}/{PREDICTION_LOG}",
-        }
-    )
+    return prediction_logs.compact(context, lake, SPOOL, PREDICTION_LOG, ["scored_at", "transaction_id"])
