@@ -45,6 +45,7 @@ def key(name: str, asset: str) -> dg.AssetKey:
 class Plan:
     spec: Any  # the UseCase (its module imports this one)
     name: str
+    model_name: str  # the registry's name for the use case's versions
     compute_features: Callable
     compute_labels: Callable
     estimator: Any  # the estimator the spec names: its import path, or the folder's factory
@@ -77,6 +78,7 @@ class Plan:
         from keel_core.endpoint import Endpoint
 
         name = spec.name
+        model_name = spec.model_name or name
         compute_features, compute_labels = resolve(spec.features), resolve(spec.labels)
         features_key, model_key = key(name, "features"), key(name, "model")
         evaluation_key, production_key = key(name, "evaluation"), key(name, "production_model")
@@ -172,7 +174,8 @@ class Plan:
         return cls(**{name: values[name] for name in cls.__dataclass_fields__})
 
     def registry_of(self, registry: ModelRegistry) -> ModelRegistry:
-        return registry.of(self.name)
+        """The registry of this use case's model (``model_name``), in the namespace's lake."""
+        return registry.of(self.model_name)
 
     def labelled_rows(self, connection, first: date, last: date) -> pd.DataFrame:
         from keel_core import learning

@@ -105,7 +105,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     def bento_asset(
         context: dg.AssetExecutionContext, registry: ModelRegistry, lake: Lake, namespace: Namespace
     ):
-        models = registry.of(name)
+        models = plan.registry_of(registry)
         champion = plan.champion(models)
         bento = bentos.bento_name(namespace.name, name)
         return build_and_archive(context, models, lake, champion, bento, bentos.PREDICTOR_BENTOFILE)

@@ -142,6 +142,8 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
     labels: str = "features:labels"  # module of the folder : function(connection, first, last)
     feature_names: list[str] = Field(min_length=1)
     feature_set_version: str = "1"
+    # The registry's name for its versions (tags <model_name>:<version>); default: the use case's name.
+    model_name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
     label_column: str
     label_delay_days: int = Field(ge=0)
     reads: list[Reads] = Field(min_length=1)

@@ -118,6 +118,7 @@ STEP_NAMES = [
     "terminal_volume__live_performance",
     "terminal_volume__online_features",
     "terminal_volume__bento",
+    "terminal_volume__prediction_log",
 ]
 USE_CASES = ("terminal_volume",)
 

@@ -15,6 +15,7 @@ import yaml
 
 from keel_core.online_store import open_store
 from keel_core.prediction_log import SPOOL, PredictionLog
+from platform_assets.components.plan import Plan
 from platform_assets.components.scaffold import write_use_case
 from platform_assets.components.use_case import References, UseCase, lifecycle
 from resources.lake import LocalLake
@@ -228,6 +229,16 @@ def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
         changed = UseCase.model_validate({**spec.model_dump(), **change})
         with pytest.raises(ValueError, match=message):
             lifecycle(changed, resolve)
+
+
+def test_a_use_case_registers_under_its_model_name_or_its_own(scaffolded, tmp_path):
+    _, spec, resolve = scaffolded
+    registry = ModelRegistry(lake=LocalLake(root=str(tmp_path)))
+    assert Plan.of(spec, resolve).registry_of(registry).model_name == "pays_tomorrow"
+    named = UseCase.model_validate({**spec.model_dump(), "model_name": "payer_model"})
+    assert Plan.of(named, resolve).registry_of(registry).model_name == "payer_model"
+    with pytest.raises(ValueError, match="model_name"):
+        UseCase.model_validate({**spec.model_dump(), "model_name": "Payer Model:1"})
 
 
 def test_the_spec_sizes_each_kind_of_step_and_the_rest_keep_the_platform_defaults(scaffolded):
