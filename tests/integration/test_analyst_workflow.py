@@ -234,6 +234,7 @@ def test_a_use_case_is_its_folder_and_needs_nothing_else_in_the_platform(change)
             "live_performance",
             "model",
             "online_features",
+            "prediction_log",
             "production_model",
             "scores",
         )
