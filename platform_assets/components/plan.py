@@ -177,9 +177,30 @@ class Plan:
         """The registry of this use case's model (``model_name``), in the namespace's lake."""
         return registry.of(self.model_name)
 
+    def require_days(self, connection, first: date, last: date) -> None:
+        """Every day of ``first .. last`` has rows in the feature table, or a failure naming the days
+        that do not: a window with a hole would train, judge or score on fewer days, silently."""
+        day = self.spec.day_column
+        present = {
+            pd.Timestamp(value).date()
+            for (value,) in connection.execute(
+                f"select distinct cast({day} as date) from {self.feature_table} where {day} between ? and ?",
+                [first, last],
+            ).fetchall()
+        }
+        missing = [d.date() for d in pd.date_range(first, last) if d.date() not in present]
+        if missing:
+            shown = ", ".join(d.isoformat() for d in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise dg.Failure(
+                f"{self.feature_table} has no rows for {len(missing)} of the days {first} .. {last} "
+                f"({shown}): materialize {self.features_key.to_user_string()} for them",
+                allow_retries=False,
+            )
+
     def labelled_rows(self, connection, first: date, last: date) -> pd.DataFrame:
         from keel_core import learning
 
+        self.require_days(connection, first, last)
         stored = connection.execute(
             f"select * from {self.feature_table} where {self.spec.day_column} between ? and ?", [first, last]
         ).df()

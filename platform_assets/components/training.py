@@ -333,18 +333,17 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     def scores_asset(
         context: dg.AssetExecutionContext, warehouse: Warehouse, lake: Lake, registry: ModelRegistry
     ):
-        models = registry_of(registry)
-        champion = plan.champion(models)
-        model = models.load(champion.tag)
         first, last = partition_days(context)
         with warehouse.connect() as connection:
+            plan.require_days(connection, first, last)
+            models = registry_of(registry)
+            champion = plan.champion(models)
+            model = models.load(champion.tag)
             frame = connection.execute(
                 f"select * from {feature_table} where {spec.day_column} between ? and ? "
                 f"order by {spec.day_column}, {', '.join(spec.entity)}",
                 [first, last],
             ).df()
-        if frame.empty:
-            raise dg.Failure(f"{feature_table} has no rows for {first} .. {last}", allow_retries=False)
         # The attributes go with the scores: live performance measures metrics that group by them.
         scores = frame[[*spec.entity, spec.day_column, *spec.attributes]].assign(
             prediction=learning.predict(model, frame, spec.task),

@@ -231,6 +231,41 @@ def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
             lifecycle(changed, resolve)
 
 
+def test_a_window_with_a_day_missing_from_the_features_fails_naming_the_day(scaffolded, tmp_path):
+    _, spec, resolve = scaffolded
+    warehouse = tmp_path / "warehouse.duckdb"
+    synthetic_warehouse(warehouse)
+    resources = world_resources(tmp_path, warehouse)
+    assets = lifecycle(spec, resolve).assets
+    last = FIRST + timedelta(days=DAYS - 1)
+    hole = last - timedelta(days=10)  # inside the training window
+    with dg.instance_for_test() as instance:
+
+        def run(step: str, **options):
+            return dg.materialize(
+                assets,
+                selection=[dg.AssetKey(["pays_tomorrow", step])],
+                resources=resources,
+                instance=instance,
+                raise_on_error=False,
+                **options,
+            )
+
+        range_tags = {
+            "dagster/asset_partition_range_start": FIRST.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        }
+        assert run("features", tags=range_tags).success
+        with duckdb.connect(str(warehouse)) as connection:
+            connection.execute("delete from ml.pays_tomorrow_features where as_of_date = ?", [hole])
+        for step, options in (("model", {}), ("scores", {"partition_key": hole.isoformat()})):
+            result = run(step, **options)
+            assert not result.success, step
+            (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+            message = failure.step_failure_data.user_failure_data.description
+            assert "has no rows for 1 of the days" in message and hole.isoformat() in message, message
+
+
 def test_a_use_case_registers_under_its_model_name_or_its_own(scaffolded, tmp_path):
     _, spec, resolve = scaffolded
     registry = ModelRegistry(lake=LocalLake(root=str(tmp_path)))
