@@ -161,7 +161,7 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
                 allow_retries=False,
             )
         scored = judged[[*on, *spec.attributes]].assign(
-            **{learning.LABEL: judged[spec.label_column], learning.PREDICTION: judged["prediction"]}
+            **{learning.LABEL: judged[spec.label_column], learning.PREDICTION: judged[plan.prediction]}
         )
         measured = learning.measure(scored, metrics)
         verdict = judging.judge(measured, live_limits, metrics)

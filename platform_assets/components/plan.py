@@ -4,6 +4,7 @@ drift columns, live limits and endpoint. The lifecycle's modules build assets fr
 ``serving.py`` (online features, the Bento)."""
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -57,8 +58,10 @@ class Plan:
     drift_key: dg.AssetKey
     performance_key: dg.AssetKey
     labels_keys: list[dg.AssetKey]
-    feature_table: str
-    score_table: str
+    feature_table: str  # schema.table in the warehouse
+    score_table: str  # schema.table in the warehouse
+    score_lake_table: str  # the scores' lake table
+    prediction: str  # the scores' column holding the model's answer
     rows: Any  # keel_core.learning.Rows
     metrics: dict[str, Any]  # name -> keel_core.judging.Metric
     gate: Any  # keel_core.judging.Gate
@@ -85,7 +88,22 @@ class Plan:
         scores_key, drift_key = key(name, "scores"), key(name, "drift")
         performance_key = key(name, "live_performance")
         labels_keys = [dg.AssetKey.from_user_string(asset) for asset in spec.labels_read]
-        feature_table, score_table = f"ml.{name}_features", f"ml.{name}_scores"
+        storage = spec.storage
+        feature_table = storage.feature_table or f"ml.{name}_features"
+        score_table = storage.score_table or f"ml.{name}_scores"
+        for table in (feature_table, score_table):
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*", table):
+                raise ValueError(
+                    f"{name}: storage table {table!r} is not schema.table (lowercase, digits, _)"
+                )
+        if feature_table == score_table:
+            raise ValueError(f"{name}: the features and the scores cannot share the table {feature_table}")
+        score_lake_table = score_table.partition(".")[2]
+        prediction = storage.prediction_column
+        if prediction in {*spec.entity, spec.day_column, *spec.attributes, "model_version", "scored_at"}:
+            raise ValueError(
+                f"{name}: the prediction column {prediction!r} is already a column of the scores"
+            )
         rows = learning.Rows(
             tuple(spec.entity),
             spec.day_column,

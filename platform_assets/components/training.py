@@ -316,7 +316,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         key=scores_key,
         group_name=name,
         description=f"The production model's prediction for every row of the day's {name} features, with "
-        f"the version that made it. Lake table {name}_scores, warehouse table {score_table}.",
+        f"the version that made it. Lake table {plan.score_lake_table}, warehouse table {score_table}.",
         metadata=stored_in_warehouse(score_table, spec.day_column),
         partitions_def=daily_partitions,
         backfill_policy=one_run_per_backfill,
@@ -346,19 +346,19 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
             ).df()
         # The attributes go with the scores: live performance measures metrics that group by them.
         scores = frame[[*spec.entity, spec.day_column, *spec.attributes]].assign(
-            prediction=learning.predict(model, frame, spec.task),
+            **{plan.prediction: learning.predict(model, frame, spec.task)},
             model_version=champion.tag,
             scored_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
         )
         for day, day_rows in scores.groupby(pd.to_datetime(scores[spec.day_column]).dt.date):
-            lake.write_partition(f"{name}_scores", day, day_rows.reset_index(drop=True))
+            lake.write_partition(plan.score_lake_table, day, day_rows.reset_index(drop=True))
         warehouse.replace_days(score_table, spec.day_column, first, last, scores)
         return dg.MaterializeResult(
             metadata={
                 **recorded(context),
                 "model_version": champion.tag,
                 "window_rows": len(scores),
-                "mean_prediction": float(scores["prediction"].mean()),
+                f"mean_{plan.prediction}": float(scores[plan.prediction].mean()),
                 "warehouse_table": score_table,
                 **({"dagster/row_count": len(scores)} if first == last else {}),
             }

@@ -123,6 +123,16 @@ class ComputeSpec(dg.Model):
     monitoring: StepSpec = Field(default_factory=StepSpec)
 
 
+class StorageSpec(dg.Model):
+    """Where the use case's tables live. By default ``ml.<name>_features`` and ``ml.<name>_scores`` in
+    the warehouse (and the lake table ``<name>_scores``); a use case that had tables before keeps their
+    names, and with them its history (scores are not recomputed for past days)."""
+
+    feature_table: str | None = None  # schema.table in the warehouse
+    score_table: str | None = None  # schema.table in the warehouse; the lake table is its table part
+    prediction_column: str = "prediction"  # the scores' column holding the model's answer
+
+
 class RetrainingSpec(dg.Model):
     # Newly labelled days that ask for a retraining (default: the environment's policy).
     labelled_days: int | None = None
@@ -160,6 +170,7 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     serving: ServingSpec | None = None  # None: batch scores only
     retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     seed: int = 42
 

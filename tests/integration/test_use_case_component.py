@@ -225,6 +225,12 @@ def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
             r"attributes are columns besides keys and features: \['payments_7d'\]",
         ),
         ({"metrics": [{"name": "features:nope", "higher_is_better": True}]}, "defines no nope"),
+        ({"storage": {"feature_table": "payer_rows"}}, "storage table 'payer_rows' is not schema.table"),
+        ({"storage": {"score_table": "ml.pays_tomorrow_features"}}, "cannot share the table"),
+        (
+            {"storage": {"prediction_column": "customer_id"}},
+            "'customer_id' is already a column of the scores",
+        ),
     ):
         changed = UseCase.model_validate({**spec.model_dump(), **change})
         with pytest.raises(ValueError, match=message):
@@ -264,6 +270,61 @@ def test_a_window_with_a_day_missing_from_the_features_fails_naming_the_day(scaf
             (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
             message = failure.step_failure_data.user_failure_data.description
             assert "has no rows for 1 of the days" in message and hole.isoformat() in message, message
+
+
+def test_a_use_case_keeps_its_tables_where_its_storage_says(scaffolded, tmp_path):
+    _, spec, resolve = scaffolded
+    stored = UseCase.model_validate(
+        {
+            **spec.model_dump(),
+            "storage": {
+                "feature_table": "ml.payer_rows",
+                "score_table": "ml.payer_scores",
+                "prediction_column": "p_pay",
+            },
+        }
+    )
+    warehouse = tmp_path / "warehouse.duckdb"
+    synthetic_warehouse(warehouse)
+    resources = world_resources(tmp_path, warehouse)
+    assets = lifecycle(stored, resolve).assets
+    last = FIRST + timedelta(days=DAYS - 1)
+    yesterday = last - timedelta(days=1)
+    with dg.instance_for_test() as instance:
+
+        def run(steps, **options):
+            selection = [dg.AssetKey(["pays_tomorrow", step]) for step in steps]
+            result = dg.materialize(
+                assets, selection=selection, resources=resources, instance=instance, **options
+            )
+            assert result.success, steps
+            return result
+
+        run(
+            ["features"],
+            tags={
+                "dagster/asset_partition_range_start": FIRST.isoformat(),
+                "dagster/asset_partition_range_end": last.isoformat(),
+            },
+        )
+        run(["model", "evaluation", "production_model"])
+        run(["scores"], partition_key=yesterday.isoformat())
+        judged = run(["live_performance"], partition_key=yesterday.isoformat())
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        tables = {name for (name,) in connection.execute("select table_name from duckdb_tables()").fetchall()}
+        columns = {
+            c
+            for (c,) in connection.execute(
+                "select column_name from duckdb_columns() where table_name = 'payer_scores'"
+            ).fetchall()
+        }
+    assert {"payer_rows", "payer_scores"} <= tables and not {
+        "pays_tomorrow_features",
+        "pays_tomorrow_scores",
+    } & tables
+    assert "p_pay" in columns and "prediction" not in columns
+    assert len(resources["lake"].read_partition("payer_scores", yesterday)) > 0
+    assert judged.get_asset_materialization_events()[0].materialization.metadata["roc_auc"].value > 0.6
 
 
 def test_a_use_case_registers_under_its_model_name_or_its_own(scaffolded, tmp_path):
