@@ -139,6 +139,16 @@ class Plan:
             raise ValueError(f"{name}: every window needs at least one day ({windows})")
         if any(read.lookback_days is not None and read.lookback_days < 0 for read in spec.reads):
             raise ValueError(f"{name}: a lookback cannot be negative ({spec.reads})")
+        for read in spec.reads:
+            if read.until_days_before and (
+                read.lookback_days is None or read.lookback_days < read.until_days_before
+            ):
+                raise ValueError(
+                    f"{name}: {read.asset} reads until {read.until_days_before} days before, which needs a "
+                    f"daily asset and at least as many days of lookback (lookback_days: {read.lookback_days})"
+                )
+            if read.until_days_before < 0:
+                raise ValueError(f"{name}: {read.asset}: until_days_before cannot be negative")
         if unmeasured := sorted(gate.metrics() - set(metrics)):
             raise ValueError(
                 f"{name}: the gate names metrics that are not in metrics: {', '.join(unmeasured)}"

@@ -72,7 +72,9 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 partition_mapping=None
                 if read.lookback_days is None
                 else dg.TimeWindowPartitionMapping(
-                    start_offset=-read.lookback_days, end_offset=0, allow_nonexistent_upstream_partitions=True
+                    start_offset=-read.lookback_days,
+                    end_offset=-read.until_days_before,
+                    allow_nonexistent_upstream_partitions=True,
                 ),
             )
             for read in spec.reads

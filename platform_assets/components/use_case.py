@@ -34,10 +34,12 @@ from platform_assets.components.scaffold import UseCaseScaffolder
 
 
 class Reads(dg.Model):
-    """An asset the features read: if it is daily, for a day D its partitions D - lookback_days .. D."""
+    """An asset the features read: if it is daily, for a day D its partitions D - lookback_days ..
+    D - until_days_before (a feature of day D may use only the days before it)."""
 
     asset: str
     lookback_days: int | None = None  # None: the asset is not partitioned
+    until_days_before: int = 0
 
 
 class EstimatorSpec(dg.Model):

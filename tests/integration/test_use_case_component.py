@@ -225,6 +225,10 @@ def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
             r"attributes are columns besides keys and features: \['payments_7d'\]",
         ),
         ({"metrics": [{"name": "features:nope", "higher_is_better": True}]}, "defines no nope"),
+        (
+            {"reads": [{"asset": "warehouse/customers", "until_days_before": 1}]},
+            "reads until 1 days before, which needs a daily asset",
+        ),
         ({"storage": {"feature_table": "payer_rows"}}, "storage table 'payer_rows' is not schema.table"),
         ({"storage": {"score_table": "ml.pays_tomorrow_features"}}, "cannot share the table"),
         (
@@ -325,6 +329,24 @@ def test_a_use_case_keeps_its_tables_where_its_storage_says(scaffolded, tmp_path
     assert "p_pay" in columns and "prediction" not in columns
     assert len(resources["lake"].read_partition("payer_scores", yesterday)) > 0
     assert judged.get_asset_materialization_events()[0].materialization.metadata["roc_auc"].value > 0.6
+
+
+def test_a_read_can_end_the_day_before_the_features_day(scaffolded):
+    _, spec, resolve = scaffolded
+    changed = UseCase.model_validate(
+        {
+            **spec.model_dump(),
+            "reads": [
+                {"asset": "warehouse/customer_daily_activity", "lookback_days": 28, "until_days_before": 1},
+                {"asset": "warehouse/customers"},
+            ],
+        }
+    )
+    features = next(
+        a for a in lifecycle(changed, resolve).assets if a.key == dg.AssetKey(["pays_tomorrow", "features"])
+    )
+    mapping = features.get_partition_mapping(dg.AssetKey(["warehouse", "customer_daily_activity"]))
+    assert (mapping.start_offset, mapping.end_offset) == (-28, -1)
 
 
 def test_a_use_case_registers_under_its_model_name_or_its_own(scaffolded, tmp_path):
