@@ -226,6 +226,11 @@ class Plan:
             )
 
     def labelled_rows(self, connection, first: date, last: date) -> pd.DataFrame:
+        return self.rows_of(connection, first, last)[0]
+
+    def rows_of(self, connection, first: date, last: date) -> tuple[pd.DataFrame, int]:
+        """The labelled rows of ``first .. last``, and how many rows of those days have no label (it
+        never arrived, or was quarantined): a record says what its model did not learn from."""
         from keel_core import learning
 
         self.require_days(connection, first, last)
@@ -233,7 +238,8 @@ class Plan:
             f"select * from {self.feature_table} where {self.spec.day_column} between ? and ?", [first, last]
         ).df()
         labels = self.compute_labels(connection, first, last)
-        return learning.labelled(self.rows, stored, labels)
+        labelled = learning.labelled(self.rows, stored, labels)
+        return labelled, len(stored) - len(labelled)
 
     def last_labelled_day(self, connection, until: date | None = None) -> date:
         """The newest day whose label is known: a label delay before the newest stored day (up to

@@ -154,10 +154,17 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 spec.label_delay_days,
                 spec.windows.test_days if config.test_days is None else config.test_days,
             )
+            unlabelled = []
+
+            def load(first, last):
+                frame, missing = plan.rows_of(connection, first, last)
+                unlabelled.append(missing)
+                return frame
+
             experiment = learning.run_experiment(
                 rows,
                 spec.task,
-                lambda first, last: labelled_rows(connection, first, last),
+                load,
                 window,
                 (plan.estimator, hyper_parameters),
                 baseline,
@@ -171,6 +178,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
             label_delay_days=spec.label_delay_days,
             train=_period(experiment.train, spec),
             test=_period(experiment.test, spec),
+            unlabelled_rows=sum(unlabelled),
             metrics=experiment.metrics,
             baseline_metrics=experiment.baseline_metrics,
             features=spec.feature_names,
@@ -202,6 +210,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 **window.as_dict(),
                 "train_rows": experiment.train_rows,
                 "test_rows": experiment.test_rows,
+                "unlabelled_rows": record.unlabelled_rows,
                 **experiment.metrics,
                 **{f"baseline_{m}": value for m, value in experiment.baseline_metrics.items()},
                 "metrics": _metrics_table(

@@ -331,6 +331,52 @@ def test_a_use_case_keeps_its_tables_where_its_storage_says(scaffolded, tmp_path
     assert judged.get_asset_materialization_events()[0].materialization.metadata["roc_auc"].value > 0.6
 
 
+def test_the_record_counts_the_rows_whose_label_never_arrived(scaffolded, tmp_path):
+    folder, spec, _ = scaffolded
+
+    class LossyLabels(References):
+        """The folder's labels, less those of odd customers (say, their flags were quarantined)."""
+
+        def __call__(self, reference):
+            found = super().__call__(reference)
+            if reference != spec.labels:
+                return found
+            return lambda *window: (rows := found(*window))[rows["customer_id"] % 2 == 0]
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    synthetic_warehouse(warehouse)
+    resources = world_resources(tmp_path, warehouse)
+    assets = lifecycle(spec, LossyLabels(folder, load_module)).assets
+    last = FIRST + timedelta(days=DAYS - 1)
+    with dg.instance_for_test() as instance:
+        tags = {
+            "dagster/asset_partition_range_start": FIRST.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        }
+        features, model = (
+            dg.materialize(
+                assets,
+                selection=[dg.AssetKey(["pays_tomorrow", step])],
+                resources=resources,
+                instance=instance,
+                **options,
+            )
+            for step, options in (("features", {"tags": tags}), ("model", {}))
+        )
+        assert features.success and model.success
+    metadata = model.get_asset_materialization_events()[0].materialization.metadata
+    record = resources["registry"].of("pays_tomorrow").version(metadata["model_tag"].value).record
+    window = record.training_window
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        (odd,) = connection.execute(
+            "select count(*) from ml.pays_tomorrow_features where customer_id % 2 = 1 "
+            "and (as_of_date between ? and ? or as_of_date between ? and ?)",
+            [window.train_start, window.train_end, window.test_start, window.test_end],
+        ).fetchone()
+    assert record.unlabelled_rows == odd > 0
+    assert metadata["unlabelled_rows"].value == odd
+
+
 def test_a_read_can_end_the_day_before_the_features_day(scaffolded):
     _, spec, resolve = scaffolded
     changed = UseCase.model_validate(
