@@ -20,6 +20,7 @@ from resources.registry import ModelRegistry
 BASELINE_FILE = "baseline.pickle"  # a fitted estimator baseline, kept with the version
 TRAINING_REFERENCE = "training_reference.parquet"  # the training rows drift compares days with
 DRIFT_CHECK, PERFORMANCE_CHECK = "features_have_not_drifted", "performance_within_limits"
+FEATURE_SCHEMA_CHECK = "matches_feature_schema"
 PIPELINE_TAG = "keel/pipeline"  # on every use case's asset: keel_pipeline runs them (defs/jobs.py)
 # On the monitoring assets instead: they judge days once a model is in production (`keel demo` runs
 # them for the newest days after the pipeline). Their metadata says how many days after the day
@@ -49,6 +50,7 @@ class Plan:
     model_name: str  # the registry's name for the use case's versions
     compute_features: Callable
     compute_labels: Callable
+    feature_schema: Callable | None  # () -> a pandera schema of the stored rows, or None
     estimator: Any  # the estimator the spec names: its import path, or the folder's factory
     features_key: dg.AssetKey
     model_key: dg.AssetKey
@@ -83,6 +85,7 @@ class Plan:
         name = spec.name
         model_name = spec.model_name or name
         compute_features, compute_labels = resolve(spec.features), resolve(spec.labels)
+        feature_schema = resolve(spec.feature_schema) if spec.feature_schema else None
         features_key, model_key = key(name, "features"), key(name, "model")
         evaluation_key, production_key = key(name, "evaluation"), key(name, "production_model")
         scores_key, drift_key = key(name, "scores"), key(name, "drift")

@@ -153,6 +153,8 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
     features: str = "features:features"  # module of the folder : function(connection, first, last)
     labels: str = "features:labels"  # module of the folder : function(connection, first, last)
     feature_names: list[str] = Field(min_length=1)
+    # module:function of the folder returning a pandera schema of the stored rows: a blocking check.
+    feature_schema: str | None = None
     feature_set_version: str = "1"
     # The registry's name for its versions (tags <model_name>:<version>); default: the use case's name.
     model_name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")

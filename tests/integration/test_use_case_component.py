@@ -377,6 +377,39 @@ def test_the_record_counts_the_rows_whose_label_never_arrived(scaffolded, tmp_pa
     assert metadata["unlabelled_rows"].value == odd
 
 
+@pytest.mark.parametrize(("ceiling", "passed"), [(10_000, True), (0, False)], ids=["kept", "broken"])
+def test_the_folders_schema_of_the_stored_features_is_a_blocking_check(scaffolded, tmp_path, ceiling, passed):
+    import pandera.pandas as pa
+
+    folder, spec, _ = scaffolded
+
+    class WithSchema(References):
+        def __call__(self, reference):
+            if reference == "features:schema":
+                return lambda: pa.DataFrameSchema({"payments_28d": pa.Column(checks=pa.Check.le(ceiling))})
+            return super().__call__(reference)
+
+    checked = UseCase.model_validate({**spec.model_dump(), "feature_schema": "features:schema"})
+    warehouse = tmp_path / "warehouse.duckdb"
+    synthetic_warehouse(warehouse)
+    features = next(
+        a
+        for a in lifecycle(checked, WithSchema(folder, load_module)).assets
+        if a.key == dg.AssetKey(["pays_tomorrow", "features"])
+    )
+    day = FIRST + timedelta(days=DAYS - 1)
+    result = dg.materialize(
+        [features],
+        resources=world_resources(tmp_path, warehouse),
+        partition_key=day.isoformat(),
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.check_name == "matches_feature_schema" and evaluation.passed is passed
+    assert (evaluation.metadata["failures"].value > 0) is not passed
+    assert result.success is passed  # blocking: the step fails, and nothing downstream runs
+
+
 def test_a_read_can_end_the_day_before_the_features_day(scaffolded):
     _, spec, resolve = scaffolded
     changed = UseCase.model_validate(
