@@ -269,7 +269,21 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         retry_policy=plan.steps["evaluation"].retry_policy,
     )
     @retry_only_transient
-    def evaluation_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, registry: ModelRegistry):
+    def evaluation_asset(
+        context: dg.AssetExecutionContext, config: GateConfig, warehouse: Warehouse, registry: ModelRegistry
+    ):
+        if unmeasured := sorted({*config.limits, *config.tolerance} - set(metrics)):
+            raise dg.Failure(
+                f"the run config's gate names metrics {name} does not measure: {', '.join(unmeasured)} "
+                f"(it measures {', '.join(metrics)})",
+                allow_retries=False,
+            )
+        if config.evaluation_days is not None and config.evaluation_days < 1:
+            raise dg.Failure(f"evaluation_days is {config.evaluation_days}: at least 1", allow_retries=False)
+        evaluation_days = config.evaluation_days or spec.windows.evaluation_days
+        judged_by = judging.Gate(
+            {**gate.limits, **config.limits}, gate.beat_baseline, {**gate.tolerance, **config.tolerance}
+        )
         models = registry_of(registry)
         tag, trained_in = produced_by(context, model_key, "model_tag")
         challenger = models.version(tag)
@@ -281,7 +295,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         champion = models.champion()
         with warehouse.connect() as connection:
             last = last_labelled_day(connection, run_last_day(context))
-            first = last - timedelta(days=spec.windows.evaluation_days - 1)
+            first = last - timedelta(days=evaluation_days - 1)
             frame = labelled_rows(connection, first, last)
 
         def measured(model, column=None) -> dict[str, float]:
@@ -293,7 +307,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
             baseline_metrics = measured(None, baseline.column)
         else:
             baseline_metrics = measured(pickle.loads(models.attachment(tag, BASELINE_FILE)))
-        decision = judging.judge(challenger_metrics, gate, metrics, baseline_metrics, champion_metrics)
+        decision = judging.judge(challenger_metrics, judged_by, metrics, baseline_metrics, champion_metrics)
         models.record(
             tag,
             APPROVED if decision.promote else REFUSED,
@@ -417,6 +431,14 @@ class TrainingConfig(dg.Config):
     last_labelled_day: str | None = None  # YYYY-MM-DD; default: the newest day whose label is known
     seed: int | None = None  # default: the spec's seed
     hyper_parameters: dict[str, Any] = {}  # over the spec's estimator.params, checked by name
+
+
+class GateConfig(dg.Config):
+    """The promotion gate from the launchpad: its window and its numbers, over the spec's."""
+
+    evaluation_days: int | None = None  # default: the spec's windows.evaluation_days
+    limits: dict[str, float] = {}  # a floor or a ceiling per metric, over the spec's gate.limits
+    tolerance: dict[str, float] = {}  # vs the champion, per metric, over the spec's gate.tolerance
 
 
 def _precision_recall(models: ModelRegistry, tag: str, rows, experiment) -> dict:

@@ -4,6 +4,7 @@ performance). No dbt."""
 
 import importlib.util
 import json
+from contextlib import contextmanager
 from datetime import date, timedelta
 
 import dagster as dg
@@ -66,6 +67,42 @@ def test_a_scaffold_refuses_to_overwrite_a_folder_and_a_name_that_cannot_name_ta
         write_use_case(folder, "pays_tomorrow")
     with pytest.raises(ValueError, match="lowercase"):
         write_use_case(tmp_path / "x", "Churn-Model")
+
+
+LAST = FIRST + timedelta(days=DAYS - 1)
+WHOLE_WINDOW = {
+    "dagster/asset_partition_range_start": FIRST.isoformat(),
+    "dagster/asset_partition_range_end": LAST.isoformat(),
+}
+
+
+@contextmanager
+def synthetic_world(tmp_path, spec, resolve):
+    """The synthetic warehouse and a test instance: ``run(*steps, **options)`` materializes steps of
+    ``spec``'s lifecycle there (failures are returned, not raised)."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    synthetic_warehouse(warehouse)
+    resources = world_resources(tmp_path, warehouse)
+    assets = lifecycle(spec, resolve).assets
+    with dg.instance_for_test() as instance:
+
+        def run(*steps, **options):
+            selection = [dg.AssetKey(["pays_tomorrow", step]) for step in steps]
+            return dg.materialize(
+                assets,
+                selection=selection,
+                resources=resources,
+                instance=instance,
+                raise_on_error=False,
+                **options,
+            )
+
+        yield run, resources, warehouse
+
+
+def step_failure(result) -> str:
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    return failure.step_failure_data.user_failure_data.description
 
 
 def world_resources(tmp_path, warehouse) -> dict:
@@ -243,36 +280,15 @@ def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
 
 def test_a_window_with_a_day_missing_from_the_features_fails_naming_the_day(scaffolded, tmp_path):
     _, spec, resolve = scaffolded
-    warehouse = tmp_path / "warehouse.duckdb"
-    synthetic_warehouse(warehouse)
-    resources = world_resources(tmp_path, warehouse)
-    assets = lifecycle(spec, resolve).assets
-    last = FIRST + timedelta(days=DAYS - 1)
-    hole = last - timedelta(days=10)  # inside the training window
-    with dg.instance_for_test() as instance:
-
-        def run(step: str, **options):
-            return dg.materialize(
-                assets,
-                selection=[dg.AssetKey(["pays_tomorrow", step])],
-                resources=resources,
-                instance=instance,
-                raise_on_error=False,
-                **options,
-            )
-
-        range_tags = {
-            "dagster/asset_partition_range_start": FIRST.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        }
-        assert run("features", tags=range_tags).success
+    hole = LAST - timedelta(days=10)  # inside the training window
+    with synthetic_world(tmp_path, spec, resolve) as (run, _, warehouse):
+        assert run("features", tags=WHOLE_WINDOW).success
         with duckdb.connect(str(warehouse)) as connection:
             connection.execute("delete from ml.pays_tomorrow_features where as_of_date = ?", [hole])
         for step, options in (("model", {}), ("scores", {"partition_key": hole.isoformat()})):
             result = run(step, **options)
             assert not result.success, step
-            (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-            message = failure.step_failure_data.user_failure_data.description
+            message = step_failure(result)
             assert "has no rows for 1 of the days" in message and hole.isoformat() in message, message
 
 
@@ -288,32 +304,16 @@ def test_a_use_case_keeps_its_tables_where_its_storage_says(scaffolded, tmp_path
             },
         }
     )
-    warehouse = tmp_path / "warehouse.duckdb"
-    synthetic_warehouse(warehouse)
-    resources = world_resources(tmp_path, warehouse)
-    assets = lifecycle(stored, resolve).assets
-    last = FIRST + timedelta(days=DAYS - 1)
-    yesterday = last - timedelta(days=1)
-    with dg.instance_for_test() as instance:
-
-        def run(steps, **options):
-            selection = [dg.AssetKey(["pays_tomorrow", step]) for step in steps]
-            result = dg.materialize(
-                assets, selection=selection, resources=resources, instance=instance, **options
-            )
-            assert result.success, steps
-            return result
-
-        run(
-            ["features"],
-            tags={
-                "dagster/asset_partition_range_start": FIRST.isoformat(),
-                "dagster/asset_partition_range_end": last.isoformat(),
-            },
-        )
-        run(["model", "evaluation", "production_model"])
-        run(["scores"], partition_key=yesterday.isoformat())
-        judged = run(["live_performance"], partition_key=yesterday.isoformat())
+    yesterday = LAST - timedelta(days=1)
+    with synthetic_world(tmp_path, stored, resolve) as (run, resources, warehouse):
+        for steps, options in (
+            (["features"], {"tags": WHOLE_WINDOW}),
+            (["model", "evaluation", "production_model"], {}),
+            (["scores"], {"partition_key": yesterday.isoformat()}),
+            (["live_performance"], {"partition_key": yesterday.isoformat()}),
+        ):
+            judged = run(*steps, **options)
+            assert judged.success, steps
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         tables = {name for (name,) in connection.execute("select table_name from duckdb_tables()").fetchall()}
         columns = {
@@ -343,27 +343,10 @@ def test_the_record_counts_the_rows_whose_label_never_arrived(scaffolded, tmp_pa
                 return found
             return lambda *window: (rows := found(*window))[rows["customer_id"] % 2 == 0]
 
-    warehouse = tmp_path / "warehouse.duckdb"
-    synthetic_warehouse(warehouse)
-    resources = world_resources(tmp_path, warehouse)
-    assets = lifecycle(spec, LossyLabels(folder, load_module)).assets
-    last = FIRST + timedelta(days=DAYS - 1)
-    with dg.instance_for_test() as instance:
-        tags = {
-            "dagster/asset_partition_range_start": FIRST.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        }
-        features, model = (
-            dg.materialize(
-                assets,
-                selection=[dg.AssetKey(["pays_tomorrow", step])],
-                resources=resources,
-                instance=instance,
-                **options,
-            )
-            for step, options in (("features", {"tags": tags}), ("model", {}))
-        )
-        assert features.success and model.success
+    with synthetic_world(tmp_path, spec, LossyLabels(folder, load_module)) as (run, resources, warehouse):
+        assert run("features", tags=WHOLE_WINDOW).success
+        model = run("model")
+        assert model.success
     metadata = model.get_asset_materialization_events()[0].materialization.metadata
     record = resources["registry"].of("pays_tomorrow").version(metadata["model_tag"].value).record
     window = record.training_window
@@ -408,6 +391,31 @@ def test_the_folders_schema_of_the_stored_features_is_a_blocking_check(scaffolde
     assert evaluation.check_name == "matches_feature_schema" and evaluation.passed is passed
     assert (evaluation.metadata["failures"].value > 0) is not passed
     assert result.success is passed  # blocking: the step fails, and nothing downstream runs
+
+
+def test_the_launchpad_judges_with_its_own_gate_and_refuses_a_metric_not_measured(scaffolded, tmp_path):
+    _, spec, resolve = scaffolded
+
+    def gate(config: dict):
+        return {"ops": {"pays_tomorrow__evaluation": {"config": config}}}
+
+    with synthetic_world(tmp_path, spec, resolve) as (run, _, _):
+        assert run("features", tags=WHOLE_WINDOW).success
+        strict = run(
+            "model", "evaluation", run_config=gate({"limits": {"roc_auc": 0.999}, "evaluation_days": 3})
+        )
+        misspelt = run("model", "evaluation", run_config=gate({"tolerance": {"rocauc": 0.1}}))
+    judged = next(
+        e.materialization.metadata
+        for e in strict.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["pays_tomorrow", "evaluation"])
+    )
+    assert judged["approved"].value is False and "vs floor 0.999" in judged["decision"].value
+    assert (
+        date.fromisoformat(judged["evaluation_last_day"].value)
+        - date.fromisoformat(judged["evaluation_first_day"].value)
+    ).days == 2
+    assert not misspelt.success and "does not measure: rocauc" in step_failure(misspelt)
 
 
 def test_a_read_can_end_the_day_before_the_features_day(scaffolded):
