@@ -526,44 +526,23 @@ def test_a_folder_brings_its_own_metric_estimator_and_attributes_and_the_launchp
             ],
         }
     )
-    warehouse = tmp_path / "warehouse.duckdb"
-    synthetic_warehouse(warehouse)
-    resources = world_resources(tmp_path, warehouse)
-    assets = lifecycle(changed, References(folder, load_module)).assets
-    last = FIRST + timedelta(days=DAYS - 1)
-    model_step = dg.AssetKey(["pays_tomorrow", "model"])
-    with dg.instance_for_test() as instance:
-
-        def run(selection, **config):
-            return dg.materialize(
-                assets,
-                selection=selection,
-                resources=resources,
-                instance=instance,
-                raise_on_error=False,
-                **config,
-            )
-
-        built = run(
-            [dg.AssetKey(["pays_tomorrow", "features"])],
-            tags={
-                "dagster/asset_partition_range_start": FIRST.isoformat(),
-                "dagster/asset_partition_range_end": last.isoformat(),
-            },
-        )
-        assert built.success
-        experiment = {"train_days": 10, "seed": 7, "hyper_parameters": {"max_iter": 20}}
-        trained = run([model_step], run_config={"ops": {"pays_tomorrow__model": {"config": experiment}}})
+    model = {"ops": {"pays_tomorrow__model": {"config": {}}}}
+    with synthetic_world(tmp_path, changed, References(folder, load_module)) as (run, resources, _):
+        assert run("features", tags=WHOLE_WINDOW).success
+        model["ops"]["pays_tomorrow__model"]["config"] = {
+            "train_days": 10,
+            "seed": 7,
+            "hyper_parameters": {"max_iter": 20},
+        }
+        trained = run("model", run_config=model)
         assert trained.success
-        misspelt = {"hyper_parameters": {"max_iters": 20}}
-        refused = run([model_step], run_config={"ops": {"pays_tomorrow__model": {"config": misspelt}}})
+        model["ops"]["pays_tomorrow__model"]["config"] = {"hyper_parameters": {"max_iters": 20}}
+        refused = run("model", run_config=model)
         # The attribute travels with the scores: live performance measures the metric that needs it.
-        promoted = run([dg.AssetKey(["pays_tomorrow", step]) for step in ("evaluation", "production_model")])
-        assert promoted.success
-        yesterday = last - timedelta(days=1)
-        scores = run([dg.AssetKey(["pays_tomorrow", "scores"])], partition_key=yesterday.isoformat())
-        assert scores.success
-        live = run([dg.AssetKey(["pays_tomorrow", "live_performance"])], partition_key=yesterday.isoformat())
+        assert run("evaluation", "production_model").success
+        yesterday = LAST - timedelta(days=1)
+        assert run("scores", partition_key=yesterday.isoformat()).success
+        live = run("live_performance", partition_key=yesterday.isoformat())
         assert live.success
     judged = live.get_asset_materialization_events()[0].materialization.metadata
     assert 0 < judged["worst_half_average_precision"].value <= 1
