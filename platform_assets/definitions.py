@@ -23,7 +23,7 @@ def source_system(folder: dg.Definitions, settings: Settings) -> dg.Definitions:
     declared = (folder.metadata or {}).get(SOURCE_SYSTEM)
     if declared is None:
         return dg.Definitions()
-    system = import_object(declared.value if hasattr(declared, "value") else declared)
+    system = import_object(declared.value)  # Definitions keep metadata as MetadataValues
     return dg.Definitions(resources={"upstream": system.from_settings(settings)})
 
 

@@ -190,6 +190,19 @@ def _reference(table: Ingested, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
     return reference_table
 
 
+def _daily_spec(table: str, deps: list[dg.AssetKey], tags: dict[str, str], description: str) -> dg.AssetSpec:
+    """A daily lake table written by an ingestion (the table or its quarantine)."""
+    return dg.AssetSpec(
+        dg.AssetKey([GROUP, table]),
+        deps=deps,
+        group_name=GROUP,
+        metadata=stored_in_lake(table),
+        tags={INGESTS_TAG: "daily", **tags},
+        kinds={"parquet"},
+        description=description,
+    )
+
+
 def _daily(table: Ingested, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
     name, quarantine, feed = table.name, table.quarantine, table.spec.feed
     references = {
@@ -200,25 +213,19 @@ def _daily(table: Ingested, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=name,
         specs=[
-            dg.AssetSpec(
-                table.key,
-                deps=deps,
-                group_name=GROUP,
-                metadata=stored_in_lake(name),
-                tags={INGESTS_TAG: "daily", FEED_TAG: feed},
-                kinds={"parquet"},
-                description=f"{table.spec.description} The rows that passed the contract, with the values "
-                "as sent; one Parquet file per day.",
+            _daily_spec(
+                name,
+                deps,
+                {FEED_TAG: feed},
+                f"{table.spec.description} The rows that passed the contract, with the values as sent; "
+                "one Parquet file per day.",
             ),
-            dg.AssetSpec(
-                dg.AssetKey([GROUP, quarantine]),
-                deps=deps,
-                group_name=GROUP,
-                metadata=stored_in_lake(quarantine),
-                tags={INGESTS_TAG: "daily", QUARANTINE_TAG: feed},
-                kinds={"parquet"},
-                description=f"Rows of {feed} that failed {name}'s contract, with their raw values as text, "
-                "their position in the extract (source_row) and every reason. One row per rejected row.",
+            _daily_spec(
+                quarantine,
+                deps,
+                {QUARANTINE_TAG: feed},
+                f"Rows of {feed} that failed {name}'s contract, with their raw values as text, their "
+                "position in the extract (source_row) and every reason. One row per rejected row.",
             ),
         ],
         check_specs=_ingestion_checks(table.key),
