@@ -516,7 +516,6 @@ def _job(what: str, definitions):
     """A job of the assets a run covers: groups of the main job, or one new day's whole path. As in
     Keel's own jobs, the freshness checks are left out (they run on their own schedule)."""
     import dagster as dg
-
     from platform_assets.defs.fraud.checks import FRESHNESS_CHECKS
 
     if what == "day":

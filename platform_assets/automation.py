@@ -1,13 +1,18 @@
 """How the layers after ingestion keep up by themselves: declarative automation.
 
-The landing sensor (``lake/sensors.py``) ingests each file that lands; from there every daily asset
+The landing sensor (``defs/landing.py``) ingests each file that lands; from there every daily asset
 downstream follows its inputs: when an input partition is updated (or will be in the same tick),
 the asset's matching partitions are requested, once every input is there and none is being
 written. Dagster's ``eager()`` does this for the latest day only; Keel's days are those that land,
 which may be any day (a late file, a re-delivery, a simulated world), so the latest-window rule is
 dropped. Partitions never built are not caught up on by themselves (no "missing" trigger): a
 backfill does that, on purpose, rather than a storm of runs on the first tick.
+
+Whether that keeps up is declared too: an asset's freshness policy says how often it is expected to
+be updated (``expected_every``).
 """
+
+from datetime import timedelta
 
 import dagster as dg
 
@@ -38,3 +43,12 @@ def follows_upstream(
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label("follows upstream")
+
+
+def expected_every(hours: float | None) -> dg.FreshnessPolicy | None:
+    """An asset expected to be updated at least every ``hours`` (None: no expectation). Dagster's
+    freshness daemon marks it late in the UI after that; ``freshness_alerts`` (``defs/alerts.py``)
+    sends it. A policy, not a check: it runs in no job, so no job has to leave it out."""
+    if hours is None:
+        return None
+    return dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=hours))

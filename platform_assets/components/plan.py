@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from platform_assets import steps as platform_steps
+from platform_assets.automation import expected_every
 from platform_assets.steps import Step
 from resources.registry import ModelRegistry
 
@@ -72,6 +73,7 @@ class Plan:
     drift_policy: Any  # keel_core.drift.DriftPolicy
     live_limits: Any  # keel_core.judging.Gate: the limits in production
     endpoint: Any  # keel_core.endpoint.Endpoint, or None: batch only
+    freshness: dg.FreshnessPolicy | None  # of the features and the prediction log
     steps: dict[str, Step]  # each kind of step's compute: the platform's, with the spec's changes
     tags: dict[str, str]
 
@@ -178,6 +180,10 @@ class Plan:
         )
         if unmeasured := sorted(live_limits.metrics() - set(metrics)):
             raise ValueError(f"{name}: monitoring limits name unmeasured metrics: {', '.join(unmeasured)}")
+        freshness_hours = spec.monitoring.freshness_hours
+        if freshness_hours is not None and freshness_hours <= 0:
+            raise ValueError(f"{name}: monitoring.freshness_hours must be positive")
+        freshness = expected_every(freshness_hours)
         if spec.retraining.labelled_days is not None and spec.retraining.labelled_days < 1:
             raise ValueError(f"{name}: retraining.labelled_days must be at least 1")
         endpoint = None

@@ -127,6 +127,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         backfill_policy=one_run_per_backfill,
         deps=[day_over],
         automation_condition=follows_upstream(),
+        freshness_policy=plan.freshness,
         kinds={"parquet"},
         # Not a step of keel_pipeline (no pipeline tag): a day nobody was served has nothing to collect.
         op_tags=plan.steps["publishing"].op_tags(f"{name}_prediction_log"),

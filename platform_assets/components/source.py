@@ -26,6 +26,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel_core import contracts
+from platform_assets.automation import expected_every
 from platform_assets.partitions import daily_partitions, one_run_per_backfill
 from platform_assets.provenance import recorded
 from platform_assets.steps import INGESTION, retry_only_transient
@@ -55,12 +56,17 @@ class TableSpec(BaseModel):
     # Steps ingesting this table run one at a time across runs (a pool of limit 1 in the deployment):
     # needed when a column is unique across days, as two days ingested at once cannot see each other.
     pool: str | None = None
+    # Expected to be updated at least this often: the freshness daemon marks the table late after,
+    # and `freshness_alerts` sends it (None: no expectation, e.g. a table delivered when it changes).
+    freshness_hours: float | None = None
     columns: dict[str, contracts.Column]
 
     @model_validator(mode="after")
     def _a_feed_name(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.feed):
             raise ValueError(f"feed {self.feed!r}: lowercase letters, digits and underscores, from a letter")
+        if self.freshness_hours is not None and self.freshness_hours <= 0:
+            raise ValueError(f"feed {self.feed!r}: freshness_hours must be positive")
         return self
 
 
@@ -167,6 +173,7 @@ def _reference(table: Ingested, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
         description=table.spec.description,
         metadata=stored_in_lake(table.name),
         tags={INGESTS_TAG: "reference", FEED_TAG: table.spec.feed},
+        freshness_policy=expected_every(table.spec.freshness_hours),
         kinds={"parquet"},
         op_tags=INGESTION.op_tags(table.name),
         retry_policy=INGESTION.retry_policy,
@@ -190,7 +197,13 @@ def _reference(table: Ingested, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
     return reference_table
 
 
-def _daily_spec(table: str, deps: list[dg.AssetKey], tags: dict[str, str], description: str) -> dg.AssetSpec:
+def _daily_spec(
+    table: str,
+    deps: list[dg.AssetKey],
+    tags: dict[str, str],
+    description: str,
+    freshness: dg.FreshnessPolicy | None = None,
+) -> dg.AssetSpec:
     """A daily lake table written by an ingestion (the table or its quarantine)."""
     return dg.AssetSpec(
         dg.AssetKey([GROUP, table]),
@@ -198,6 +211,7 @@ def _daily_spec(table: str, deps: list[dg.AssetKey], tags: dict[str, str], descr
         group_name=GROUP,
         metadata=stored_in_lake(table),
         tags={INGESTS_TAG: "daily", **tags},
+        freshness_policy=freshness,
         kinds={"parquet"},
         description=description,
     )
@@ -219,6 +233,7 @@ def _daily(table: Ingested, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
                 {FEED_TAG: feed},
                 f"{table.spec.description} The rows that passed the contract, with the values as sent; "
                 "one Parquet file per day.",
+                expected_every(table.spec.freshness_hours),
             ),
             _daily_spec(
                 quarantine,

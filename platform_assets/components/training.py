@@ -91,6 +91,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         if plan.feature_schema
         else None,
         automation_condition=follows_upstream(),
+        freshness_policy=plan.freshness,
         kinds={"duckdb", "pandas"},
         tags=tags,
         op_tags=plan.steps["features"].op_tags(f"{name}_features"),

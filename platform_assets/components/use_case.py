@@ -91,6 +91,9 @@ class MonitoringSpec(dg.Model):
     drift: DriftSpec = Field(default_factory=DriftSpec)
     # A floor or a ceiling per metric for a labelled day in production (default: the gate's limits).
     limits: dict[str, float] | None = None
+    # The features (and what the endpoint served) are expected to be updated at least this often
+    # (None: no expectation); late, the UI shows it and an alert is sent.
+    freshness_hours: float | None = None
 
 
 class ServingSpec(dg.Model):

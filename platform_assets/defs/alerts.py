@@ -1,14 +1,17 @@
 """Alerts: every failed asset check and every failed run, whatever the use case, to the ``alerts``
 resource (a webhook in production, the log locally).
 
-- ``check_failure_alerts``: every failed asset check (drift, performance, freshness, contracts, dbt
-  tests), once each, from the moment the sensor first runs.
+- ``check_failure_alerts``: every failed asset check (drift, performance, contracts, dbt tests),
+  once each, from the moment the sensor first runs.
+- ``freshness_alerts``: every asset that turns late by its freshness policy (Dagster's freshness
+  daemon judges; a source table, a use case's features or its prediction log declare one).
 - ``run_failure_alerts``: every failed run, with its job, failed steps and error.
 """
 
 import os
 
 import dagster as dg
+from dagster._core.definitions.freshness import FreshnessState
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from resources.alerts import Alert, Alerts
@@ -25,7 +28,7 @@ def _dagster_url(path: str) -> str:
 @dg.sensor(
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Sends every failed asset check (drift, live performance, freshness, data contracts, dbt "
+    description="Sends every failed asset check (drift, live performance, data contracts, dbt "
     "tests) to the alerts resource: a webhook in production, the log locally.",
 )
 def check_failure_alerts(context: dg.SensorEvaluationContext, alerts: Alerts):
@@ -70,6 +73,55 @@ def check_failure_alerts(context: dg.SensorEvaluationContext, alerts: Alerts):
         context.update_cursor(str(max(done)))
     if not failed:
         return dg.SkipReason(f"{len(executions)} new check executions, none failed")
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Sends every asset that turns late by its freshness policy (a source that stopped "
+    "delivering, a stuck automation, a silent scoring service) to the alerts resource.",
+)
+def freshness_alerts(context: dg.SensorEvaluationContext, alerts: Alerts):
+    # The freshness daemon records each change of an asset's state; the cursor is the time of the
+    # newest change already looked at, so each turn to late is sent once.
+    graph = context.repository_def.asset_graph
+    declared = [key for key in graph.get_all_asset_keys() if graph.get(key).freshness_policy is not None]
+    records = context.instance.get_freshness_state_records(declared)
+    newest = max((r.updated_at.timestamp() for r in records.values()), default=0.0)
+    if not context.cursor:
+        context.update_cursor(str(newest))
+        return dg.SkipReason(
+            f"started: {len(declared)} assets with a freshness policy, late ones from now on"
+        )
+    seen = float(context.cursor)
+    late = sorted(
+        (
+            r
+            for r in records.values()
+            if r.updated_at.timestamp() > seen
+            and r.freshness_state in (FreshnessState.WARN, FreshnessState.FAIL)
+        ),
+        key=lambda r: r.updated_at,
+    )
+    for record in late:
+        key = record.entity_key.to_user_string()
+        policy = graph.get(record.entity_key).freshness_policy
+        window = getattr(policy, "fail_window", None)  # a time window; a cron policy has a deadline
+        expected = f"updated within {window.to_timedelta()}" if window else "updated by its deadline"
+        alerts.send(
+            Alert(
+                title=f"{key} is late",
+                text=f"expected to be {expected}; {record.freshness_state.value} since "
+                f"{record.updated_at:%Y-%m-%d %H:%M} UTC",
+                severity="error" if record.freshness_state == FreshnessState.FAIL else "warning",
+                link=_dagster_url(f"/assets/{key}"),
+                details={"asset": key, "state": record.freshness_state.value},
+            )
+        )
+        context.update_cursor(str(record.updated_at.timestamp()))  # none twice if a send raises
+    context.update_cursor(str(max(newest, seen)))
+    if not late:
+        return dg.SkipReason(f"{len(declared)} assets with a freshness policy, none newly late")
 
 
 @dg.run_failure_sensor(

@@ -8,7 +8,6 @@ import dagster as dg
 
 from platform_assets.components.plan import PIPELINE_TAG
 from platform_assets.components.source import INGESTS_TAG
-from platform_assets.defs.fraud.checks import FRESHNESS_CHECKS
 from platform_assets.defs.fraud.serving import PREDICTION_LOG
 from platform_assets.partitions import daily_partitions
 from platform_assets.steps import (
@@ -25,8 +24,7 @@ keel_pipeline = dg.define_asset_job(
         dg.AssetSelection.groups("lake", "warehouse", "features", "models", "scores", "serving")
         | dg.AssetSelection.tag(PIPELINE_TAG, "true")  # every use case's lifecycle (keel.UseCase)
     )
-    - dg.AssetSelection.assets(["serving", PREDICTION_LOG])
-    - FRESHNESS_CHECKS,
+    - dg.AssetSelection.assets(["serving", PREDICTION_LOG]),
     partitions_def=daily_partitions,
     tags=WAREHOUSE_RUNS,
     description="The whole lifecycle for a range of days, in one run: ingest the source into the lake "
@@ -37,7 +35,7 @@ keel_pipeline = dg.define_asset_job(
 
 ingest_day = dg.define_asset_job(
     "ingest_day",
-    selection=dg.AssetSelection.tag(INGESTS_TAG, "daily") - FRESHNESS_CHECKS,
+    selection=dg.AssetSelection.tag(INGESTS_TAG, "daily"),
     tags=INGESTION_RUNS,
     description="Ingest a day's landed file of a daily feed into the lake (the landing sensor runs it).",
 )

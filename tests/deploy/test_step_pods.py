@@ -57,8 +57,7 @@ def prod_definitions() -> dg.Definitions:
 
 @pytest.fixture(scope="module")
 def ops(prod_definitions) -> dict[str, dg.OpDefinition]:
-    """Every op a run of the code location can execute: the assets' and the op jobs'. Freshness
-    checks are Dagster's own cheap ops; their pods take the run launcher's defaults (deploy/helm)."""
+    """Every op a run of the code location can execute: the assets' and the op jobs'."""
     found = {
         assets_def.op.name: assets_def.op
         for assets_def in prod_definitions.resolve_asset_graph().assets_defs
@@ -67,7 +66,7 @@ def ops(prod_definitions) -> dict[str, dg.OpDefinition]:
     for job in prod_definitions.resolve_all_job_defs():
         for op in job.graph.node_defs:
             found.setdefault(op.name, op)
-    return {name: op for name, op in found.items() if not name.startswith("freshness_check")}
+    return found
 
 
 def step_job(op: dg.OpDefinition, environment: str = "prod") -> dict:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -100,12 +101,33 @@ def test_every_daily_asset_after_the_lake_follows_its_inputs_and_the_lake_follow
         "terminal_volume_retraining",  # a use case's folder: its own retraining, the same sensor code
         "check_failure_alerts",
         "run_failure_alerts",
-        "freshness_checks_sensor",
+        "freshness_alerts",
     }
     # On wherever the daemon runs; the fallback schedule is off until a source needs it.
     assert {s.default_status for s in sensors.values()} == {dg.DefaultSensorStatus.RUNNING}
     (schedule,) = definitions.get_repository_def().schedule_defs
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_freshness_is_declared_on_what_arrives_daily_and_runs_in_no_job(definitions):
+    graph = definitions.resolve_asset_graph()
+    late_after = {
+        node.key.to_user_string(): node.freshness_policy.fail_window.to_timedelta()
+        for node in graph.asset_nodes
+        if node.freshness_policy is not None
+    }
+    assert late_after == {
+        key: timedelta(hours=26)
+        for key in (
+            "lake/raw_transactions",  # the payments source's defs.yaml
+            "features/transaction_features",
+            "serving/prediction_log",
+            "terminal_volume/features",  # a use case's monitoring.freshness_hours
+            "terminal_volume/prediction_log",
+        )
+    }
+    # A policy is judged by Dagster's freshness daemon, not by a check in the runs.
+    assert not [key for key in graph.asset_check_keys if "freshness" in key.name]
 
 
 def test_dg_check_defs_passes(keel_state):

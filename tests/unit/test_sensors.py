@@ -3,12 +3,13 @@ what it skips, what it alerts, and that asking twice gives the same run keys."""
 
 import json
 import os
+import time
 from datetime import date
 
 import dagster as dg
 import pytest
 
-from platform_assets.defs.alerts import check_failure_alerts, run_failure_alerts
+from platform_assets.defs.alerts import check_failure_alerts, freshness_alerts, run_failure_alerts
 from platform_assets.defs.fraud.models import FRAUD_MODEL, LABELS
 from platform_assets.defs.fraud.monitoring import DRIFT_CHECK, FEATURE_DRIFT
 from platform_assets.defs.fraud.sensors import retraining_sensor
@@ -212,6 +213,37 @@ def test_failed_checks_are_alerted_once_from_the_moment_the_sensor_starts(instan
     assert alert.title == f"check {DRIFT_CHECK} failed on monitoring/feature_drift for 2026-02-06"
     assert alert.severity == "error"
     tick(check_failure_alerts, instance, cursor, alerts=RecordedAlerts())
+    assert len(SENT) == 1
+
+
+def freshness_changed(instance, key, state):
+    # What Dagster's freshness daemon records when an asset's state changes.
+    from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+
+    instance._report_runless_asset_event(  # noqa: SLF001 (the daemon's own call)
+        FreshnessStateChange(
+            key=key,
+            previous_state=FreshnessState.UNKNOWN,
+            new_state=FreshnessState(state),
+            state_change_timestamp=time.time(),
+        )
+    )
+
+
+def test_a_table_turning_late_by_its_freshness_policy_is_alerted_once(instance):
+    # The payments source declares raw_transactions fresh within 26 hours (defs/payments/defs.yaml).
+    freshness_changed(instance, RAW_TRANSACTIONS, "FAIL")  # before the sensor started: not news
+    started, cursor = tick(freshness_alerts, instance, alerts=RecordedAlerts())
+    assert "from now on" in started.skip_message and SENT == []
+    freshness_changed(instance, RAW_TRANSACTIONS, "PASS")
+    _, cursor = tick(freshness_alerts, instance, cursor, alerts=RecordedAlerts())
+    assert SENT == []
+    freshness_changed(instance, RAW_TRANSACTIONS, "FAIL")
+    _, cursor = tick(freshness_alerts, instance, cursor, alerts=RecordedAlerts())
+    (alert,) = SENT
+    assert alert.title == "lake/raw_transactions is late" and alert.severity == "error"
+    assert "updated within 1 day, 2:00:00" in alert.text
+    tick(freshness_alerts, instance, cursor, alerts=RecordedAlerts())
     assert len(SENT) == 1
 
 

@@ -122,6 +122,7 @@ def _parquet(frame: pd.DataFrame) -> bytes:
         (lambda t: t["visits"].update(feed="shops"), "two tables read the same feed"),
         (lambda t: t["visits"].update(feed="Visits/2026"), "feed 'Visits/2026'"),
         (lambda t: t["visits"]["columns"]["visitors"].update(maximum=3), "maximum"),
+        (lambda t: t["visits"].update(freshness_hours=0), "freshness_hours must be positive"),
     ],
     ids=[
         "unknown-reference",
@@ -133,6 +134,7 @@ def _parquet(frame: pd.DataFrame) -> bytes:
         "feed-read-twice",
         "feed-not-a-folder-name",
         "misspelt-rule",
+        "freshness-not-positive",
     ],
 )
 def test_a_declaration_that_cannot_hold_is_refused_naming_it(change, message):

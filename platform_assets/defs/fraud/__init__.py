@@ -11,7 +11,7 @@
     models.py      train -> evaluation (the gate) -> production_model
     scores.py      the day's payments scored by the production model
     serving.py     online features, the payment scorer's Bento, the prediction log
-    monitoring.py  drift reports, feature drift, live performance; checks.py and sensors.py
+    monitoring.py  drift reports, feature drift, live performance; sensors.py (retraining)
     jobs.py        retraining and the prediction log's collection
     reproduce.py   `keel reproduce`: train a version again from its record
     scorer/        the payment scorer (BentoML, on Keel's serving runtime): the API, its request and

@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from platform_assets.defs.fraud import checks, features, jobs, models, monitoring, scores, sensors, serving
+from platform_assets.defs.fraud import features, jobs, models, monitoring, scores, sensors, serving
 
-defs = dg.load_definitions_from_modules(
-    [features, models, scores, serving, monitoring, checks, sensors, jobs]
-)
+defs = dg.load_definitions_from_modules([features, models, scores, serving, monitoring, sensors, jobs])

@@ -9,7 +9,7 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
-from platform_assets.automation import follows_upstream
+from platform_assets.automation import expected_every, follows_upstream
 from platform_assets.defs.fraud import transaction_features as features
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
@@ -20,6 +20,7 @@ from resources.warehouse import Warehouse
 # Day D's features read the entity marts of days D-30 .. D-1 (windows close the day before) and
 # only day D's own payments: the lineage says exactly which partitions a feature partition used.
 CHUNK_DAYS = 31
+FRESHNESS_HOURS = 26  # a day's payments arrive every day: a day and a bit without new features is late
 
 _LOOKBACK = dg.TimeWindowPartitionMapping(
     start_offset=-features.LOOKBACK_DAYS, end_offset=-1, allow_nonexistent_upstream_partitions=True
@@ -44,6 +45,7 @@ _LOOKBACK = dg.TimeWindowPartitionMapping(
         dg.AssetCheckSpec("matches_feature_schema", asset=["features", "transaction_features"], blocking=True)
     ],
     automation_condition=follows_upstream(),
+    freshness_policy=expected_every(FRESHNESS_HOURS),
     kinds={"duckdb", "pandas"},
     op_tags=FEATURES.op_tags("transaction_features"),
 )

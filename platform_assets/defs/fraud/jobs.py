@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from platform_assets.defs.fraud.checks import FRESHNESS_CHECKS
 from platform_assets.defs.fraud.serving import PREDICTION_LOG
 from platform_assets.partitions import daily_partitions
 from platform_assets.steps import INGESTION_RUNS, TRAINING_RUNS
@@ -20,7 +19,7 @@ train_and_promote = dg.define_asset_job(
 
 collect_prediction_log = dg.define_asset_job(
     "collect_prediction_log",
-    selection=dg.AssetSelection.assets(["serving", PREDICTION_LOG]) - FRESHNESS_CHECKS,
+    selection=dg.AssetSelection.assets(["serving", PREDICTION_LOG]),
     partitions_def=daily_partitions,
     tags=INGESTION_RUNS,
     description="Compact the scoring service's prediction files of a day into the lake table prediction_log.",

@@ -1,16 +1,13 @@
-"""The fraud use case's sensors: retraining and freshness (alerts are the platform's, ``defs/alerts.py``).
+"""The fraud use case's retraining sensor (alerts, freshness's too, are the platform's: ``defs/alerts.py``).
 
 - ``retraining_sensor``: asks for one ``train_and_promote`` run when enough days were labelled since
   the last training, or a drift or performance check failed since then. The run goes through the
   promotion gate; a promotion builds the Bento in the same run.
-- ``freshness_checks_sensor``: evaluates the freshness checks of the raw, feature and prediction-log
-  tables.
 """
 
 import dagster as dg
 
 from platform_assets import retraining
-from platform_assets.defs.fraud.checks import freshness_checks
 from platform_assets.defs.fraud.jobs import train_and_promote
 from platform_assets.defs.fraud.models import FEATURES, FRAUD_MODEL, LABELS
 from platform_assets.defs.fraud.monitoring import (
@@ -30,9 +27,4 @@ retraining_sensor = retraining.retraining_sensor(
         performance_check=dg.AssetCheckKey(LIVE_PERFORMANCE, PERFORMANCE_CHECK),
         training_inputs=frozenset({FEATURES, LABELS}),
     ),
-)
-freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
-    freshness_checks=freshness_checks,
-    minimum_interval_seconds=600,
-    default_status=dg.DefaultSensorStatus.RUNNING,
 )

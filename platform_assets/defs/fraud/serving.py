@@ -12,9 +12,10 @@ import dagster as dg
 from keel_core import bentos
 from keel_core.prediction_log import SPOOL
 from platform_assets import prediction_logs
-from platform_assets.automation import follows_upstream
+from platform_assets.automation import expected_every, follows_upstream
 from platform_assets.bentos import build_and_archive
 from platform_assets.defs.fraud import transaction_features as features
+from platform_assets.defs.fraud.features import FRESHNESS_HOURS
 from platform_assets.defs.fraud.models import PAYMENTS, PRODUCTION_MODEL
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
@@ -135,6 +136,7 @@ def fraud_scorer_bento(
     # The day's payments landing is the sign that the day is over: what was served on it is complete.
     deps=[PAYMENTS],
     automation_condition=follows_upstream(),
+    freshness_policy=expected_every(FRESHNESS_HOURS),  # a silent scoring service shows here
     kinds={"parquet"},
     op_tags=INGESTION.op_tags("prediction_log"),
     retry_policy=INGESTION.retry_policy,
