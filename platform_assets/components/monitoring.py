@@ -1,6 +1,7 @@
 """A use case's monitoring: drift (daily, against the production model's training rows), live
 performance (daily, a label delay later), and the retraining sensor with the job it asks for."""
 
+import dataclasses
 import io
 from datetime import date
 
@@ -69,9 +70,14 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
     )
     @retry_only_transient
     def drift_asset(
-        context: dg.AssetExecutionContext, warehouse: Warehouse, lake: Lake, registry: ModelRegistry
+        context: dg.AssetExecutionContext,
+        config: DriftConfig,
+        warehouse: Warehouse,
+        lake: Lake,
+        registry: ModelRegistry,
     ):
         day = date.fromisoformat(context.partition_key)
+        policy = config.over(drift_policy, set(spec.feature_names))
         models = registry_of(registry)
         champion = plan.champion(models)
         reference = pd.read_parquet(io.BytesIO(models.attachment(champion.tag, TRAINING_REFERENCE)))
@@ -81,10 +87,10 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
             ).df()
         if current.empty:
             raise dg.Failure(f"{feature_table} has no rows for {day}", allow_retries=False)
-        result = drift.measure(current, reference, drift_policy, drift_columns)
+        result = drift.measure(current, reference, policy, drift_columns)
         report = f"monitoring/{name}_drift_reports/date={day.isoformat()}/drift.html"
         report_uri = lake.write_file(report, result.html.encode())
-        level = result.level(drift_policy)
+        level = result.level(policy)
         context.log.info(f"{day}: {len(result.drifted)} of {len(result.features)} features drifted ({level})")
         yield dg.MaterializeResult(
             metadata={
@@ -101,15 +107,15 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
                 "dagster/row_count": result.current_total,
             }
         )
-        fail_features = f" or when any of {', '.join(drift_policy.fail_features)} drifts" * bool(
-            drift_policy.fail_features
+        fail_features = f" or when any of {', '.join(policy.fail_features)} drifts" * bool(
+            policy.fail_features
         )
         yield dg.AssetCheckResult(
             check_name=DRIFT_CHECK,
             passed=level == "ok",
             severity=dg.AssetCheckSeverity.WARN if level == "warn" else dg.AssetCheckSeverity.ERROR,
-            description=f"{result.share:.0%} of features drifted (warn at {drift_policy.warn_share:.0%}, "
-            f"fail at {drift_policy.fail_share:.0%}{fail_features})",
+            description=f"{result.share:.0%} of features drifted (warn at {policy.warn_share:.0%}, "
+            f"fail at {policy.fail_share:.0%}{fail_features})",
             metadata={"drift_share": result.share, "drifted_features": dg.MetadataValue.json(result.drifted)},
         )
 
@@ -140,8 +146,15 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
         retry_policy=plan.steps["monitoring"].retry_policy,
     )
     @retry_only_transient
-    def performance_asset(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    def performance_asset(context: dg.AssetExecutionContext, config: LimitsConfig, warehouse: Warehouse):
         day = date.fromisoformat(context.partition_key)
+        if unmeasured := sorted(set(config.limits) - set(metrics)):
+            raise dg.Failure(
+                f"the run config's limits name metrics {name} does not measure: {', '.join(unmeasured)} "
+                f"(it measures {', '.join(metrics)})",
+                allow_retries=False,
+            )
+        limits = judging.Gate(limits={**live_limits.limits, **config.limits})
         with warehouse.connect() as connection:
             scores = connection.execute(
                 f"select * from {score_table} where {spec.day_column} = ?", [day]
@@ -164,7 +177,7 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
             **{learning.LABEL: judged[spec.label_column], learning.PREDICTION: judged[plan.prediction]}
         )
         measured = learning.measure(scored, metrics)
-        verdict = judging.judge(measured, live_limits, metrics)
+        verdict = judging.judge(measured, limits, metrics)
         yield dg.MaterializeResult(
             metadata={
                 **recorded(context),
@@ -208,3 +221,34 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
         labelled_days=spec.retraining.labelled_days,
     )
     return dg.Definitions(assets=[drift_asset, performance_asset], jobs=[train_and_promote], sensors=[sensor])
+
+
+class DriftConfig(dg.Config):
+    """Drift's thresholds from the launchpad, over the spec's ``monitoring.drift``."""
+
+    warn_share: float | None = None  # default: the spec's
+    fail_share: float | None = None
+    max_rows: int | None = None
+    fail_features: list[str] | None = None
+
+    def over(self, spec_policy, features: set[str]):
+        """The spec's policy with this config's values; a bad value fails the run, naming it."""
+        if unknown := sorted(set(self.fail_features or ()) - features):
+            unknown_features = ", ".join(unknown)
+            raise dg.Failure(f"fail_features: not features: {unknown_features}", allow_retries=False)
+        changes = self.model_dump(exclude_none=True)
+        if "fail_features" in changes:
+            changes["fail_features"] = tuple(changes["fail_features"])
+        if changes.get("max_rows", 1) < 1:
+            raise dg.Failure(f"max_rows is {changes['max_rows']}: at least 1", allow_retries=False)
+        try:
+            policy = dataclasses.replace(spec_policy, **changes)
+        except ValueError as error:
+            raise dg.Failure(f"drift thresholds: {error}", allow_retries=False) from None
+        return policy
+
+
+class LimitsConfig(dg.Config):
+    """Live performance's limits from the launchpad: a floor or a ceiling per metric, over the spec's."""
+
+    limits: dict[str, float] = {}

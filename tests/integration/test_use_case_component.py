@@ -418,6 +418,50 @@ def test_the_launchpad_judges_with_its_own_gate_and_refuses_a_metric_not_measure
     assert not misspelt.success and "does not measure: rocauc" in step_failure(misspelt)
 
 
+def test_the_launchpad_sets_drift_thresholds_and_live_limits_over_the_spec(scaffolded, tmp_path):
+    _, spec, resolve = scaffolded
+    yesterday = LAST - timedelta(days=1)
+
+    def config(step: str, values: dict) -> dict:
+        return {"ops": {f"pays_tomorrow__{step}": {"config": values}}}
+
+    with synthetic_world(tmp_path, spec, resolve) as (run, _, _):
+        assert run("features", tags=WHOLE_WINDOW).success
+        assert run("model", "evaluation", "production_model").success
+        assert run("scores", partition_key=yesterday.isoformat()).success
+        on_last = {"partition_key": LAST.isoformat()}
+        lenient = run("drift", run_config=config("drift", {"warn_share": 0.99, "fail_share": 1.0}), **on_last)
+        named = run("drift", run_config=config("drift", {"fail_features": ["payments_28d"]}), **on_last)
+        unknown = run("drift", run_config=config("drift", {"fail_features": ["nope"]}), **on_last)
+        upside_down = run(
+            "drift", run_config=config("drift", {"warn_share": 0.9, "fail_share": 0.1}), **on_last
+        )
+        on_yesterday = {"partition_key": yesterday.isoformat()}
+        strict = run(
+            "live_performance",
+            run_config=config("live_performance", {"limits": {"roc_auc": 0.999}}),
+            **on_yesterday,
+        )
+        misspelt = run(
+            "live_performance",
+            run_config=config("live_performance", {"limits": {"rocauc": 0.5}}),
+            **on_yesterday,
+        )
+    # payments_28d drifts on the last day (the windows fill up), one of few features: under the shares.
+    (lenient_check,) = lenient.get_asset_check_evaluations()
+    (named_check,) = named.get_asset_check_evaluations()
+    assert lenient_check.passed and not named_check.passed
+    assert (
+        named_check.severity == dg.AssetCheckSeverity.ERROR
+        and "payments_28d drifts" in named_check.description
+    )
+    assert "not features: nope" in step_failure(unknown)
+    assert "warn_share" in step_failure(upside_down)
+    (strict_check,) = strict.get_asset_check_evaluations()
+    assert not strict_check.passed and "0.999" in strict_check.description
+    assert "does not measure: rocauc" in step_failure(misspelt)
+
+
 def test_a_read_can_end_the_day_before_the_features_day(scaffolded):
     _, spec, resolve = scaffolded
     changed = UseCase.model_validate(
