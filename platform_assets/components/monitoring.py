@@ -17,11 +17,12 @@ from platform_assets.components.plan import (
     PERFORMANCE_CHECK,
     TRAINING_REFERENCE,
     Plan,
+    key,
 )
 from platform_assets.partitions import daily_partitions
 from platform_assets.provenance import recorded
 from platform_assets.steps import TRAINING_RUNS, WAREHOUSE_POOL, retry_only_transient
-from resources.lake import Lake
+from resources.lake import Lake, LakeError
 from resources.registry import ModelRegistry
 from resources.warehouse import Warehouse
 
@@ -42,7 +43,6 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
     drift_key = plan.drift_key
     performance_key = plan.performance_key
     labels_keys = plan.labels_keys
-    feature_table = plan.feature_table
     score_table = plan.score_table
     metrics = plan.metrics
     drift_columns = plan.drift_columns
@@ -53,11 +53,12 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
     @dg.asset(
         key=drift_key,
         group_name=name,
-        description=f"How far the day's {name} rows are from the rows the production model was trained on: "
-        "a drift score per feature and an Evidently HTML report in the lake. Its check fails when the "
-        "share of drifted features (or one of the features that always fail) crosses the spec's line.",
+        description=f"How far the day's {name} rows (as served, from the prediction log, when it holds the "
+        "compared features; otherwise the day's feature rows) are from the rows the production model was "
+        "trained on: a drift score per feature and an Evidently HTML report in the lake. Its check fails "
+        "when the share of drifted features (or one of the features that always fail) crosses the line.",
         partitions_def=daily_partitions,
-        deps=[features_key, production_key],
+        deps=[features_key, production_key, *([key(name, "prediction_log")] if plan.serving else [])],
         pool=WAREHOUSE_POOL,
         check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset=drift_key, partitions_def=daily_partitions)],
         # A new champion is compared from its promotion on; the days before keep their verdicts.
@@ -81,12 +82,7 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
         models = registry_of(registry)
         champion = plan.champion(models)
         reference = pd.read_parquet(io.BytesIO(models.attachment(champion.tag, TRAINING_REFERENCE)))
-        with warehouse.connect() as connection:
-            current = connection.execute(
-                f"select * from {feature_table} where {spec.day_column} = ?", [day]
-            ).df()
-        if current.empty:
-            raise dg.Failure(f"{feature_table} has no rows for {day}", allow_retries=False)
+        current, source = _served_or_built(plan, day, lake, warehouse)
         result = drift.measure(current, reference, policy, drift_columns)
         report = f"monitoring/{name}_drift_reports/date={day.isoformat()}/drift.html"
         report_uri = lake.write_file(report, result.html.encode())
@@ -101,6 +97,7 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
                 "report": dg.MetadataValue.url(lake.public_url(report)),
                 "report_path": dg.MetadataValue.path(report_uri),
                 "model_version": champion.tag,
+                "current": source,
                 "current_rows": result.current_rows,
                 "reference_rows": result.reference_rows,
                 "sampled": result.sampled,
@@ -221,6 +218,25 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
         labelled_days=spec.retraining.labelled_days,
     )
     return dg.Definitions(assets=[drift_asset, performance_asset], jobs=[train_and_promote], sensors=[sensor])
+
+
+def _served_or_built(plan: Plan, day: date, lake: Lake, warehouse: Warehouse) -> tuple[pd.DataFrame, str]:
+    """The day's rows as the service saw them (its prediction log, when it logs the compared features),
+    or, when it served none, as the pipeline built them (the feature table)."""
+    if plan.serving is not None:
+        table = plan.serving.log_table
+        try:
+            served = lake.read_partition(table, day)
+        except LakeError:
+            served = pd.DataFrame()
+        if len(served) and set(plan.drift_columns.names) <= set(served.columns):
+            return served, f"prediction log ({lake.location(table, day)})"
+    with warehouse.connect() as connection:
+        plan.require_days(connection, day, day)
+        built = connection.execute(
+            f"select * from {plan.feature_table} where {plan.spec.day_column} = ?", [day]
+        ).df()
+    return built, f"feature table {plan.feature_table}"
 
 
 class DriftConfig(dg.Config):

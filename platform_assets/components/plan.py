@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -45,6 +46,88 @@ def key(name: str, asset: str) -> dg.AssetKey:
 
 
 @dataclass(frozen=True)
+class Serving:
+    """How a use case serves: the Bento (its service and bentofile), the online feature view and how
+    a day's snapshot of it is computed, and the lake table of what was served."""
+
+    service: str  # the service's name: its Bentos are <service>_<namespace>
+    bentofile: Path
+    view: Any  # keel_core.online_store.FeatureView
+    snapshot: Callable | None  # (connection, closed_day) -> {entity: frame}; None: the day's feature rows
+    snapshot_schema: Callable | None  # (entity) -> a pandera schema, or None
+    snapshot_reads: tuple  # use_case.Reads of the snapshot (None: it reads the features)
+    log_table: str  # the lake table of what was served
+    spool: str  # the lake folder the service writes its prediction files to
+
+    @classmethod
+    def of(cls, spec, resolve) -> tuple[Any, "Serving"]:
+        """The platform's endpoint (or None: the folder's own service) and how the use case serves."""
+        from keel_core.bentos import PREDICTOR_BENTOFILE
+        from keel_core.endpoint import Endpoint
+        from keel_core.online_store import FeatureView
+        from keel_core.prediction_log import SPOOL
+
+        name, serving = spec.name, spec.serving
+        log_table = spec.storage.prediction_log_table or f"{name}_prediction_log"
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", log_table):
+            raise ValueError(f"{name}: prediction_log_table {log_table!r} is not a lake table name")
+        spool = f"{SPOOL}/{name}"
+        if (serving.entity is None) == (serving.service is None):
+            raise ValueError(
+                f"{name}: serving declares either entity (the platform's endpoint) or service (the "
+                "folder's own), not both or neither"
+            )
+        if serving.service is None:
+            if serving.snapshot is not None:
+                raise ValueError(
+                    f"{name}: a snapshot is for a folder's own service; the endpoint reads the features"
+                )
+            if len(spec.entity) != 1:
+                raise ValueError(
+                    f"{name}: an endpoint answers for one entity key; the rows have {spec.entity}"
+                )
+            endpoint = Endpoint(
+                use_case=name,
+                entity=serving.entity,
+                key=spec.entity[0],
+                features=tuple(spec.feature_names),
+                feature_set_version=spec.feature_set_version,
+                task=spec.task,
+                response=serving.response,
+                defaults=dict(serving.defaults),
+            )
+            return endpoint, cls(name, PREDICTOR_BENTOFILE, endpoint.view(), None, None, (), log_table, spool)
+        bentofile = resolve.folder / serving.service.bentofile
+        if not bentofile.is_file():
+            raise ValueError(f"{name}: serving.service.bentofile {bentofile} is not a file")
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", serving.service.name):
+            raise ValueError(f"{name}: service name {serving.service.name!r}: lowercase, digits, _")
+        snapshot = serving.snapshot
+        if snapshot is None:
+            raise ValueError(f"{name}: a folder's own service needs the snapshot it reads (serving.snapshot)")
+        view = resolve(snapshot.view)
+        if not isinstance(view, FeatureView):
+            raise ValueError(
+                f"{name}: snapshot.view {snapshot.view!r} is not a keel_core.online_store.FeatureView"
+            )
+        reads = tuple(snapshot.reads)
+        if any(read.lookback_days is None or read.lookback_days < read.until_days_before for read in reads):
+            raise ValueError(
+                f"{name}: a snapshot reads daily assets, with lookback_days >= until_days_before"
+            )
+        return None, cls(
+            serving.service.name,
+            bentofile,
+            view,
+            resolve(snapshot.function),
+            resolve(snapshot.schema) if snapshot.schema else None,
+            reads,
+            log_table,
+            spool,
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
     spec: Any  # the UseCase (its module imports this one)
     name: str
@@ -72,7 +155,8 @@ class Plan:
     drift_columns: Any  # keel_core.drift.DriftColumns
     drift_policy: Any  # keel_core.drift.DriftPolicy
     live_limits: Any  # keel_core.judging.Gate: the limits in production
-    endpoint: Any  # keel_core.endpoint.Endpoint, or None: batch only
+    endpoint: Any  # keel_core.endpoint.Endpoint of the platform's predictor, or None
+    serving: "Serving | None"  # None: batch scores only
     freshness: dg.FreshnessPolicy | None  # of the features and the prediction log
     steps: dict[str, Step]  # each kind of step's compute: the platform's, with the spec's changes
     tags: dict[str, str]
@@ -82,7 +166,6 @@ class Plan:
         """``spec`` checked and compiled, its references (features, labels, metrics, estimators)
         resolved by ``resolve`` (``use_case.References``)."""
         from keel_core import drift, judging, learning
-        from keel_core.endpoint import Endpoint
 
         name = spec.name
         model_name = spec.model_name or name
@@ -186,22 +269,9 @@ class Plan:
         freshness = expected_every(freshness_hours)
         if spec.retraining.labelled_days is not None and spec.retraining.labelled_days < 1:
             raise ValueError(f"{name}: retraining.labelled_days must be at least 1")
-        endpoint = None
+        endpoint, serving = None, None
         if spec.serving is not None:
-            if len(spec.entity) != 1:
-                raise ValueError(
-                    f"{name}: an endpoint answers for one entity key; the rows have {spec.entity}"
-                )
-            endpoint = Endpoint(
-                use_case=name,
-                entity=spec.serving.entity,
-                key=spec.entity[0],
-                features=tuple(spec.feature_names),
-                feature_set_version=spec.feature_set_version,
-                task=spec.task,
-                response=spec.serving.response,
-                defaults=dict(spec.serving.defaults),
-            )
+            endpoint, serving = Serving.of(spec, resolve)
         steps = {
             kind: dataclasses.replace(default, **getattr(spec.compute, kind).model_dump(exclude_none=True))
             for kind, default in STEPS.items()

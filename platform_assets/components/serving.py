@@ -1,12 +1,15 @@
-"""A use case's serving, when its spec declares it: the day's rows published to the online store
-(the view ``<name>``), the prediction endpoint (``serving/predictor.py``) packed as a Bento with
-the production model, and what the endpoint answered, collected day by day into the lake."""
+"""A use case's serving, when its spec declares it: the online features of the day published to the
+online store, the service packed as a Bento with the production model, and what it answered,
+collected day by day into the lake.
+
+The service is the platform's prediction endpoint (``serving/predictor.py``: one entity, its features
+the day's feature rows, view ``<name>``), or the folder's own (its bentofile; the online features of
+its entities computed by its snapshot function, as its view)."""
 
 from datetime import timedelta
 
 import dagster as dg
 
-from keel_core.prediction_log import SPOOL
 from platform_assets import prediction_logs
 from platform_assets.automation import follows_upstream
 from platform_assets.bentos import build_and_archive
@@ -26,21 +29,40 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     """The online features, the Bento and the prediction log of a use case that serves."""
     from keel_core import bentos
 
-    spec, name, endpoint, tags = plan.spec, plan.name, plan.endpoint, plan.tags
-    features_key, production_key, feature_table = plan.features_key, plan.production_key, plan.feature_table
-    columns = [endpoint.key, *endpoint.features]
+    spec, name, endpoint, serving, tags = plan.spec, plan.name, plan.endpoint, plan.serving, plan.tags
+    features_key, production_key = plan.features_key, plan.production_key
+    view = serving.view
+    entities = " and ".join(entity.name for entity in view.entities)
+    if serving.snapshot is None:
+        # The platform's endpoint: the day's feature rows of its one entity.
+        snapshot_deps = [features_key]
+        reads = "the day's feature rows"
+    else:
+        snapshot_deps = [
+            dg.AssetDep(
+                dg.AssetKey.from_user_string(read.asset),
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-read.lookback_days,
+                    end_offset=-read.until_days_before,
+                    allow_nonexistent_upstream_partitions=True,
+                ),
+            )
+            for read in serving.snapshot_reads
+        ]
+        reads = f"{spec.serving.snapshot.function} of the folder"
 
     @dg.asset(
         key=key(name, "online_features"),
         group_name=name,
-        description=f"The {name} features of every {endpoint.entity} as of the close of the day, published "
-        f"to the online store (view {name}) for its endpoint to use all the next day. The store only moves "
-        "forward: an older day than it holds is not published (and says so); for a range, the last day is.",
+        description=f"The {name} features of every {entities} as of the close of the day ({reads}), "
+        f"published to the online store (view {view.name}) for {serving.service} to use all the next day. "
+        "The store only moves forward: an older day than it holds is not published (and says so); for a "
+        "range, the last day is.",
         partitions_def=daily_partitions,
         backfill_policy=one_run_per_backfill,
         pool=WAREHOUSE_POOL,
         code_version=spec.feature_set_version,
-        deps=[features_key],
+        deps=snapshot_deps,
         automation_condition=follows_upstream(),
         kinds={"duckdb", "redis", "sqlite"},
         tags=tags,
@@ -53,20 +75,14 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     ):
         _, closed_day = partition_days(context)
         with warehouse.connect() as connection:
-            frame = connection.execute(
-                f"select {', '.join(columns)} from {feature_table} where {spec.day_column} = ?", [closed_day]
-            ).df()
-        if frame.empty:
-            raise dg.Failure(f"{feature_table} has no rows for {closed_day}", allow_retries=False)
-        if nulls := [column for column in columns if frame[column].isna().any()]:
-            # The store reads a missing value as "unknown entity": a feature served must have a value.
-            raise dg.Failure(
-                f"{feature_table} has nulls on {closed_day} in {nulls}: nothing was published",
-                allow_retries=False,
+            frames = (
+                _feature_rows(plan, connection, closed_day)
+                if serving.snapshot is None
+                else _snapshot(plan, connection, closed_day)
             )
-        store = online_store.open(endpoint.view())
+        store = online_store.open(view)
         try:
-            publication = store.publish(closed_day, {endpoint.entity: frame.astype({endpoint.key: "int64"})})
+            publication = store.publish(closed_day, frames)
         finally:
             store.close()
         if not publication.published:
@@ -82,7 +98,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 "store": store.uri,
                 "store_holds": publication.current.closed_day.isoformat(),
                 "snapshot_version": publication.current.version,
-                "entities": len(frame),
+                **{f"{entity}_rows": len(frame) for entity, frame in frames.items()},
                 "feature_set_version": spec.feature_set_version,
             }
         )
@@ -90,9 +106,13 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=key(name, "bento"),
         group_name=name,
-        description=f"{name}'s prediction endpoint (serving/predictor.py) with the model in production: "
-        f"a Bento {name}_<namespace>:<model version>-<code digest>, and its archive in the lake. POST "
-        f'/predict with {{"{endpoint.key}": ...}} answers {endpoint.response}.',
+        description=f"{serving.service} ({serving.bentofile.name}) with the {name} model in production: a "
+        f"Bento {serving.service}_<namespace>:<model version>-<code digest>, and its archive in the lake"
+        + (
+            f'. POST /predict with {{"{endpoint.key}": ...}} answers {endpoint.response}.'
+            if endpoint
+            else "."
+        ),
         deps=[production_key],
         # Also after a promotion outside a run (`keel models promote`), when the daemon runs.
         automation_condition=dg.AutomationCondition.eager(),
@@ -107,10 +127,10 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     ):
         models = plan.registry_of(registry)
         champion = plan.champion(models)
-        bento = bentos.bento_name(namespace.name, name)
-        return build_and_archive(context, models, lake, champion, bento, bentos.PREDICTOR_BENTOFILE)
+        bento = bentos.bento_name(namespace.name, serving.service)
+        return build_and_archive(context, models, lake, champion, bento, serving.bentofile)
 
-    log_table = f"{name}_prediction_log"
+    log_table = serving.log_table
     # The day's data having arrived is the sign that the day is over (its first daily input, that day
     # only): what was served on it is complete.
     daily_reads = [dg.AssetKey.from_user_string(r.asset) for r in spec.reads if r.lookback_days is not None]
@@ -119,9 +139,9 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=key(name, "prediction_log"),
         group_name=name,
-        description=f"Every answer {name}'s endpoint gave on the day (the key, {endpoint.response}, "
-        "the model version, the snapshot's day, whether the entity was new), compacted from the files the "
-        f"endpoint writes to the lake's spool into the lake table {log_table}. Re-runnable.",
+        description=f"Every answer {serving.service} gave on the day (what it was asked, its answer, the "
+        "model version, the snapshot's day, whether an entity was new), compacted from the files the service "
+        f"writes to the lake's spool ({serving.spool}) into the lake table {log_table}. Re-runnable.",
         metadata=stored_in_lake(log_table),
         partitions_def=daily_partitions,
         backfill_policy=one_run_per_backfill,
@@ -135,8 +155,59 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     )
     @retry_only_transient
     def prediction_log_asset(context: dg.AssetExecutionContext, lake: Lake):
-        return prediction_logs.compact(
-            context, lake, f"{SPOOL}/{name}", log_table, ["scored_at", endpoint.key]
-        )
+        return prediction_logs.compact(context, lake, serving.spool, log_table, ["scored_at", *spec.entity])
 
     return [online_asset, bento_asset, prediction_log_asset]
+
+
+def _feature_rows(plan: Plan, connection, closed_day) -> dict:
+    """The platform endpoint's snapshot: the day's feature rows of its entity."""
+    endpoint = plan.endpoint
+    columns = [endpoint.key, *endpoint.features]
+    frame = connection.execute(
+        f"select {', '.join(columns)} from {plan.feature_table} where {plan.spec.day_column} = ?",
+        [closed_day],
+    ).df()
+    if frame.empty:
+        raise dg.Failure(f"{plan.feature_table} has no rows for {closed_day}", allow_retries=False)
+    if nulls := [column for column in columns if frame[column].isna().any()]:
+        # The store reads a missing value as "unknown entity": a feature served must have a value.
+        raise dg.Failure(
+            f"{plan.feature_table} has nulls on {closed_day} in {nulls}: nothing was published",
+            allow_retries=False,
+        )
+    return {endpoint.entity: frame.astype({endpoint.key: "int64"})}
+
+
+def _snapshot(plan: Plan, connection, closed_day) -> dict:
+    """The folder's snapshot of its entities as of ``closed_day``, each frame against its schema:
+    nothing is published unless every entity's frame is what the view serves."""
+    import pandera.errors  # here: pandera costs ~0.2 s to import, and only this step validates
+
+    serving = plan.serving
+    frames = serving.snapshot(connection, closed_day)
+    expected = {entity.name: [entity.key, *entity.features] for entity in serving.view.entities}
+    if set(frames) != set(expected):
+        raise dg.Failure(
+            f"the snapshot of {closed_day} gives the entities {sorted(frames)}; the view {serving.view.name} "
+            f"serves {sorted(expected)}: nothing was published",
+            allow_retries=False,
+        )
+    failures = []
+    for entity, frame in frames.items():
+        if missing := sorted(set(expected[entity]) - set(frame.columns)):
+            failures.append(f"{entity}: no columns {missing}")
+        elif nulls := [c for c in expected[entity] if frame[c].isna().any()]:
+            failures.append(f"{entity}: nulls in {nulls}")  # read as "unknown entity" by the store
+        elif serving.snapshot_schema is not None:
+            try:
+                serving.snapshot_schema(entity).validate(frame, lazy=True)
+            except pandera.errors.SchemaErrors as errors:
+                cases = errors.failure_cases[["column", "check", "failure_case"]].head(5)
+                failures.append(f"{entity}: {cases.to_dict('records')}")
+    if failures:
+        raise dg.Failure(
+            f"the snapshot of {closed_day} breaks its contract, nothing was published: {'; '.join(failures)}",
+            allow_retries=False,
+        )
+    return {entity: frame[expected[entity]] for entity, frame in frames.items()}

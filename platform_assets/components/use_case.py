@@ -96,13 +96,35 @@ class MonitoringSpec(dg.Model):
     freshness_hours: float | None = None
 
 
-class ServingSpec(dg.Model):
-    """Online: the day's feature rows published per entity, and an endpoint that answers for one."""
+class ServiceSpec(dg.Model):
+    """The folder's own scoring service instead of the platform's predictor: a BentoML service on
+    Keel's serving runtime (``serving/``) whose request, features and answer are the folder's."""
 
-    entity: str  # what a request names, e.g. terminal (its key is the use case's one entity column)
+    name: str  # its Bentos are <name>_<namespace> (`keel serve <name>`)
+    bentofile: str  # the folder's bentofile, relative to the folder
+
+
+class SnapshotSpec(dg.Model):
+    """Online features of several entities, computed by a folder function from the warehouse (rather
+    than the day's feature rows): what a service that computes request-time features looks up."""
+
+    function: str  # module:function(connection, closed_day) -> {entity: frame of its key and features}
+    view: str  # module:NAME, the keel_core.online_store.FeatureView the frames are published as
+    schema: str | None = None  # module:function(entity) -> a pandera schema each entity's frame meets
+    reads: list[Reads]  # what the snapshot of a day reads (lookback_days: the days before it read)
+
+
+class ServingSpec(dg.Model):
+    """Online: the platform's prediction endpoint for one entity (``entity``), or the folder's own
+    service (``service``, with its ``snapshot``); either way the Bento and the prediction log."""
+
+    # The platform's endpoint: what a request names, e.g. terminal (its key: the use case's entity).
+    entity: str | None = None
     response: str = "prediction"  # the answer's field name, e.g. forecast
     # Each feature's value for an entity the day's snapshot does not hold (default 0: no history).
     defaults: dict[str, float] = Field(default_factory=dict)
+    service: ServiceSpec | None = None
+    snapshot: SnapshotSpec | None = None
 
 
 class StepSpec(dg.Model):
@@ -136,6 +158,7 @@ class StorageSpec(dg.Model):
     feature_table: str | None = None  # schema.table in the warehouse
     score_table: str | None = None  # schema.table in the warehouse; the lake table is its table part
     prediction_column: str = "prediction"  # the scores' column holding the model's answer
+    prediction_log_table: str | None = None  # the lake table of what was served (<name>_prediction_log)
 
 
 class RetrainingSpec(dg.Model):
@@ -214,7 +237,7 @@ class References:
 def lifecycle(spec: UseCase, references: References) -> dg.Definitions:
     """The definitions of ``spec``'s lifecycle, with what its references name."""
     plan = Plan.of(spec, references)
-    served = serving.assets(plan) if plan.endpoint is not None else []
+    served = serving.assets(plan) if plan.serving is not None else []
     bento = [asset.key for asset in served if asset.key.path[-1] == "bento"]
     return dg.Definitions.merge(
         dg.Definitions(assets=[*training.assets(plan), *served]),

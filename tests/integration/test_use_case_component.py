@@ -248,6 +248,104 @@ def test_what_the_endpoint_answered_on_a_day_is_collected_into_the_lake_once_per
     assert collected.get_asset_materialization_events()[0].materialization.metadata["rows"].value == 3
 
 
+SNAPSHOT_MODULE = """
+import pandas as pd
+import pandera.pandas as pa
+from keel_core.online_store import Entity, FeatureView
+
+CUSTOMER = Entity("customer", "customer_id", ("spend_7d",))
+VIEW = FeatureView("payers", (CUSTOMER, Entity("day", "weekday", ("customers",))), "1")
+
+
+def snapshot(connection, closed_day):
+    customers = connection.execute(
+        "select customer_id, sum(amount_sum) as spend_7d from customer_daily_activity "
+        "where activity_date between ? - interval 6 day and ? group by customer_id order by customer_id",
+        [closed_day, closed_day],
+    ).df()
+    days = pd.DataFrame({"weekday": [closed_day.weekday()], "customers": [len(customers)]})
+    if closed_day.day == 13:  # a day whose snapshot breaks the contract
+        customers.loc[0, "spend_7d"] = -1.0
+    return {"customer": customers, "day": days.astype("int64")}
+
+
+def schema(entity):
+    if entity == "customer":
+        spend = pa.Column(float, pa.Check.ge(0))
+        return pa.DataFrameSchema({"customer_id": pa.Column("int64"), "spend_7d": spend})
+    return pa.DataFrameSchema({"weekday": pa.Column("int64"), "customers": pa.Column("int64")})
+"""
+
+
+@pytest.fixture
+def own_service(scaffolded, tmp_path):
+    """The scaffolded use case served by a service of its folder, whose snapshot it computes."""
+    import shutil
+
+    folder, spec, _ = scaffolded
+    served = tmp_path / "served"
+    shutil.copytree(folder, served)
+    (served / "snap.py").write_text(SNAPSHOT_MODULE)
+    (served / "bentofile.yaml").write_text("service: 'service:Payers'\n")
+    serving = {
+        "service": {"name": "payer_scorer", "bentofile": "bentofile.yaml"},
+        "snapshot": {
+            "function": "snap:snapshot",
+            "view": "snap:VIEW",
+            "schema": "snap:schema",
+            "reads": [{"asset": "warehouse/customer_daily_activity", "lookback_days": 6}],
+        },
+    }
+    changed = UseCase.model_validate({**spec.model_dump(), "serving": serving})
+    return changed, References(served, load_module)
+
+
+def test_a_folder_serves_with_its_own_service_and_publishes_its_own_snapshot(own_service, tmp_path):
+    spec, resolve = own_service
+    plan = Plan.of(spec, resolve)
+    assert plan.endpoint is None and plan.serving.service == "payer_scorer"
+    assert plan.serving.bentofile == resolve.folder / "bentofile.yaml"
+    assets = {a.key.path[-1]: a for a in lifecycle(spec, resolve).assets}
+    online = assets["online_features"]
+    mapping = online.get_partition_mapping(dg.AssetKey(["warehouse", "customer_daily_activity"]))
+    assert (mapping.start_offset, mapping.end_offset) == (-6, 0)
+    assert "payer_scorer" in assets["bento"].descriptions_by_key[dg.AssetKey(["pays_tomorrow", "bento"])]
+    with synthetic_world(tmp_path, spec, resolve) as (run, resources, _):
+        published = run("online_features", partition_key=LAST.isoformat())
+        broken = run("online_features", partition_key="2026-01-13")
+    metadata = published.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["customer_rows"].value > CUSTOMERS / 2 and metadata["day_rows"].value == 1
+    store = open_store(resources["online_store"].url, "test", plan.serving.view)
+    found = store.lookup({"customer": [0, 10**9], "day": [LAST.weekday(), LAST.weekday()]})
+    store.close()
+    assert found.snapshot.closed_day == LAST and pd.isna(found.values[1][0])
+    assert "breaks its contract, nothing was published" in step_failure(broken)
+    assert "spend_7d" in step_failure(broken)
+
+
+def test_drift_compares_what_was_served_when_the_log_holds_the_features(own_service, tmp_path):
+    spec, resolve = own_service
+    with synthetic_world(tmp_path, spec, resolve) as (run, resources, _):
+        assert run("features", tags=WHOLE_WINDOW).success
+        assert run("model", "evaluation", "production_model").success
+        built = run("drift", partition_key=LAST.isoformat())
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as connection:
+            rows = connection.execute(
+                "select * from ml.pays_tomorrow_features where as_of_date = ?", [LAST]
+            ).df()
+        # What a service that logs its features served on the day: 150 of the day's rows.
+        resources["lake"].write_partition("pays_tomorrow_prediction_log", LAST, rows.head(150))
+        served = run("drift", partition_key=LAST.isoformat())
+
+    def compared(result) -> tuple[str, int]:
+        metadata = result.get_asset_materialization_events()[0].materialization.metadata
+        return metadata["current"].value, metadata["dagster/row_count"].value
+
+    assert compared(built)[0] == "feature table ml.pays_tomorrow_features"
+    source, rows_compared = compared(served)
+    assert source.startswith("prediction log") and rows_compared == 150
+
+
 def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
     _, spec, resolve = scaffolded
     for change, message in (
@@ -272,6 +370,29 @@ def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
             {"storage": {"prediction_column": "customer_id"}},
             "'customer_id' is already a column of the scores",
         ),
+        ({"serving": {"response": "probability"}}, "either entity .* or service"),
+        (
+            {"serving": {"entity": "customer", "service": {"name": "own", "bentofile": "defs.yaml"}}},
+            "either entity .* or service",
+        ),
+        (
+            {"serving": {"service": {"name": "own", "bentofile": "nope.yaml"}}},
+            "bentofile .*nope.yaml is not a file",
+        ),
+        (
+            {"serving": {"service": {"name": "own", "bentofile": "defs.yaml"}}},
+            "needs the snapshot it reads",
+        ),
+        (
+            {
+                "serving": {
+                    "entity": "customer",
+                    "snapshot": {"function": "features:features", "view": "features:features", "reads": []},
+                }
+            },
+            "a snapshot is for a folder's own service",
+        ),
+        ({"storage": {"prediction_log_table": "logs/served"}}, "is not a lake table name"),
     ):
         changed = UseCase.model_validate({**spec.model_dump(), **change})
         with pytest.raises(ValueError, match=message):
