@@ -17,7 +17,7 @@ Cases (goals from the performance issue, on the 2-core development machine):
   the full build's cost per day. Goal: the fixed overhead (one day minus a full-build day) under 20 s.
 * code location load: importing the definitions against a bare ``import dagster``. Goal: under 1.5x;
   evidently, bentoml and sklearn's ensembles must not be imported.
-* batch scoring: rows per second of the ``scores/transaction_scores`` step against the model's
+* batch scoring: rows per second of the ``fraud/scores`` step against the model's
   ``predict_proba`` on the same rows already in memory. Goal: at least 80%.
 * memory: peak RSS of the process tree (Dagster and its dbt subprocess) of the full build at 90
   and 360 days. Goal: growing sub-linearly with the days.
@@ -187,7 +187,11 @@ def build_case(days: int) -> dict:
     first, last = WORLD_START, WORLD_START + timedelta(days=days - 1)
     _say(f"full build: {days} days ({first} .. {last}), Keel then hand-written DuckDB")
     keel = _run_child(
-        "materialize", first.isoformat(), last.isoformat(), "lake,warehouse,features", namespace=namespace
+        "materialize",
+        first.isoformat(),
+        last.isoformat(),
+        "lake,warehouse,fraud/features",
+        namespace=namespace,
     )
     handwritten = _run_child("handwritten", first.isoformat(), last.isoformat(), namespace=namespace)
     same = _compare(namespace)
@@ -245,12 +249,20 @@ def new_day_and_scoring_cases(build: dict) -> tuple[dict, dict]:
     first, last = WORLD_START, WORLD_START + timedelta(days=days - 1)
     new_day = last + timedelta(days=1)
     _say(f"set-up: train and promote on the {days}-day world")
-    training = _run_child("materialize", first.isoformat(), last.isoformat(), "models", namespace=namespace)
+    training = _run_child(
+        "materialize",
+        first.isoformat(),
+        last.isoformat(),
+        "fraud/model,fraud/evaluation,fraud/production_model",
+        namespace=namespace,
+    )
 
     _say(f"batch scoring: {days} days, the asset then the model alone")
-    scoring = _run_child("materialize", first.isoformat(), last.isoformat(), "scores", namespace=namespace)
+    scoring = _run_child(
+        "materialize", first.isoformat(), last.isoformat(), "fraud/scores", namespace=namespace
+    )
     direct = _run_child("score", first.isoformat(), last.isoformat(), namespace=namespace)
-    step_seconds = scoring["steps"]["scores__transaction_scores"]
+    step_seconds = scoring["steps"]["fraud__scores"]
     asset_rate = direct["rows"] / step_seconds
     share = asset_rate / direct["rows_per_second"]
     batch = {
@@ -513,19 +525,24 @@ def child_import(what: str) -> dict:
 
 
 def _job(what: str, definitions):
-    """A job of the assets a run covers: groups of the main job, or one new day's whole path. As in
-    Keel's own jobs, the freshness checks are left out (they run on their own schedule)."""
+    """A job of the assets a run covers: groups and assets (``lake,warehouse,fraud/features``), or one
+    new day's whole path through the reference use case."""
     import dagster as dg
-    from platform_assets.defs.fraud.checks import FRESHNESS_CHECKS
 
     if what == "day":
         graph = definitions.resolve_asset_graph()
-        daily = dg.AssetSelection.groups("lake", "warehouse", "features", "scores").resolve(graph)
+        daily = (
+            dg.AssetSelection.groups("lake", "warehouse")
+            | dg.AssetSelection.assets("fraud/features", "fraud/scores")
+        ).resolve(graph)
         keys = [key for key in daily if graph.get(key).partitions_def is not None]
-        selection = dg.AssetSelection.assets(*keys, ["monitoring", "feature_drift"])
+        selection = dg.AssetSelection.assets(*keys, ["fraud", "drift"])
     else:
-        selection = dg.AssetSelection.groups(*what.split(","))
-    job = dg.define_asset_job("bench", selection=selection - FRESHNESS_CHECKS)
+        parts = what.split(",")
+        selection = dg.AssetSelection.groups(*(p for p in parts if "/" not in p)) | dg.AssetSelection.assets(
+            *(dg.AssetKey.from_user_string(p) for p in parts if "/" in p)
+        )
+    job = dg.define_asset_job("bench", selection=selection)
     return dg.Definitions.merge(definitions, dg.Definitions(jobs=[job])).resolve_job_def("bench")
 
 
@@ -646,16 +663,15 @@ def child_handwritten(first: str, last: str) -> dict:
 def child_score(first: str, last: str) -> dict:
     """The direct side of batch scoring: the production model on the same rows, already in memory."""
     from keel_core.settings import Settings
-    from platform_assets.defs.fraud import transaction_features as features
     from resources.environments import registry_for
     from resources.warehouse import Warehouse
 
     settings = Settings()
-    registry = registry_for(settings)
+    registry = registry_for(settings).of("fraud_detector")
     model = registry.load(registry.champion().tag)
     with Warehouse(path=settings.warehouse_path).connect() as connection:
         frame = connection.execute(
-            f"select * from {features.FEATURE_TABLE} where transaction_date between ? and ? "
+            "select * from ml.transaction_features where transaction_date between ? and ? "
             "order by transaction_id",
             [date.fromisoformat(first), date.fromisoformat(last)],
         ).df()

@@ -135,6 +135,8 @@ select
     p.transacted_at,
     p.customer_id,
     p.terminal_id,
+    c.customer_id is null as customer_is_new,
+    t.terminal_id is null as terminal_is_new,
     p.amount,
     cast(isodow(p.transacted_at) >= 6 as tinyint) as is_weekend,
     cast(hour(p.transacted_at) < 6 as tinyint) as is_night,
@@ -149,9 +151,7 @@ select
     coalesce(t.terminal_transactions_7d, 0) as terminal_transactions_7d,
     coalesce(t.terminal_fraud_rate_7d, 0.0) as terminal_fraud_rate_7d,
     coalesce(t.terminal_transactions_30d, 0) as terminal_transactions_30d,
-    coalesce(t.terminal_fraud_rate_30d, 0.0) as terminal_fraud_rate_30d,
-    c.customer_id is null as customer_is_new,
-    t.terminal_id is null as terminal_is_new
+    coalesce(t.terminal_fraud_rate_30d, 0.0) as terminal_fraud_rate_30d
 from payments as p
 left join customer_windows as c on p.customer_id = c.customer_id and p.transaction_date = c.as_of_date
 left join terminal_windows as t on p.terminal_id = t.terminal_id and p.transaction_date = t.as_of_date

@@ -113,9 +113,10 @@ def latest_bento():
 
     settings = Settings()
     use_local_homes()
-    from platform_assets.defs.fraud.serving import SERVICE
+    from platform_assets.components.use_case import declared
 
-    built = bentos.built(bentos.bento_name(settings.namespace, SERVICE))
+    service = declared()["fraud"][0].serving.service.name  # the payment scorer
+    built = bentos.built(bentos.bento_name(settings.namespace, service))
     if not built:
         raise SystemExit("no Bento of the scoring service yet: run `make demo` first")
     return built[-1], service_settings(settings)

@@ -4,10 +4,10 @@
 
     keel = client.connect()                      # your namespace (KEEL_NAMESPACE, else your login name)
     keel.assets()                                # every asset: group, partitions, where its value is
-    keel.load("features/transaction_features", partition="2026-02-01")      # a DataFrame
-    keel.load("monitoring/feature_drift", partition="2026-02-01")           # the drift metrics
-    keel.models()                                # versions with their stage and metrics
-    model = keel.load_model(stage="production")  # or tag="<model>:<version>"
+    keel.load("fraud/features", partition="2026-02-01")       # a DataFrame
+    keel.load("fraud/drift", partition="2026-02-01")          # the drift metrics
+    keel.models()                                # every model's versions, their stage and metrics
+    model = keel.load_model(stage="production", model="fraud_detector")  # or tag="<model>:<version>"
     keel.run(run_id)                             # status, tags, timings, what it materialized
 
     prod = client.connect(namespace="prod")      # another namespace: read it, nothing is written
@@ -180,37 +180,51 @@ class Client:
 
     # Models ------------------------------------------------------------------------------------
 
-    def models(self) -> pd.DataFrame:
-        """Every version in the namespace's registry, oldest first, with its stage and test metrics."""
+    def models(self, model: str | None = None) -> pd.DataFrame:
+        """Every version of ``model`` (default: of every model in the namespace's registry), oldest
+        first per model, with its stage and test metrics."""
         rows = []
-        for version in self.registry.versions():
-            record, window = version.record, version.record.training_window
-            rows.append(
-                {
-                    "tag": version.tag,
-                    "stage": version.stage,
-                    "created_at": version.created_at,
-                    **record.metrics,
-                    "test_window": f"{window.test_start} .. {window.test_end}",
-                    "git_commit": record.code_version.git_commit,
-                }
-            )
+        for name in [model] if model else self.registry.models():
+            for version in self.registry.of(name).versions():
+                record, window = version.record, version.record.training_window
+                rows.append(
+                    {
+                        "model": name,
+                        "tag": version.tag,
+                        "stage": version.stage,
+                        "created_at": version.created_at,
+                        **record.metrics,
+                        "test_window": f"{window.test_start} .. {window.test_end}",
+                        "git_commit": record.code_version.git_commit,
+                    }
+                )
         return pd.DataFrame(rows)
 
-    def model_version(self, tag: str | None = None, stage: str | None = None):
-        """A registry version by ``tag``, or the newest with ``stage`` (production, approved...)."""
+    def model_version(self, tag: str | None = None, stage: str | None = None, model: str | None = None):
+        """A registry version by ``tag``, or the newest of ``model`` with ``stage`` (production,
+        approved...); ``model`` may be left out when the namespace's registry holds one model."""
+        from resources.registry import RegistryError
+
         if (tag is None) == (stage is None):
             raise ClientError("give either tag= or stage=")
-        if tag is not None:
-            return self.registry.version(tag)
-        matching = [version for version in self.registry.versions() if version.stage == stage]
+        try:
+            if tag is not None:
+                return self.registry.of_tag(tag).version(tag)
+            names = [model] if model else self.registry.models()
+            if len(names) != 1:
+                raise ClientError(f"give model=: the registry holds {', '.join(names) or 'no model'}")
+            registry = self.registry.of(names[0])
+            matching = [version for version in registry.versions() if version.stage == stage]
+        except RegistryError as error:
+            raise ClientError(str(error)) from None
         if not matching:
-            raise ClientError(f"no version is {stage!r} in namespace {self.namespace} ({self.registry.uri})")
+            raise ClientError(f"no version is {stage!r} in namespace {self.namespace} ({registry.uri})")
         return matching[-1]
 
-    def load_model(self, tag: str | None = None, stage: str | None = None):
-        """The scikit-learn pipeline of a version (``predict_proba`` on the feature columns)."""
-        return self.registry.load(self.model_version(tag, stage).tag)
+    def load_model(self, tag: str | None = None, stage: str | None = None, model: str | None = None):
+        """The scikit-learn pipeline of a version (``predict_proba`` or ``predict`` on its features)."""
+        version = self.model_version(tag, stage, model)
+        return self.registry.of_tag(version.tag).load(version.tag)
 
     # Runs --------------------------------------------------------------------------------------
 

@@ -19,15 +19,6 @@ from rich.table import Table
 from keel_core.settings import Settings
 
 JOB_NAME = "keel_pipeline"
-WAREHOUSE_TABLES = [
-    "customers",
-    "terminals",
-    "transactions",
-    "fraud_labels",
-    "customer_daily_activity",
-    "terminal_daily_activity",
-    "terminal_daily_fraud_reports",
-]
 
 
 def source_system(settings):
@@ -40,13 +31,19 @@ def source_system(settings):
 
 
 def days_needed(train_days: int | None = None) -> int:
-    """The shortest window the job can train on with its default training configuration."""
+    """The shortest window every declared use case can train on (with ``train_days``, if given)."""
     from keel_core.windows import TrainingWindow
-    from platform_assets.defs.fraud.models import TrainingConfig
-    from platform_assets.defs.payments.simulator import LABEL_DELAY_DAYS
+    from platform_assets.components.use_case import declared
 
-    config = TrainingConfig(**({"train_days": train_days} if train_days else {}))
-    return TrainingWindow.days_needed(config.train_days, LABEL_DELAY_DAYS, config.test_days, LABEL_DELAY_DAYS)
+    return max(
+        TrainingWindow.days_needed(
+            train_days or spec.windows.train_days,
+            spec.label_delay_days,
+            spec.windows.test_days,
+            spec.label_delay_days,
+        )
+        for spec, _ in declared().values()
+    )
 
 
 @dataclass(frozen=True)
@@ -123,8 +120,14 @@ def run(settings, window: Window, console: Console, train_days: int | None = Non
                 # failures are reported below from the run's events.
                 run_config={
                     "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+                    # The training window asked for, for every use case's model.
                     **(
-                        {"ops": {"models__fraud_model": {"config": {"train_days": train_days}}}}
+                        {
+                            "ops": {
+                                f"{name}__model": {"config": {"train_days": train_days}}
+                                for name in _use_cases(definitions)
+                            }
+                        }
                         if train_days
                         else {}
                     ),
@@ -237,7 +240,19 @@ class _StepWatcher:
         self._read = len(records)
 
 
+def _use_cases(definitions) -> list[str]:
+    """The use cases of the code location (keel.UseCase): the groups of the assets it tags."""
+    from platform_assets.components.plan import PIPELINE_TAG
+
+    graph = definitions.resolve_asset_graph()
+    return sorted(
+        {key.path[0] for key in graph.get_all_asset_keys() if graph.get(key).tags.get(PIPELINE_TAG) == "true"}
+    )
+
+
 def _summary(definitions, result, window: Window, elapsed: float, run_id: str, console: Console):
+    from platform_assets.components.source import FEED_TAG, INGESTS_TAG, QUARANTINE_TAG
+
     metadata = {}
     for event in result.get_asset_materialization_events():
         key = event.asset_key.to_user_string()
@@ -246,52 +261,59 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
         e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     failed_checks = [c for c in checks if not c.passed]
+    graph = definitions.resolve_asset_graph()
+    nodes = [graph.get(key) for key in sorted(graph.get_all_asset_keys())]
 
     table = Table(title=f"Keel: {window.start} .. {window.end}", title_justify="left")
     table.add_column("layer")
     table.add_column("table")
     table.add_column("rows", justify="right")
     table.add_column("notes")
-    for name in ("customers", "terminals"):
-        table.add_row("lake", name, f"{metadata[f'lake/{name}']['dagster/row_count']:,}", "reference table")
-    for name, quarantine in (
-        ("raw_transactions", "quarantined_transactions"),
-        ("raw_fraud_labels", "quarantined_fraud_labels"),
-    ):
-        m = metadata[f"lake/{name}"]
-        table.add_row("lake", name, f"{m['window_valid_rows']:,}", f"of {m['window_rows_in']:,} rows in")
-        table.add_row("lake", quarantine, f"{m['window_quarantined_rows']:,}", "rows failing the contract")
+    quarantines = {node.tags[QUARANTINE_TAG]: node.key for node in nodes if QUARANTINE_TAG in node.tags}
+    for node in nodes:  # the sources' tables, as ingested
+        name, ingests = node.key.path[-1], node.tags.get(INGESTS_TAG)
+        if ingests == "reference":
+            rows = metadata[node.key.to_user_string()]["dagster/row_count"]
+            table.add_row("lake", name, f"{rows:,}", "reference table")
+        elif ingests == "daily" and FEED_TAG in node.tags:
+            m = metadata[node.key.to_user_string()]
+            table.add_row("lake", name, f"{m['window_valid_rows']:,}", f"of {m['window_rows_in']:,} rows in")
+            quarantine = quarantines[node.tags[FEED_TAG]].path[-1]
+            table.add_row(
+                "lake", quarantine, f"{m['window_quarantined_rows']:,}", "rows failing the contract"
+            )
     warehouse = definitions.resources["warehouse"]
-    for name in WAREHOUSE_TABLES:
-        table.add_row("warehouse", name, f"{warehouse.row_count(name):,}", "dbt mart")
-    features = metadata["features/transaction_features"]
-    table.add_row(
-        "features", features["table"], f"{warehouse.row_count(features['table']):,}", "one row per payment"
-    )
-    # No scores when the gate refused the first model: nothing is in production to score with.
-    if scores := metadata.get("scores/transaction_scores"):
-        table.add_row(
-            "scores",
-            scores["warehouse_table"],
-            f"{warehouse.row_count(scores['warehouse_table']):,}",
-            f"{scores['rows_per_second']:,} rows/s, model {scores['model_version']}",
-        )
-    online = metadata.get("serving/online_features")
-    if online:
-        table.add_row(
-            "serving",
-            "online_features",
-            f"{online['customers'] + online['terminals']:,}",
-            f"customers and terminals at the close of {online['store_holds']}",
-        )
+    for node in nodes:  # dbt's marts (staging and intermediate models are steps towards them)
+        name = node.key.path[-1]
+        if node.group_name == "warehouse" and not name.startswith(("stg_", "int_")):
+            table.add_row("warehouse", name, f"{warehouse.row_count(name):,}", "dbt mart")
+    for use_case in _use_cases(definitions):
+        features = metadata[f"{use_case}/features"]
+        rows = warehouse.row_count(features["table"])
+        table.add_row(use_case, features["table"], f"{rows:,}", "features")
+        # No scores when the gate refused the first model: nothing is in production to score with.
+        if scores := metadata.get(f"{use_case}/scores"):
+            table.add_row(
+                use_case,
+                scores["warehouse_table"],
+                f"{warehouse.row_count(scores['warehouse_table']):,}",
+                f"scores, {scores['rows_per_second']:,} rows/s, model {scores['model_version']}",
+            )
+        if online := metadata.get(f"{use_case}/online_features"):
+            counts = {k.removesuffix("_rows"): v for k, v in online.items() if k.endswith("_rows")}
+            table.add_row(
+                use_case,
+                "online features",
+                f"{sum(counts.values()):,}",
+                f"{' and '.join(counts)} at the close of {online['store_holds']}",
+            )
     console.print(table)
-    _models_summary(metadata, console)
-    _use_case_summary(metadata, console)
-    _serving_summary(metadata, warehouse, console)
-    for quarantine in ("quarantined_transactions", "quarantined_fraud_labels"):
-        reasons = metadata[f"lake/{quarantine}"]["reasons"]
-        if reasons:
-            console.print(f"{quarantine}, by rule:")
+    for use_case in _use_cases(definitions):
+        _use_case_summary(use_case, metadata, console)
+        _serving_summary(use_case, metadata, warehouse, console)
+    for node in nodes:
+        if QUARANTINE_TAG in node.tags and (reasons := metadata[node.key.to_user_string()]["reasons"]):
+            console.print(f"{node.key.path[-1]}, by rule:")
             for rule, count in reasons.items():
                 console.print(f"  {count:>5}  {rule}")
 
@@ -303,73 +325,40 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
         )
     )
     console.print(f"Elapsed: {elapsed:.1f} s (run {run_id[:8]})")
-    console.print(f"Registry:  {definitions.resources['registry'].uri}   (uv run keel models list)")
+    console.print(
+        f"Registry:  {definitions.resources['registry'].lake.uri}/registry   (uv run keel models list)"
+    )
     console.print(f"Lake:      {definitions.resources['lake'].uri}")
     console.print(f"Warehouse: {warehouse.path}")
     query = "select * from {{ ref('transactions') }}"
     console.print(f'           cd dbt_project && uv run dbt show --inline "{query}"')
     console.print(
         "UI:        make dev, then open http://127.0.0.1:3000 "
-        "(Lineage: lake -> warehouse -> features -> models -> scores -> serving)"
+        f"(Lineage: lake -> warehouse -> {', '.join(_use_cases(definitions))})"
     )
 
 
-def _serving_summary(metadata, warehouse, console: Console) -> None:
-    bento, online = metadata.get("serving/fraud_scorer_bento"), metadata.get("serving/online_features")
-    if not (bento and online):
-        return
-    with warehouse.connect() as connection:
-        # The riskiest card and terminal of the last day, paying again the next morning.
-        customer_id, terminal_id, amount = connection.execute(
-            "select f.customer_id, f.terminal_id, f.amount from ml.transaction_scores s "
-            "join ml.transaction_features f using (transaction_id) "
-            "where f.transaction_date = ? order by s.fraud_probability desc limit 1",
-            [online["closed_day"]],
-        ).fetchone()
-    payment = json.dumps(
-        {
-            "transaction_id": 1,
-            "transacted_at": f"{online['serves_payments_of']}T09:30:00",
-            "customer_id": int(customer_id),
-            "terminal_id": int(terminal_id),
-            "amount": round(float(amount), 2),
-        }
-    )
-    console.print(
-        f"[bold green]Bento:[/] {bento['bento']} ({'unchanged' if bento['reused'] else 'built'} in "
-        f"{bento['build_seconds']:.1f} s); online features of {online['store_holds']} in {online['store']}\n"
-        "Serve:     make serve SERVICE=fraud_scorer   (then, in another shell)\n"
-        f"           curl -s -X POST http://127.0.0.1:3000/score -H 'content-type: application/json' "
-        f"-d '{payment}'"
-    )
-
-
-def _models_summary(metadata, console: Console) -> None:
-    trained = metadata["models/fraud_model"]
-    evaluation = metadata["models/evaluation"]
+def _use_case_summary(use_case: str, metadata, console: Console) -> None:
+    """A use case's challenger against its baseline on its test days, the gate's verdict, and what is
+    in production."""
+    trained, evaluation = metadata[f"{use_case}/model"], metadata[f"{use_case}/evaluation"]
+    names = [name for name in trained if f"baseline_{name}" in trained]
     table = Table(
-        title=f"Model {trained['model_tag']}: trained {trained['train_start']} .. {trained['train_end']} "
-        f"({trained['train_rows']:,} payments), tested {trained['test_start']} .. {trained['test_end']}",
+        title=f"{use_case}: {trained['model_tag']} trained {trained['train_start']} .. "
+        f"{trained['train_end']} ({trained['train_rows']:,} rows), tested {trained['test_start']} .. "
+        f"{trained['test_end']}",
         title_justify="left",
     )
-    for column in ("model", "ROC AUC", "average precision", "card precision@100"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name, prefix in (
-        ("gradient-boosted trees (challenger)", ""),
-        ("logistic regression (baseline)", "baseline_"),
-    ):
-        table.add_row(
-            name,
-            *(
-                f"{trained[prefix + m]:.4f}"
-                for m in ("roc_auc", "average_precision", "card_precision_at_100")
-            ),
-        )
+    table.add_column("model")
+    for name in names:
+        table.add_column(name, justify="right")
+    for label, prefix in (("challenger", ""), ("baseline", "baseline_")):
+        table.add_row(label, *(f"{trained[prefix + name]:.4f}" for name in names))
     console.print(table)
     console.print(
         f"Training took {trained['training_seconds']:.1f} s. Promotion gate: {evaluation['decision']}"
     )
-    promoted = metadata.get("models/production_model")
+    promoted = metadata.get(f"{use_case}/production_model")
     if promoted and not promoted["promoted"]:
         console.print(f"[bold yellow]Not promoted[/]: {promoted['model_tag']} stays in production")
     elif promoted:
@@ -379,24 +368,36 @@ def _models_summary(metadata, console: Console) -> None:
         )
 
 
-def _use_case_summary(metadata, console: Console) -> None:
-    """One line per use case declared by a folder (keel.UseCase): its model against its baseline."""
-    for key, evaluation in metadata.items():
-        use_case, _, asset = key.partition("/")
-        if asset != "evaluation" or use_case == "models":
-            continue
-        trained, production = (
-            metadata.get(f"{use_case}/model", {}),
-            metadata.get(f"{use_case}/production_model"),
+def _serving_summary(use_case: str, metadata, warehouse, console: Console) -> None:
+    """A served use case's Bento, and a request to try once it is served (the folder's example, or
+    for the platform's endpoint the first entity of the day)."""
+    from platform_assets.components.plan import Plan
+    from platform_assets.components.use_case import declared
+
+    bento, online = metadata.get(f"{use_case}/bento"), metadata.get(f"{use_case}/online_features")
+    if not (bento and online):
+        return
+    spec, references = declared()[use_case]
+    plan = Plan.of(spec, references)
+    example = plan.serving.example
+    if example is None and plan.endpoint is not None:
+        key, table, day = plan.endpoint.key, plan.feature_table, spec.day_column
+
+        def example(connection, closed_day):
+            (first,) = connection.execute(
+                f"select min({key}) from {table} where {day} = ?", [closed_day]
+            ).fetchone()
+            return "/predict", {key: int(first)}
+
+    console.print(
+        f"[bold green]Bento:[/] {bento['bento']} ({'unchanged' if bento['reused'] else 'built'} in "
+        f"{bento['build_seconds']:.1f} s); online features of {online['store_holds']} in {online['store']}\n"
+        f"Serve:     make serve SERVICE={plan.serving.service}   (then, in another shell)"
+    )
+    if example is not None:
+        with warehouse.connect() as connection:
+            route, body = example(connection, date.fromisoformat(online["closed_day"]))
+        console.print(
+            f"           curl -s -X POST http://127.0.0.1:3000{route} -H 'content-type: application/json' "
+            f"-d '{json.dumps(body)}'"
         )
-        compared = ", ".join(
-            f"{name} {trained[name]:.4f} (baseline {trained[f'baseline_{name}']:.4f})"
-            for name in trained
-            if f"baseline_{name}" in trained
-        )
-        state = (
-            f"in production: {production['model_tag']}"
-            if production and production["promoted"]
-            else "not promoted"
-        )
-        console.print(f"[bold]{use_case}[/]: {compared}. Gate: {evaluation['decision']}; {state}")

@@ -1,9 +1,10 @@
 """`keel demo-drift`: the monitoring loop end to end, after `keel demo`.
 
-The simulator's drift knob changes the world from the next day on (amounts scaled, a card-testing
-fraud pattern); those days land in the landing zone, and Keel's own sensors and automation, ticked
-in this process (``keel.loop``), take it from there: ingestion -> warehouse -> features -> scores ->
-drift report and check -> retraining sensor -> train, gate, promote or refuse -> Bento.
+The source system's drift knob changes the world from the next day on (the simulator: amounts
+scaled, card testing at night); those days land in the landing zone, and Keel's own sensors and
+automation, ticked in this process (``keel.loop``), take it from there for every use case:
+ingestion -> warehouse -> features -> scores -> drift report and check -> retraining sensor ->
+train, gate, promote or refuse -> Bento.
 """
 
 from __future__ import annotations
@@ -24,17 +25,27 @@ def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float 
 
     from keel.local import dagster_instance
     from keel.loop import Loop
+    from platform_assets.components.plan import key
+    from platform_assets.components.use_case import declared
     from platform_assets.definitions import build
-    from platform_assets.defs.fraud.models import EVALUATION, PRODUCTION_MODEL
-    from platform_assets.defs.fraud.monitoring import FEATURE_DRIFT, LIVE_PERFORMANCE
 
     began = time.monotonic()
     definitions = build(settings)
     registry, landing = definitions.resources["registry"], definitions.resources["landing"]
-    champion = registry.champion()
+    use_cases = declared()
+    champions = {
+        name: registry.of(spec.model_name or name).champion() for name, (spec, _) in use_cases.items()
+    }
     last = landing.last_day()
-    if champion is None or last is None:
+    if last is None or not any(champions.values()):
         console.print("[red]No model in production or nothing landed yet: run `make demo` first.[/]")
+        return 2
+    for name in [name for name, champion in champions.items() if champion is None]:
+        console.print(f"[yellow]{name} has no model in production: its drift and retraining are left out.[/]")
+        del use_cases[name], champions[name]
+    upstream = definitions.resources["upstream"]
+    if not hasattr(upstream, "drifting_from"):
+        console.print(f"[red]The source system {type(upstream).__name__} cannot simulate drift.[/]")
         return 2
     instance = dagster_instance(settings)
     loop = Loop(definitions, instance, report=lambda line: console.print(f"  {line}", highlight=False))
@@ -45,13 +56,14 @@ def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float 
         # its newest days again, drifted
         # (a re-delivered file is a new arrival; its partitions are replaced).
         first = last - timedelta(days=days - 1)
-    drifted = definitions.resources["upstream"].drifting_from(first, amount_scale, card_testing=True)
+    drifted = upstream.drifting_from(first, amount_scale, card_testing=True)
     new_days = [first + timedelta(days=i) for i in range(days)]
     for day in new_days:
         landing.deliver_day(drifted, day)
     console.print(
-        f"[bold]Keel drift demo[/]: champion {champion.tag}. Landed {new_days[0]} .. {new_days[-1]} with "
-        f"drift (amounts x{amount_scale}, card testing at night) in {landing.lake.uri}/{landing.prefix}/"
+        f"[bold]Keel drift demo[/]: in production {', '.join(c.tag for c in champions.values())}. Landed "
+        f"{new_days[0]} .. {new_days[-1]} with drift (amounts x{amount_scale}, card testing at night) in "
+        f"{landing.lake.uri}/{landing.prefix}/"
     )
 
     # dbt's own output goes to a log file; the terminal shows one line per run.
@@ -72,46 +84,55 @@ def run(settings, console: Console, days: int = DRIFT_DAYS, amount_scale: float 
         )
         return 1
 
-    drift_table = Table(
-        title="Feature drift against the production model's training data", title_justify="left"
-    )
-    for column in ("day", "drifted features", "share", "check", "report"):
+    drift_table = Table(title="Drift against each production model's training rows", title_justify="left")
+    for column in ("use case", "day", "drifted features", "share", "check", "report"):
         drift_table.add_column(column)
     for run in runs:
         for event in run.result.get_asset_materialization_events():
-            if event.asset_key == FEATURE_DRIFT:
+            use_case, asset = event.asset_key.path[0], event.asset_key.path[-1]
+            if use_case not in use_cases:
+                continue
+            if asset == "drift":
                 m = _values(event)
-                check = _check(run.result, FEATURE_DRIFT)
                 drift_table.add_row(
+                    use_case,
                     event.partition,
                     ", ".join(m["drifted_features"]),
                     f"{m['drift_share']:.0%}",
-                    check,
+                    _check(run.result, event.asset_key),
                     m["report_path"],
                 )
-            if event.asset_key == LIVE_PERFORMANCE:
+            if asset == "live_performance":
                 m = _values(event)
+                measured = ", ".join(
+                    f"{name} {m[name]:.4f}"
+                    for metric in use_cases[use_case][0].metrics
+                    if (name := metric.name.rpartition(":")[2]) in m
+                )
                 console.print(
-                    f"  live performance of {event.partition} (flags known now): ROC AUC {m['roc_auc']:.4f}, "
-                    f"AP {m['average_precision']:.4f}, CP@100 {m['card_precision_at_100']:.4f} "
-                    f"({_check(run.result, LIVE_PERFORMANCE)})"
+                    f"  {use_case}: live performance of {event.partition} (labels known now): {measured} "
+                    f"({_check(run.result, event.asset_key)})"
                 )
     console.print(drift_table)
 
-    console.print("[bold]3. retraining_sensor[/] weighs the evidence since the last training")
-    with log_path.open("a") as log, contextlib.redirect_stdout(log):
-        retrained = loop.tick("retraining_sensor")
-    for run in retrained:
-        console.print(f"  requested because: {run.result.dagster_run.tags.get('keel/retrain_reasons')}")
-        evaluation = _metadata(run.result, EVALUATION)
-        promoted = _metadata(run.result, PRODUCTION_MODEL)
-        console.print(f"  promotion gate: {evaluation.get('decision', 'not reached')}")
-        if promoted.get("promoted"):
+    console.print("[bold]3. retraining sensors[/] weigh the evidence since the last training")
+    for name in use_cases:
+        with log_path.open("a") as log, contextlib.redirect_stdout(log):
+            retrained = loop.tick(f"{name}_retraining")
+        for run in retrained:
             console.print(
-                f"[bold green]Promoted[/] {promoted['model_tag']} (replaces {promoted['replaces']})"
+                f"  {name}: requested because: {run.result.dagster_run.tags.get('keel/retrain_reasons')}"
             )
-        else:
-            console.print(f"[bold yellow]Refused[/]: {registry.champion().tag} stays in production")
+            evaluation = _metadata(run.result, key(name, "evaluation"))
+            promoted = _metadata(run.result, key(name, "production_model"))
+            console.print(f"  {name}: promotion gate: {evaluation.get('decision', 'not reached')}")
+            if promoted.get("promoted"):
+                console.print(
+                    f"[bold green]Promoted[/] {promoted['model_tag']} (replaces {promoted['replaces']})"
+                )
+            else:
+                models = registry.of(use_cases[name][0].model_name or name)
+                console.print(f"[bold yellow]Refused[/]: {models.champion().tag} stays in production")
     console.print(f"Elapsed: {time.monotonic() - began:.1f} s. The same runs are in the UI (make dev).")
     return 0
 

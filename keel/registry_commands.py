@@ -1,9 +1,8 @@
-"""``keel models list`` and ``keel models promote``: the registry of this environment, from a shell."""
+"""``keel models list``, ``keel models promote`` and ``keel reproduce``: the registry of this
+environment, from a shell, for every use case's model (the tag says which: ``<model>:<version>``)."""
 
 from rich.console import Console
 from rich.table import Table
-
-PRODUCTION_MODEL = ["models", "production_model"]
 
 
 def _registry(settings):
@@ -12,18 +11,35 @@ def _registry(settings):
     return registry_for(settings)
 
 
+def _use_case_of(tag: str):
+    """The declared use case whose model ``tag`` is a version of, as (spec, references), or None."""
+    from platform_assets.components.use_case import declared
+
+    model = tag.partition(":")[0]
+    found = [(spec, refs) for spec, refs in declared().values() if (spec.model_name or spec.name) == model]
+    return found[0] if found else None
+
+
 def _value(metrics: dict, name: str) -> str:
     return f"{metrics[name]:.4f}" if name in metrics else "–"
 
 
 def list_versions(settings, console: Console) -> int:
-    registry = _registry(settings)
-    versions = registry.versions()
-    if not versions:
+    namespace = _registry(settings)
+    models = namespace.models()
+    if not models:
         console.print(
-            f"No model versions in {registry.uri} yet: run `make demo` (or materialize a use case's model)."
+            f"No model versions in {namespace.lake.uri}/registry yet: run `make demo` (or materialize a "
+            "use case's model)."
         )
         return 0
+    for model in models:
+        _list_model(namespace.of(model), console)
+    return 0
+
+
+def _list_model(registry, console: Console) -> None:
+    versions = registry.versions()
     names = list(dict.fromkeys(name for version in versions for name in version.record.metrics))
     table = Table(
         title=f"Model registry: {registry.uri}",
@@ -57,28 +73,30 @@ def list_versions(settings, console: Console) -> int:
         console.print(
             f"In production: {champion.tag}, since {promotion.at[:19]} by {promotion.by}: {promotion.reason}"
         )
-    return 0
 
 
 def promote(settings, tag: str, reason: str, console: Console) -> int:
-    """Promote ``tag`` and tell Dagster, so the UI's models/production_model shows the change."""
+    """Promote ``tag`` and tell Dagster, so the UI's ``<use case>/production_model`` shows the change."""
     import dagster as dg
 
     from keel.local import dagster_instance
-    from platform_assets.defs.fraud.models import promotion_metadata
+    from platform_assets.handover import promotion_metadata
     from resources.registry import RegistryError
 
-    registry = _registry(settings)
     try:
+        registry = _registry(settings).of_tag(tag)
         promotion = registry.promote(tag, reason=f"manual: {reason}")
     except RegistryError as refused:
         console.print(f"[red]Not promoted:[/] {refused}")
         return 1
+    use_case = _use_case_of(tag)
+    if use_case is None:
+        console.print(f"{tag} is in production; no use case declares its model, so no asset records it.")
+        return 0
+    production = dg.AssetKey([use_case[0].name, "production_model"])
     with dagster_instance(settings) as instance:
         instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                asset_key=PRODUCTION_MODEL, metadata=promotion_metadata(registry, promotion)
-            )
+            dg.AssetMaterialization(asset_key=production, metadata=promotion_metadata(registry, promotion))
         )
     console.print(f"{tag} is in production (it replaced {promotion.details['replaces'] or 'nothing'}).")
     console.print(
@@ -89,17 +107,30 @@ def promote(settings, tag: str, reason: str, console: Console) -> int:
 
 def reproduce(settings, tag: str, console: Console) -> int:
     """Train ``tag`` again from its record; exit 0 only if the data and every metric are the same."""
-    from platform_assets.defs.fraud.reproduce import reproduce as train_again
+    import dagster as dg
+
+    from platform_assets.components.plan import Plan
+    from platform_assets.components.reproduce import reproduce as train_again
     from resources.registry import RegistryError
     from resources.warehouse import Warehouse
 
     try:
-        version = _registry(settings).version(tag)
+        version = _registry(settings).of_tag(tag).version(tag)
     except RegistryError as error:
         console.print(f"[red]{error}[/]")
         return 2
-    with Warehouse(path=settings.warehouse_path).connect() as connection:
-        result = train_again(tag, version.record, connection)
+    use_case = _use_case_of(tag)
+    if use_case is None:
+        console.print(f"[red]No use case declares the model of {tag}[/]: nothing knows how to train it.")
+        return 2
+    try:
+        with Warehouse(path=settings.warehouse_path).connect() as connection:
+            result = train_again(Plan.of(*use_case), tag, version.record, connection)
+    except (dg.Failure, LookupError) as missing:  # a window's days or labels are not in the warehouse
+        console.print(
+            f"[red]{tag} cannot be trained again here:[/] {getattr(missing, 'description', missing)}"
+        )
+        return 2
     window = version.record.training_window
     table = Table(
         title=f"Reproducing {tag} (train {window.train_start} .. {window.train_end}, "

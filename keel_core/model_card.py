@@ -17,7 +17,8 @@ def _metric_names(*records: Mapping[str, Any] | None) -> list[str]:
     names: list[str] = []
     for record in records:
         for name, value in (record or {}).items():
-            if name not in names and name not in ("rows", "frauds") and isinstance(value, float | int):
+            # Metrics are floats; counts recorded beside them (rows, positives) are integers.
+            if name not in names and isinstance(value, float):
                 names.append(name)
     return names
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel_core.endpoint import Endpoint
 from keel_core.windows import TrainingWindow
@@ -27,8 +27,24 @@ class Period(_Record):
     """The labelled rows of a training or test period."""
 
     rows: int = Field(ge=0)
-    # A classifier's positive rows (records written before the record was typed called them frauds).
-    positives: int | None = Field(default=None, ge=0, validation_alias=AliasChoices("positives", "frauds"))
+    positives: int | None = Field(default=None, ge=0)  # a classifier's positive rows
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_typed(cls, stored: Any) -> Any:
+        """A period stored before the record was typed named its positive rows after what they were:
+        ``{"rows": n, "<what>": k}``, read as ``positives`` (anything else is validated as it is)."""
+        if isinstance(stored, dict) and "rows" in stored and "positives" not in stored and len(stored) == 2:
+            ((named, count),) = [(k, v) for k, v in stored.items() if k != "rows"]
+            if type(count) is int:
+                return {"rows": stored["rows"], "positives": count}
+        return stored
+
+    @model_validator(mode="after")
+    def _at_most_rows(self):
+        if self.positives is not None and self.positives > self.rows:
+            raise ValueError(f"{self.positives} positive rows of {self.rows}")
+        return self
 
 
 class CodeVersion(_Record):

@@ -57,11 +57,11 @@ class FeatureView:
     name: str
     entities: tuple[Entity, ...]
     version: str  # the feature set's version: a store holding another one refuses to serve
-    published_by: str = ""  # the asset that publishes it (default <name>/online_features), for messages
 
     @property
     def publisher(self) -> str:
-        return self.published_by or f"{self.name}/online_features"
+        """The asset that publishes it (a view is named as its use case), for messages."""
+        return f"{self.name}/online_features"
 
     def __post_init__(self):
         names = [

@@ -3,7 +3,7 @@
 Requests append their rows to an in-memory buffer; a background thread writes the buffer every few
 seconds as Parquet files, one per day of the payments, under ``<uri>/date=YYYY-MM-DD/``. ``close``
 (the service's shutdown hook) writes what is left, so no scored payment is lost on a clean stop. The
-``serving/prediction_log`` asset compacts a day's files into the lake table ``prediction_log``.
+use case's ``<name>/prediction_log`` asset compacts a day's files into its lake table.
 
 The URI is a folder or ``s3://bucket/prefix`` (pyarrow's file systems): locally and in production the
 spool is a folder of the lake. Each row carries a ``prediction_id``, so a file written twice (a retry

@@ -1,7 +1,7 @@
 """The hand-over between lifecycle steps: a step works on what its upstream materialization recorded
 (the exact model version trained, the exact version judged), never on "the newest" of anything."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import dagster as dg
 
@@ -26,14 +26,11 @@ def produced_by(context: dg.AssetExecutionContext, key: dg.AssetKey, entry: str)
 
 
 def promote_or_keep(
-    context: dg.AssetExecutionContext,
-    registry: ModelRegistry,
-    evaluation: dg.AssetKey,
-    describe: Callable[[ModelRegistry, Event], dict],
+    context: dg.AssetExecutionContext, registry: ModelRegistry, evaluation: dg.AssetKey
 ) -> Iterator[dg.MaterializeResult]:
     """The production-model step of a lifecycle: promote the version ``evaluation`` judged if the
-    gate approved it (``describe`` gives the promotion's metadata), else record that the champion
-    stays; before any promotion a refusal yields nothing, so what needs a production model is skipped."""
+    gate approved it, else record that the champion stays; before any promotion a refusal yields
+    nothing, so what needs a production model is skipped."""
     tag, judged_in = produced_by(context, evaluation, "challenger")
     challenger = registry.version(tag)
     approval = challenger.approval()
@@ -43,7 +40,7 @@ def promote_or_keep(
         )
         yield dg.MaterializeResult(
             data_version=dg.DataVersion(tag),
-            metadata={**recorded(context), **describe(registry, promotion)},
+            metadata={**recorded(context), **promotion_metadata(registry, promotion)},
         )
         return
     verdict = challenger.verdict()
@@ -67,3 +64,21 @@ def promote_or_keep(
             "reason": refusal,
         },
     )
+
+
+def promotion_metadata(registry: ModelRegistry, promotion: Event) -> dict:
+    """What the UI shows for a promotion, by the gate or by ``keel models promote``: who, when, why,
+    what it replaced, the gate's figures for it and the model card."""
+    approval = registry.version(promotion.tag).approval()
+    judged = approval.details.get("challenger") or {} if approval else {}
+    return {
+        "promoted": True,
+        "model_tag": promotion.tag,
+        "replaces": promotion.details["replaces"] or "none (first production model)",
+        "promoted_by": promotion.by,
+        "promoted_at": promotion.at,
+        "reason": promotion.reason,
+        **{f"gate_{metric}": value for metric, value in judged.items() if isinstance(value, float)},
+        "model_card": dg.MetadataValue.md(registry.card(promotion.tag)),
+        "model_card_path": dg.MetadataValue.path(registry.attachment_uri(promotion.tag, "model_card.md")),
+    }

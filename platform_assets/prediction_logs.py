@@ -31,6 +31,12 @@ def compact(
             rows_per_day[day.isoformat()] = 0
             continue
         frame = pd.concat([pd.read_parquet(io.BytesIO(lake.read_file(f))) for f in files], ignore_index=True)
+        if missing := sorted({"prediction_id", *order} - set(frame.columns)):
+            raise dg.Failure(
+                f"the prediction files of {day} under {lake.uri}/{prefix} lack the columns {missing}: "
+                "the service writes a log this use case cannot compact",
+                allow_retries=False,
+            )
         logged = frame.drop_duplicates("prediction_id").sort_values(order)
         lake.write_partition(table, day, logged.reset_index(drop=True))
         rows_per_day[day.isoformat()] = len(logged)

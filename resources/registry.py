@@ -35,7 +35,6 @@ from keel_core.model_record import ModelRecord
 from keel_core.provenance import current_user
 from resources.lake import Lake, LakeError
 
-MODEL_NAME = "fraud_detector"
 MODEL_FILE, METADATA_FILE, CARD_FILE = "model.bentomodel", "metadata.json", "model_card.md"
 CANDIDATE, APPROVED, REFUSED, PRODUCTION, ARCHIVED = (
     "candidate",
@@ -86,19 +85,37 @@ class ModelVersion:
 
 
 class ModelRegistry(dg.ConfigurableResource):
-    """Versions and stages of one model, stored in the lake (see the module docstring)."""
+    """Versions and stages of one model, stored in the lake (see the module docstring). The
+    resource a code location binds names no model: each use case asks for its own (``of``)."""
 
     lake: dg.ResourceDependency[Lake]
-    model_name: str = MODEL_NAME
+    model_name: str = ""  # "" : the namespace's registry, no model yet (``of``, ``models``)
 
     def of(self, model_name: str) -> "ModelRegistry":
-        """The registry of another model, in the same lake (each use case registers its own model)."""
+        """The registry of ``model_name``, in the same lake (each use case registers its own model)."""
         return ModelRegistry(lake=self.lake, model_name=model_name)
+
+    def of_tag(self, tag: str) -> "ModelRegistry":
+        """The registry of the model ``tag`` is a version of (``<model>:<version>``)."""
+        model, colon, version = tag.partition(":")
+        if not (model and colon and version):
+            raise RegistryError(f"{tag!r} is not a model version (expected <model>:<version>)")
+        return self.of(model)
+
+    def models(self) -> list[str]:
+        """The models with versions in this lake, by name."""
+        return sorted(
+            {path.split("/")[1] for path in self.lake.list_files("registry") if path.count("/") > 2}
+        )
 
     # Paths ---------------------------------------------------------------------------------------
 
     @property
     def _root(self) -> str:
+        if not self.model_name:
+            raise RegistryError(
+                f"the registry at {self.lake.uri}/registry names no model: ask for one with of()"
+            )
         return f"registry/{self.model_name}"
 
     def _version_file(self, tag: str, name: str) -> str:

@@ -35,7 +35,9 @@ class Warehouse(dg.ConfigurableResource):
         """Replace the rows of days [first, last] of ``schema.table`` with ``frame``, in one transaction.
 
         Tables written by Keel's Python assets (features, scores) live in their own schema beside
-        dbt's; re-running a window replaces exactly that window.
+        dbt's; re-running a window replaces exactly that window. A column the table does not have
+        yet is added to it (the older rows have none: null), as dbt's ``append_new_columns`` does;
+        a column the table has and ``frame`` lacks stays null for these rows.
         """
         days = pd.to_datetime(frame[day_column]).dt.date
         outside = frame[(days < first) | (days > last)]
@@ -50,6 +52,10 @@ class Warehouse(dg.ConfigurableResource):
             connection.execute("begin transaction")
             connection.execute(f"create schema if not exists {schema}")
             connection.execute(f"create table if not exists {table} as select * from incoming limit 0")
+            existing = {row[0] for row in connection.execute(f"describe {table}").fetchall()}
+            for name, kind, *_ in connection.execute("describe incoming").fetchall():
+                if name not in existing:
+                    connection.execute(f'alter table {table} add column "{name}" {kind}')
             connection.execute(f"delete from {table} where {day_column} between ? and ?", [first, last])
             connection.execute(f"insert into {table} by name select * from incoming")
             connection.execute("commit")

@@ -221,22 +221,27 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
 
 
 def _served_or_built(plan: Plan, day: date, lake: Lake, warehouse: Warehouse) -> tuple[pd.DataFrame, str]:
-    """The day's rows as the service saw them (its prediction log, when it logs the compared features),
-    or, when it served none, as the pipeline built them (the feature table)."""
-    if plan.serving is not None:
-        table = plan.serving.log_table
-        try:
-            served = lake.read_partition(table, day)
-        except LakeError:
-            served = pd.DataFrame()
-        if len(served) and set(plan.drift_columns.names) <= set(served.columns):
-            return served, f"prediction log ({lake.location(table, day)})"
+    """The day's rows as the service saw them (its prediction log), when it logs the compared features
+    and served at least half as many rows as the pipeline built (the day's traffic, not a few test
+    calls); otherwise as the pipeline built them (the feature table)."""
     with warehouse.connect() as connection:
         plan.require_days(connection, day, day)
         built = connection.execute(
             f"select * from {plan.feature_table} where {plan.spec.day_column} = ?", [day]
         ).df()
-    return built, f"feature table {plan.feature_table}"
+    source = f"feature table {plan.feature_table}"
+    if plan.serving is None:
+        return built, source
+    table = plan.serving.log_table
+    try:
+        served = lake.read_partition(table, day)
+    except LakeError:
+        return built, source + f" (nothing was served on {day})"
+    if not set(plan.drift_columns.names) <= set(served.columns):
+        return built, source + " (the prediction log does not hold the compared features)"
+    if len(served) < len(built) / 2:
+        return built, source + f" (the prediction log holds {len(served):,} rows, the day {len(built):,})"
+    return served, f"prediction log ({lake.location(table, day)})"
 
 
 class DriftConfig(dg.Config):

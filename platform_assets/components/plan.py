@@ -58,6 +58,7 @@ class Serving:
     snapshot_reads: tuple  # use_case.Reads of the snapshot (None: it reads the features)
     log_table: str  # the lake table of what was served
     spool: str  # the lake folder the service writes its prediction files to
+    example: Callable | None  # (connection, closed_day) -> (route, JSON body): a request to try
 
     @classmethod
     def of(cls, spec, resolve) -> tuple[Any, "Serving"]:
@@ -68,6 +69,7 @@ class Serving:
         from keel_core.prediction_log import SPOOL
 
         name, serving = spec.name, spec.serving
+        example = resolve(serving.example) if serving.example else None
         log_table = spec.storage.prediction_log_table or f"{name}_prediction_log"
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", log_table):
             raise ValueError(f"{name}: prediction_log_table {log_table!r} is not a lake table name")
@@ -96,7 +98,9 @@ class Serving:
                 response=serving.response,
                 defaults=dict(serving.defaults),
             )
-            return endpoint, cls(name, PREDICTOR_BENTOFILE, endpoint.view(), None, None, (), log_table, spool)
+            return endpoint, cls(
+                name, PREDICTOR_BENTOFILE, endpoint.view(), None, None, (), log_table, spool, example
+            )
         bentofile = resolve.folder / serving.service.bentofile
         if not bentofile.is_file():
             raise ValueError(f"{name}: serving.service.bentofile {bentofile} is not a file")
@@ -110,6 +114,13 @@ class Serving:
             raise ValueError(
                 f"{name}: snapshot.view {snapshot.view!r} is not a keel_core.online_store.FeatureView"
             )
+        if view.name != name:
+            raise ValueError(f"{name}: snapshot.view is named {view.name!r}; a view is named as its use case")
+        if view.version != spec.feature_set_version:
+            raise ValueError(
+                f"{name}: snapshot.view is version {view.version!r}, the features "
+                f"{spec.feature_set_version!r}: the store would serve features the model was not trained on"
+            )
         reads = tuple(snapshot.reads)
         if any(read.lookback_days is None or read.lookback_days < read.until_days_before for read in reads):
             raise ValueError(
@@ -120,10 +131,11 @@ class Serving:
             bentofile,
             view,
             resolve(snapshot.function),
-            resolve(snapshot.schema) if snapshot.schema else None,
+            resolve(snapshot.contract) if snapshot.contract else None,
             reads,
             log_table,
             spool,
+            example,
         )
 
 
@@ -258,6 +270,8 @@ class Plan:
         compared = {*drift_columns.names, *drift_policy.fail_features}
         if unknown := sorted(compared - set(spec.feature_names)):
             raise ValueError(f"{name}: drift names columns that are not features: {', '.join(unknown)}")
+        if uncompared := sorted(set(drift_policy.fail_features) - set(drift_columns.names)):
+            raise ValueError(f"{name}: fail_features that drift does not compare: {', '.join(uncompared)}")
         live_limits = judging.Gate(
             limits=dict(spec.monitoring.limits if spec.monitoring.limits is not None else spec.gate.limits)
         )
@@ -319,6 +333,30 @@ class Plan:
         labels = self.compute_labels(connection, first, last)
         labelled = learning.labelled(self.rows, stored, labels)
         return labelled, len(stored) - len(labelled)
+
+    def experiment(self, connection, window, hyper_parameters: dict):
+        """The model (with ``hyper_parameters``) and the baseline trained on ``window``'s train days
+        and measured on its test days, and how many rows of those days had no label: the one way a
+        use case trains (its ``model`` asset, ``keel reproduce``)."""
+        from keel_core import learning
+
+        unlabelled = []
+
+        def load(first: date, last: date) -> pd.DataFrame:
+            frame, missing = self.rows_of(connection, first, last)
+            unlabelled.append(missing)
+            return frame
+
+        experiment = learning.run_experiment(
+            self.rows,
+            self.spec.task,
+            load,
+            window,
+            (self.estimator, hyper_parameters),
+            self.baseline,
+            self.metrics,
+        )
+        return experiment, sum(unlabelled)
 
     def last_labelled_day(self, connection, until: date | None = None) -> date:
         """The newest day whose label is known: a label delay before the newest stored day (up to

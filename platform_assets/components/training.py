@@ -4,6 +4,7 @@ production_model (promotion) and scores (daily, by the production model)."""
 import base64
 import io
 import pickle
+import time
 from datetime import date, timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from platform_assets.provenance import recorded
 from platform_assets.steps import WAREHOUSE_POOL, retry_only_transient
 from platform_assets.storage import stored_in_warehouse
 from resources.lake import Lake
-from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry
+from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry, RegistryError
 from resources.warehouse import Warehouse
 
 CHUNK_DAYS = 31  # features are computed and stored a month at a time, whatever the window
@@ -186,22 +187,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 spec.label_delay_days,
                 spec.windows.test_days if config.test_days is None else config.test_days,
             )
-            unlabelled = []
-
-            def load(first, last):
-                frame, missing = plan.rows_of(connection, first, last)
-                unlabelled.append(missing)
-                return frame
-
-            experiment = learning.run_experiment(
-                rows,
-                spec.task,
-                load,
-                window,
-                (plan.estimator, hyper_parameters),
-                baseline,
-                metrics,
-            )
+            experiment, unlabelled = plan.experiment(connection, window, hyper_parameters)
         record = ModelRecord(
             description=spec.description,
             model=spec.estimator.class_path,
@@ -210,7 +196,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
             label_delay_days=spec.label_delay_days,
             train=_period(experiment.train, spec),
             test=_period(experiment.test, spec),
-            unlabelled_rows=sum(unlabelled),
+            unlabelled_rows=unlabelled,
             metrics=experiment.metrics,
             baseline_metrics=experiment.baseline_metrics,
             features=spec.feature_names,
@@ -247,6 +233,9 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 **{f"baseline_{m}": value for m, value in experiment.baseline_metrics.items()},
                 "metrics": _metrics_table(
                     {"model": experiment.metrics, "baseline": experiment.baseline_metrics}
+                ),
+                "features": dg.MetadataValue.json(
+                    {"version": spec.feature_set_version, "names": spec.feature_names}
                 ),
                 "hyper_parameters": dg.MetadataValue.json({**hyper_parameters, "seed": seed}),
                 **(_precision_recall(models, tag, rows, experiment) if spec.task == "classification" else {}),
@@ -306,8 +295,14 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         champion_metrics = measured(models.load(champion.tag)) if champion else None
         if baseline.column:
             baseline_metrics = measured(None, baseline.column)
-        else:
+        elif judged_by.beat_baseline:  # the gate needs it: a version without one cannot be judged
             baseline_metrics = measured(pickle.loads(models.attachment(tag, BASELINE_FILE)))
+        else:  # shown beside the challenger when the version has one (one registered by hand may not)
+            try:
+                baseline_metrics = measured(pickle.loads(models.attachment(tag, BASELINE_FILE)))
+            except RegistryError:
+                context.log.warning(f"{tag} has no fitted baseline: judged without one")
+                baseline_metrics = None
         decision = judging.judge(challenger_metrics, judged_by, metrics, baseline_metrics, champion_metrics)
         models.record(
             tag,
@@ -367,7 +362,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     @retry_only_transient
     def production_asset(context: dg.AssetExecutionContext, registry: ModelRegistry):
         models = registry_of(registry)
-        yield from promote_or_keep(context, models, evaluation_key, _promotion_metadata)
+        yield from promote_or_keep(context, models, evaluation_key)
 
     @dg.asset(
         key=scores_key,
@@ -390,6 +385,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     def scores_asset(
         context: dg.AssetExecutionContext, warehouse: Warehouse, lake: Lake, registry: ModelRegistry
     ):
+        started = time.monotonic()
         first, last = partition_days(context)
         with warehouse.connect() as connection:
             plan.require_days(connection, first, last)
@@ -402,8 +398,11 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 [first, last],
             ).df()
         # The attributes go with the scores: live performance measures metrics that group by them.
+        predicting = time.monotonic()
+        predictions = learning.predict(model, frame, spec.task)
+        predicting = time.monotonic() - predicting
         scores = frame[[*spec.entity, spec.day_column, *spec.attributes]].assign(
-            **{plan.prediction: learning.predict(model, frame, spec.task)},
+            **{plan.prediction: predictions},
             model_version=champion.tag,
             scored_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
         )
@@ -416,6 +415,10 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 "model_version": champion.tag,
                 "window_rows": len(scores),
                 f"mean_{plan.prediction}": float(scores[plan.prediction].mean()),
+                f"p99_{plan.prediction}": float(scores[plan.prediction].quantile(0.99)),
+                # The step's rate against the model's own (predict alone): what the platform costs.
+                "rows_per_second": round(len(scores) / (time.monotonic() - started)),
+                "model_rows_per_second": round(len(scores) / predicting) if predicting else None,
                 "warehouse_table": score_table,
                 **({"dagster/row_count": len(scores)} if first == last else {}),
             }
@@ -495,13 +498,3 @@ def _metrics_table(models: dict[str, dict[str, float] | None]) -> dg.MetadataVal
             f"| {label} | " + " | ".join(f"{metrics[n]:.4f}" if metrics else "–" for n in names) + " |"
         )
     return dg.MetadataValue.md("\n".join(lines))
-
-
-def _promotion_metadata(registry: ModelRegistry, promotion) -> dict:
-    return {
-        "promoted": True,
-        "model_tag": promotion.tag,
-        "replaces": promotion.details["replaces"] or "none (first production model)",
-        "reason": promotion.reason,
-        "model_card": dg.MetadataValue.md(registry.card(promotion.tag)),
-    }

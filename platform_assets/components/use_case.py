@@ -23,10 +23,10 @@ as an expected outcome, idempotent daily tables). No use case is named here.
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from platform_assets.components import monitoring, serving, training
 from platform_assets.components.plan import Plan
@@ -110,7 +110,7 @@ class SnapshotSpec(dg.Model):
 
     function: str  # module:function(connection, closed_day) -> {entity: frame of its key and features}
     view: str  # module:NAME, the keel_core.online_store.FeatureView the frames are published as
-    schema: str | None = None  # module:function(entity) -> a pandera schema each entity's frame meets
+    contract: str | None = None  # module:function(entity) -> a pandera schema each entity's frame meets
     reads: list[Reads]  # what the snapshot of a day reads (lookback_days: the days before it read)
 
 
@@ -125,6 +125,9 @@ class ServingSpec(dg.Model):
     defaults: dict[str, float] = Field(default_factory=dict)
     service: ServiceSpec | None = None
     snapshot: SnapshotSpec | None = None
+    # module:function(connection, closed_day) -> (route, JSON body): a request `keel demo` prints to try
+    # (default for the platform's endpoint: the day's first entity).
+    example: str | None = None
 
 
 class StepSpec(dg.Model):
@@ -181,7 +184,9 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
     feature_names: list[str] = Field(min_length=1)
     # module:function of the folder returning a pandera schema of the stored rows: a blocking check.
     feature_schema: str | None = None
-    feature_set_version: str = "1"
+    # Bumped when a feature changes meaning (the features' code version, each model's record). YAML
+    # reads 2 as a number: it is kept as text (quote a version such as "1.10").
+    feature_set_version: Annotated[str, BeforeValidator(lambda v: v if v is None else str(v))] = "1"
     # The registry's name for its versions (tags <model_name>:<version>); default: the use case's name.
     model_name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
     label_column: str
@@ -232,6 +237,31 @@ class References:
         if not hasattr(module, name):
             raise ValueError(f"{reference!r}: {path} defines no {name}")
         return getattr(module, name)
+
+
+DEFS = Path(__file__).parents[1] / "defs"  # the code location's folder of use cases and sources
+
+
+def declared(defs: Path = DEFS) -> dict[str, tuple[UseCase, References]]:
+    """Every use case a folder of ``defs`` declares, by name, with what its references name: what
+    the command line needs (``keel reproduce``, ``keel models``) without loading the code location."""
+    import importlib
+
+    import yaml
+
+    found = {}
+    for path in sorted(defs.rglob("defs.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if not isinstance(document, dict) or document.get("type") != "keel.UseCase":
+                continue  # a source, Python definitions, an empty document
+            spec = UseCase.model_validate(document["attributes"])
+            package = ".".join((defs.parent.name, defs.name, *path.parent.relative_to(defs).parts))
+
+            def load(module: Path, package=package) -> ModuleType:
+                return importlib.import_module(f"{package}.{module.stem}")
+
+            found[spec.name] = (spec, References(path.parent, load))
+    return found
 
 
 def lifecycle(spec: UseCase, references: References) -> dg.Definitions:

@@ -8,7 +8,6 @@ import dagster as dg
 
 from platform_assets.components.plan import PIPELINE_TAG
 from platform_assets.components.source import INGESTS_TAG
-from platform_assets.defs.fraud.serving import PREDICTION_LOG
 from platform_assets.partitions import daily_partitions
 from platform_assets.steps import (
     INGESTION,
@@ -20,17 +19,15 @@ from resources.sources import LandingZone, SourceSystem
 
 keel_pipeline = dg.define_asset_job(
     "keel_pipeline",
-    selection=(
-        dg.AssetSelection.groups("lake", "warehouse", "features", "models", "scores", "serving")
-        | dg.AssetSelection.tag(PIPELINE_TAG, "true")  # every use case's lifecycle (keel.UseCase)
-    )
-    - dg.AssetSelection.assets(["serving", PREDICTION_LOG]),
+    # Every source and the warehouse, then every use case's lifecycle (keel.UseCase tags its assets;
+    # the monitoring ones and the prediction logs are not: they judge or collect days already served).
+    selection=dg.AssetSelection.groups("lake", "warehouse") | dg.AssetSelection.tag(PIPELINE_TAG, "true"),
     partitions_def=daily_partitions,
     tags=WAREHOUSE_RUNS,
-    description="The whole lifecycle for a range of days, in one run: ingest the source into the lake "
-    "(contract + quarantine), build the dbt warehouse and the features, train a challenger, put it "
-    "through the promotion gate, score the range with the model in production, publish the last "
-    "day's online features and build the scoring service's Bento.",
+    description="The whole lifecycle for a range of days, in one run: ingest the sources into the lake "
+    "(contract + quarantine), build the dbt warehouse, and for every use case its features, a "
+    "challenger trained and put through the promotion gate, the range scored by the model in "
+    "production, the last day's online features and its service's Bento.",
 )
 
 ingest_day = dg.define_asset_job(

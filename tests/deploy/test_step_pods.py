@@ -34,8 +34,8 @@ RUN_LAUNCHER = types.SimpleNamespace(
 # The steps that are not retried: no network (features: the warehouse file), too costly to repeat
 # (training), or failures that do not say whether they were transient (dbt: s3fs retries S3 itself).
 NOT_RETRIED = {
-    "features__transaction_features",
-    "models__fraud_model",
+    "fraud__features",
+    "fraud__model",
     "warehouse_models",
     "warehouse_daily_models",
     "terminal_volume__features",
@@ -96,18 +96,18 @@ STEP_NAMES = [
     "raw_fraud_labels",
     "warehouse_models",
     "warehouse_daily_models",
-    "features__transaction_features",
-    "models__fraud_model",
-    "models__evaluation",
-    "models__production_model",
-    "scores__transaction_scores",
-    "serving__online_features",
-    "serving__fraud_scorer_bento",
-    "serving__prediction_log",
-    "monitoring__feature_drift",
-    "monitoring__live_performance",
     "deliver_day",
-    # A use case declared by its folder (keel.UseCase): its steps are labelled <use case>_<step>.
+    # The use cases, each declared by its folder (keel.UseCase): steps labelled <use case>_<step>.
+    "fraud__features",
+    "fraud__model",
+    "fraud__evaluation",
+    "fraud__production_model",
+    "fraud__scores",
+    "fraud__drift",
+    "fraud__live_performance",
+    "fraud__online_features",
+    "fraud__bento",
+    "fraud__prediction_log",
     "terminal_volume__features",
     "terminal_volume__model",
     "terminal_volume__evaluation",
@@ -119,7 +119,7 @@ STEP_NAMES = [
     "terminal_volume__bento",
     "terminal_volume__prediction_log",
 ]
-USE_CASES = ("terminal_volume",)
+USE_CASES = ("fraud", "terminal_volume")
 
 
 def declared(op: dg.OpDefinition) -> dict:
@@ -182,7 +182,7 @@ def test_the_job_of_every_step_validates_strictly_with_its_resources_and_labels(
 
 
 def test_a_training_pod_is_stopped_by_kubernetes_after_an_hour(ops):
-    manifest = step_job(ops["models__fraud_model"])
+    manifest = step_job(ops["fraud__model"])
     assert manifest["spec"]["activeDeadlineSeconds"] == 3600
     (container,) = manifest["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["requests"]["memory"] == "8192Mi"
@@ -205,25 +205,25 @@ def test_staging_pods_carry_the_staging_label(ops):
 
 
 def test_training_runs_have_a_maximum_runtime_and_every_job_a_workload_for_the_queue(prod_definitions):
-    training = prod_definitions.resolve_job_def("train_and_promote").tags
+    training = prod_definitions.resolve_job_def("fraud_train_and_promote").tags
     assert int(training["dagster/max_runtime"]) == 7200
     workloads = {
         name: prod_definitions.resolve_job_def(name).tags.get(steps.WORKLOAD_TAG)
         for name in (
             "keel_pipeline",
-            "train_and_promote",
+            "fraud_train_and_promote",
+            "terminal_volume_train_and_promote",
             "ingest_day",
             "ingest_reference",
-            "collect_prediction_log",
             "fetch_from_source",
         )
     }
     assert workloads == {
         "keel_pipeline": "warehouse",
-        "train_and_promote": "training",
+        "fraud_train_and_promote": "training",
+        "terminal_volume_train_and_promote": "training",
         "ingest_day": "ingestion",
         "ingest_reference": "ingestion",
-        "collect_prediction_log": "ingestion",
         "fetch_from_source": "ingestion",
     }
     automation = prod_definitions.resolve_sensor_def("keel_automation")

@@ -9,13 +9,11 @@ import pandas as pd
 import pytest
 from world_settings import NAMESPACE
 
-from platform_assets.defs.fraud import serving as serving_assets
-from platform_assets.defs.fraud.transaction_features import FEATURE_TABLE
 from resources.online_store import OnlineFeatureStore
+from tests import fraud
+from tests.fraud import BENTO, ONLINE_FEATURES, SCORES
 
-BENTO = dg.AssetKey(["serving", "fraud_scorer_bento"])
-ONLINE_FEATURES = dg.AssetKey(["serving", "online_features"])
-SCORES = dg.AssetKey(["scores", "transaction_scores"])
+FEATURE_TABLE = "ml.transaction_features"
 FACTS = ["transaction_id", "transacted_at", "customer_id", "terminal_id", "amount"]
 
 
@@ -39,7 +37,7 @@ def day(world):
 @pytest.fixture(scope="session")
 def champion_bento(backfill, definitions, instance, world, day):
     """The Bento of the model in production now, and that model's batch scores of day D."""
-    built = definitions.resolve_job_def("train_and_promote").execute_in_process(
+    built = definitions.resolve_job_def("fraud_train_and_promote").execute_in_process(
         instance=instance, asset_selection=[BENTO]
     )
     rescored = definitions.resolve_job_def("keel_pipeline").execute_in_process(
@@ -51,7 +49,7 @@ def champion_bento(backfill, definitions, instance, world, day):
 
 def publish_snapshot(definitions, instance, url: str, closed_day):
     run = dg.materialize(
-        [serving_assets.online_features],
+        [a for a in fraud.definitions().assets if ONLINE_FEATURES in a.keys],
         partition_key=closed_day.isoformat(),
         resources={**definitions.resources, "online_store": OnlineFeatureStore(url=url, namespace=NAMESPACE)},
         instance=instance,

@@ -5,20 +5,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import pytest
 from world_settings import NAMESPACE
 
 from keel import client
 from keel_core.settings import Settings
-from platform_assets.defs.fraud import reproduce
-from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES, FEATURE_TABLE
+from platform_assets.components import reproduce
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES
 from platform_assets.provenance import DBT_MANIFEST, GIT_COMMIT, LOCKFILE
+from tests import fraud
 
 pytestmark = pytest.mark.slow
 
-FRAUD_MODEL = dg.AssetKey(["models", "fraud_model"])
+FRAUD_MODEL = fraud.MODEL
+FEATURE_TABLE = "ml.transaction_features"
 
 
 @pytest.fixture(scope="module")
@@ -35,63 +36,57 @@ def first_tag(backfill):
 
 def test_assets_lists_every_group_and_where_each_value_is(keel):
     assets = keel.assets().set_index("asset")
-    assert set(assets["group"]) == {
-        "lake",
-        "warehouse",
-        "features",
-        "models",
-        "scores",
-        "serving",
-        "monitoring",
-        "terminal_volume",
-    }
+    assert set(assets["group"]) == {"lake", "warehouse", "fraud", "terminal_volume"}
     assert assets.loc["lake/raw_transactions", "stored_in"] == "lake: raw_transactions"
-    assert assets.loc["features/transaction_features", "stored_in"] == f"warehouse: {FEATURE_TABLE}"
+    assert assets.loc["fraud/features", "stored_in"] == f"warehouse: {FEATURE_TABLE}"
     assert assets.loc["warehouse/transactions", "stored_in"] == "warehouse: main.transactions"
-    assert assets.loc["models/fraud_model", "stored_in"] == "materialization metadata"
-    assert bool(assets.loc["features/transaction_features", "daily"])
+    assert assets.loc["fraud/model", "stored_in"] == "materialization metadata"
+    assert bool(assets.loc["fraud/features", "daily"])
 
 
 def test_load_gives_a_day_of_a_table_from_the_lake_or_the_warehouse(keel, definitions, world):
     day = world.last_day
     lake = keel.load("lake/raw_transactions", partition=day.isoformat())
     assert len(lake) == len(definitions.resources["lake"].read_partition("raw_transactions", day)) > 0
-    features = keel.load("features/transaction_features", partition=day)
+    features = keel.load("fraud/features", partition=day)
     assert len(features) == len(lake) and set(FEATURE_NAMES) <= set(features.columns)
     assert set(features["transaction_date"].dt.date) == {day}
     assert len(keel.load("lake/customers")) == world.source.n_customers
 
 
 def test_load_of_an_asset_without_a_table_is_what_its_materialization_recorded(keel, first_tag):
-    recorded = keel.load("models/fraud_model")
+    recorded = keel.load("fraud/model")
     assert recorded["model_tag"].startswith("fraud_detector:")
     assert 0.5 < recorded["roc_auc"] <= 1
     # ... and every materialization says which code, lockfile and dbt manifest made it
     for name in (GIT_COMMIT, LOCKFILE, DBT_MANIFEST):
         assert recorded[name], name
     # ... and Dagster records the data version of each input it was computed from
-    inputs = keel.materialization("models/fraud_model").tags
-    assert any(tag.startswith("dagster/input_data_version/features") for tag in inputs), inputs
+    inputs = keel.materialization("fraud/model").tags
+    assert any(tag.startswith("dagster/input_data_version/fraud/features") for tag in inputs), inputs
 
 
 def test_load_names_what_is_wrong_with_a_request(keel):
     with pytest.raises(client.ClientError, match="no asset 'lake/nothing'"):
         keel.load("lake/nothing")
     with pytest.raises(client.ClientError, match="is daily: give partition"):
-        keel.load("features/transaction_features")
+        keel.load("fraud/features")
     with pytest.raises(client.ClientError, match="'yesterday'"):
-        keel.load("features/transaction_features", partition="yesterday")
+        keel.load("fraud/features", partition="yesterday")
 
 
 def test_models_lists_versions_with_stages_and_the_production_model_loads_and_scores(keel, world):
-    models = keel.models()
+    models = keel.models("fraud_detector")
     assert "production" in set(models["stage"])
     assert models["roc_auc"].between(0.5, 1).all()
-    model = keel.load_model(stage="production")
-    rows = keel.load("features/transaction_features", partition=world.last_day)
+    assert {"fraud_detector", "terminal_volume"} <= set(keel.models()["model"])  # every use case's
+    with pytest.raises(client.ClientError, match="give model="):
+        keel.load_model(stage="production")
+    model = keel.load_model(stage="production", model="fraud_detector")
+    rows = keel.load("fraud/features", partition=world.last_day)
     probabilities = model.predict_proba(rows[FEATURE_NAMES])[:, 1]
     assert len(probabilities) == len(rows) and ((probabilities >= 0) & (probabilities <= 1)).all()
-    with pytest.raises(client.ClientError, match="no version is 'candidate'|give either"):
+    with pytest.raises(client.ClientError, match="give either"):
         keel.load_model()
 
 
@@ -100,7 +95,7 @@ def test_run_gives_status_tags_timing_and_what_the_run_materialized(keel, backfi
     assert run.status == "SUCCESS" and run.job == "keel_pipeline"
     assert run.tags["dagster/asset_partition_range_start"]
     assert run.started is not None and run.ended >= run.started  # a finished run has both times
-    assert {"lake/raw_transactions", "features/transaction_features", "models/fraud_model"} <= {
+    assert {"lake/raw_transactions", "fraud/features", "fraud/model"} <= {
         m.asset for m in run.materializations
     }
     with pytest.raises(client.ClientError, match="no run nope"):
@@ -108,15 +103,15 @@ def test_run_gives_status_tags_timing_and_what_the_run_materialized(keel, backfi
 
 
 def test_a_model_trained_again_from_its_record_has_the_same_metrics(definitions, first_tag):
-    version = definitions.resources["registry"].version(first_tag)
+    version = definitions.resources["registry"].of_tag(first_tag).version(first_tag)
     with definitions.resources["warehouse"].connect() as connection:
-        result = reproduce.reproduce(first_tag, version.record, connection)
+        result = reproduce.reproduce(fraud.plan(), first_tag, version.record, connection)
     assert result.reproduced == result.recorded  # exactly: same rows, seed and library versions
     assert result.reproduced_exactly, result.differences
 
 
 def test_reproduce_names_the_data_that_changed_since_training(definitions, first_tag, tmp_path):
-    version = definitions.resources["registry"].version(first_tag)
+    version = definitions.resources["registry"].of_tag(first_tag).version(first_tag)
     copy = tmp_path / "changed.duckdb"
     shutil.copy(definitions.resources["warehouse"].path, copy)
     first_test_day = version.record.training_window.test_start
@@ -127,7 +122,7 @@ def test_reproduce_names_the_data_that_changed_since_training(definitions, first
             f"(select min(transaction_id) from {FEATURE_TABLE} where transaction_date = ?)",
             [first_test_day],
         )
-        result = reproduce.reproduce(first_tag, version.record, connection)
+        result = reproduce.reproduce(fraud.plan(), first_tag, version.record, connection)
     assert not result.reproduced_exactly
     assert any(d.startswith("data: the test rows") for d in result.differences), result.differences
 

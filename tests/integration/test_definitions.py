@@ -16,25 +16,25 @@ def test_lake_warehouse_features_models_scores_and_serving_form_one_lineage_grap
         ["lake", "raw_transactions"],
         ["warehouse", "stg_lake__transactions"],
         ["warehouse", "transactions"],
-        ["features", "transaction_features"],
-        ["models", "fraud_model"],
-        ["models", "evaluation"],
-        ["models", "production_model"],
-        ["scores", "transaction_scores"],
+        ["fraud", "features"],
+        ["fraud", "model"],
+        ["fraud", "evaluation"],
+        ["fraud", "production_model"],
+        ["fraud", "scores"],
     ]
     for parent, child in zip(chain, chain[1:], strict=False):
         assert dg.AssetKey(parent) in graph.get(dg.AssetKey(child)).parent_keys, (parent, child)
-    labels_path = graph.get(dg.AssetKey(["models", "fraud_model"])).parent_keys
+    labels_path = graph.get(dg.AssetKey(["fraud", "model"])).parent_keys
     assert dg.AssetKey(["warehouse", "fraud_labels"]) in labels_path
-    bento = graph.get(dg.AssetKey(["serving", "fraud_scorer_bento"])).parent_keys
-    assert bento == {dg.AssetKey(["models", "production_model"])}
-    online = graph.get(dg.AssetKey(["serving", "online_features"])).parent_keys
+    bento = graph.get(dg.AssetKey(["fraud", "bento"])).parent_keys
+    assert bento == {dg.AssetKey(["fraud", "production_model"])}
+    online = graph.get(dg.AssetKey(["fraud", "online_features"])).parent_keys
     assert dg.AssetKey(["warehouse", "terminal_daily_fraud_reports"]) in online
 
 
 def test_a_feature_partition_depends_on_the_thirty_days_before_it_and_its_own_payments(definitions):
     graph = definitions.resolve_asset_graph()
-    features = dg.AssetKey(["features", "transaction_features"])
+    features = dg.AssetKey(["fraud", "features"])
     day = "2026-02-10"
     reports = graph.get_parent_partition_keys_for_child(
         day, dg.AssetKey(["warehouse", "terminal_daily_fraud_reports"]), features
@@ -51,7 +51,7 @@ def test_the_online_snapshot_of_a_day_reads_the_thirty_days_up_to_and_including_
     activity = graph.get_parent_partition_keys_for_child(
         "2026-02-10",
         dg.AssetKey(["warehouse", "customer_daily_activity"]),
-        dg.AssetKey(["serving", "online_features"]),
+        dg.AssetKey(["fraud", "online_features"]),
     ).partitions_subset.get_partition_keys()
     assert (min(activity), max(activity), len(activity)) == ("2026-01-12", "2026-02-10", 30)
 
@@ -63,10 +63,10 @@ def test_daily_assets_share_one_partitions_definition(definitions):
         ["lake", "raw_fraud_labels"],
         ["warehouse", "transactions"],
         ["warehouse", "terminal_daily_fraud_reports"],
-        ["features", "transaction_features"],
-        ["scores", "transaction_scores"],
-        ["serving", "online_features"],
-        ["serving", "prediction_log"],
+        ["fraud", "features"],
+        ["fraud", "scores"],
+        ["fraud", "online_features"],
+        ["fraud", "prediction_log"],
     ):
         assert graph.get(dg.AssetKey(key)).partitions_def == daily_partitions, key
     assert graph.get(dg.AssetKey(["warehouse", "customers"])).partitions_def is None
@@ -77,8 +77,10 @@ def test_each_layer_and_each_use_case_is_its_own_asset_group(definitions):
     assert groups == {
         group: group
         for group in (
-            *("lake", "warehouse", "features", "models", "scores", "serving", "monitoring"),
-            "terminal_volume",  # a use case declared by its folder (keel.UseCase)
+            "lake",  # the sources' tables (keel.Source)
+            "warehouse",  # dbt's models
+            "fraud",  # the use cases, each declared by its folder (keel.UseCase)
+            "terminal_volume",
         )
     }
 
@@ -89,7 +91,7 @@ def test_every_daily_asset_after_the_lake_follows_its_inputs_and_the_lake_follow
     graph = definitions.resolve_asset_graph()
     for node in graph.asset_nodes:
         label = node.automation_condition.get_label() if node.automation_condition else None
-        if node.key.path[0] == "lake" or node.key.path[0] == "models":
+        if node.key.path[0] == "lake" or node.key.path[-1] in ("model", "evaluation", "production_model"):
             assert label is None, node.key  # ingestion: the landing sensor; models: the retraining sensor
         elif node.partitions_def == daily_partitions:
             assert label == "follows upstream", node.key
@@ -97,7 +99,7 @@ def test_every_daily_asset_after_the_lake_follows_its_inputs_and_the_lake_follow
     assert set(sensors) == {
         "landing_sensor",
         "keel_automation",
-        "retraining_sensor",
+        "fraud_retraining",
         "terminal_volume_retraining",  # a use case's folder: its own retraining, the same sensor code
         "check_failure_alerts",
         "run_failure_alerts",
@@ -120,8 +122,8 @@ def test_freshness_is_declared_on_what_arrives_daily_and_runs_in_no_job(definiti
         key: timedelta(hours=26)
         for key in (
             "lake/raw_transactions",  # the payments source's defs.yaml
-            "features/transaction_features",
-            "serving/prediction_log",
+            "fraud/features",
+            "fraud/prediction_log",
             "terminal_volume/features",  # a use case's monitoring.freshness_hours
             "terminal_volume/prediction_log",
         )
@@ -174,25 +176,25 @@ def test_a_ui_backfill_of_some_days_rebuilds_those_days_and_the_features_that_re
     daily = {node.key for node in graph.asset_nodes if node.partitions_def == daily_partitions}
     assert set(target.partitions_subsets_by_asset_key) == daily
     windowed = {
-        dg.AssetKey(["features", "transaction_features"]),
-        dg.AssetKey(["scores", "transaction_scores"]),
-        dg.AssetKey(["serving", "online_features"]),
+        dg.AssetKey(["fraud", "features"]),
+        dg.AssetKey(["fraud", "scores"]),
+        dg.AssetKey(["fraud", "online_features"]),
         dg.AssetKey(["terminal_volume", "features"]),  # a use case's folder: four weeks of terminal activity
         dg.AssetKey(["terminal_volume", "scores"]),
         dg.AssetKey(["terminal_volume", "online_features"]),
     }
     monitoring = {
-        dg.AssetKey(["monitoring", "feature_drift"]),
-        dg.AssetKey(["monitoring", "live_performance"]),
+        dg.AssetKey(["fraud", "drift"]),
+        dg.AssetKey(["fraud", "live_performance"]),
         dg.AssetKey(["terminal_volume", "drift"]),
         dg.AssetKey(["terminal_volume", "live_performance"]),
     }
     for key in daily - windowed - monitoring:
         assert sorted(target.get_partitions_subset(key).get_partition_keys()) == days, key
     # Drift follows the features (and their windows); a day's performance needs the flags of a week later.
-    drift = target.get_partitions_subset(dg.AssetKey(["monitoring", "feature_drift"])).get_partition_keys()
+    drift = target.get_partitions_subset(dg.AssetKey(["fraud", "drift"])).get_partition_keys()
     assert set(days) <= set(drift)
-    performance = target.get_partitions_subset(dg.AssetKey(["monitoring", "live_performance"]))
+    performance = target.get_partitions_subset(dg.AssetKey(["fraud", "live_performance"]))
     assert {"2026-01-25", "2026-01-26", "2026-01-27"} <= set(performance.get_partition_keys())
     # A forecast of day D is judged with the volume of D + 1: the backfill's days judge the day before each.
     forecasts = target.get_partitions_subset(dg.AssetKey(["terminal_volume", "live_performance"]))

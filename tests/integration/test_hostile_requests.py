@@ -220,7 +220,7 @@ def test_a_503_names_its_reason_and_says_when_to_try_again(champion_bento, tmp_p
         assert refused.status_code == 503
         assert refused.json() == {"error": "no online features are published"}
         assert refused.headers["retry-after"] == "7"
-    assert "materialize serving/online_features" in log and "Traceback" not in log
+    assert "materialize fraud/online_features" in log and "Traceback" not in log
 
 
 def unsafe_env(tmp_path, store: str, **extra) -> dict[str, str]:

@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 
 from keel.cli import main as keel
-from platform_assets.defs.fraud import training
-from platform_assets.defs.fraud.models import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
-from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES, FEATURE_TABLE
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES
+from tests import fraud
+from tests.fraud import EVALUATION, PRODUCTION_MODEL, SCORES
+from tests.fraud import MODEL as FRAUD_MODEL
 
 pytestmark = pytest.mark.slow
 
-SCORES = dg.AssetKey(["scores", "transaction_scores"])
+FEATURE_TABLE = "ml.transaction_features"
 
 
 def materializations(run, key: dg.AssetKey) -> list[dict]:
@@ -31,14 +32,14 @@ def materializations(run, key: dg.AssetKey) -> list[dict]:
 
 
 def train_and_promote(definitions, instance, selection):
-    return definitions.resolve_job_def("train_and_promote").execute_in_process(
+    return definitions.resolve_job_def("fraud_train_and_promote").execute_in_process(
         instance=instance, asset_selection=selection, raise_on_error=False
     )
 
 
 @pytest.fixture(scope="module")
 def registry(definitions):
-    return definitions.resources["registry"]
+    return definitions.resources["registry"].of(fraud.MODEL_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def retrained(backfill, definitions, instance):
 @pytest.fixture(scope="module")
 def hand_registered():
     """A Dagster instance of its own for versions registered by hand: what they report to it must not
-    become the session's newest models/fraud_model materialization, which other modules read."""
+    become the session's newest fraud/model materialization, which other modules read."""
     with dg.instance_for_test() as test_instance:
         yield test_instance
 
@@ -66,12 +67,12 @@ def degraded(retrained, definitions, hand_registered, registry, first_version):
     """A challenger trained on shuffled labels, registered as the newest version, then judged."""
     with definitions.resources["warehouse"].connect() as connection:
         window = registry.version(first_version["model_tag"]).record.training_window
-        train = training.labelled_features(connection, window.train_start, window.train_end).frame
+        train = fraud.plan().labelled_rows(connection, window.train_start, window.train_end)
     shuffled = train.assign(is_fraud=np.random.default_rng(0).permutation(train["is_fraud"].to_numpy()))
-    model = training.fit_fraud_model(shuffled, seed=0, hyper_parameters={"max_iter": 50})
+    model = fraud.fit(shuffled, random_state=0, max_iter=50)
     record = registry.version(first_version["model_tag"]).record
     tag = registry.register(model, record.model_copy(update={"description": "trained on shuffled labels"}))
-    # Registered by hand and reported to Dagster as models/fraud_model's newest materialization: the
+    # Registered by hand and reported to Dagster as fraud/model's newest materialization: the
     # gate judges the version that materialization produced, not the newest in the registry.
     hand_registered.report_runless_asset_event(
         dg.AssetMaterialization(FRAUD_MODEL, metadata={"model_tag": tag})
@@ -117,8 +118,8 @@ def test_the_model_beats_chance_and_its_record_has_what_a_data_scientist_compare
         "train_rows",
         "test_rows",
         "training_seconds",
-        "git_commit",
-        "lockfile_sha256",
+        "keel/git_commit",
+        "keel/lockfile_sha256",
     ):
         assert name in first_version, name
     assert first_version["features"]["names"] == FEATURE_NAMES
@@ -179,7 +180,7 @@ def test_the_gate_judges_the_version_its_training_run_produced_not_the_newest_re
     tag, _ = degraded
     stray = registry.register(registry.load(tag), registry.version(tag).record)
     judged = train_and_promote(definitions, hand_registered, [EVALUATION])
-    assert not judged.success  # the version models/fraud_model produced was judged already
+    assert not judged.success  # the version fraud/model produced was judged already
     assert registry.version(stray).stage == "candidate"  # the newest in the registry was not touched
     failure = next(e for e in judged.all_events if e.event_type_value == "STEP_FAILURE")
     assert f"nothing to evaluate: {tag}" in str(failure.event_specific_data)

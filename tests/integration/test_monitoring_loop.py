@@ -26,14 +26,17 @@ from dagster._core.scheduler.instigation import TickStatus
 from world_settings import namespace_lake
 
 from keel.loop import RUN_KEY_TAG, SENSOR_TAG
-from platform_assets.defs.fraud.models import FRAUD_MODEL
-from platform_assets.defs.fraud.monitoring import DRIFT_CHECK, DRIFT_REPORTS, FEATURE_DRIFT
+from platform_assets.components.plan import DRIFT_CHECK
 from platform_assets.defs.payments.system import SimulatorSource
 from platform_assets.retraining import RETRAIN_REASONS_TAG, TRIGGERING_TRAINING_TAG
 from resources.dbt import REPO_ROOT
 from resources.lake import LocalLake
 from resources.registry import ModelRegistry
 from resources.sources import LandingZone
+from tests import fraud
+
+FRAUD_MODEL, FEATURE_DRIFT = fraud.MODEL, fraud.DRIFT
+DRIFT_REPORTS = "monitoring/fraud_drift_reports"  # where the fraud use case's drift writes its reports
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +53,7 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.CANCELING,
 ]
 # The sensors that launch runs on this world; the others only send alerts or evaluate freshness.
-LAUNCHING_SENSORS = ("landing_sensor", "keel_automation", "retraining_sensor", "terminal_volume_retraining")
+LAUNCHING_SENSORS = ("landing_sensor", "keel_automation", "fraud_retraining", "terminal_volume_retraining")
 
 
 def wait_for(what: str, condition, daemon: Daemon, seconds: float):
@@ -117,7 +120,8 @@ def loop(demo_world, tmp_path_factory):
     }
     instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(env["DAGSTER_HOME"]))
     lake = LocalLake(root=str(namespace_lake(env["KEEL_LAKE_ROOT"])))
-    landing, registry = LandingZone(lake=LocalLake(root=env["KEEL_LAKE_ROOT"])), ModelRegistry(lake=lake)
+    landing = LandingZone(lake=LocalLake(root=env["KEEL_LAKE_ROOT"]))
+    registry = ModelRegistry(lake=lake).of(fraud.MODEL_NAME)
     versions_before = {v.tag for v in registry.versions()}
     runs_before = {run.run_id for run in instance.get_runs()}  # the demo's
     trained_before = instance.fetch_materializations(FRAUD_MODEL, limit=1).records[0].run_id
@@ -154,7 +158,7 @@ def loop(demo_world, tmp_path_factory):
 
         wait_for(
             "a finished retraining run",
-            lambda: [r for r in runs_of(instance, **{SENSOR_TAG: "retraining_sensor"}) if r.status in DONE],
+            lambda: [r for r in runs_of(instance, **{SENSOR_TAG: "fraud_retraining"}) if r.status in DONE],
             daemon,
             LOOP_SECONDS,
         )
@@ -167,7 +171,7 @@ def loop(demo_world, tmp_path_factory):
             "day": day,
             "landed": landed,
             "ingestion": ingestion,
-            "retrainings": runs_of(instance, **{SENSOR_TAG: "retraining_sensor"})[::-1],  # oldest first
+            "retrainings": runs_of(instance, **{SENSOR_TAG: "fraud_retraining"})[::-1],  # oldest first
             "trained_before": trained_before,
             "registry": registry,
             "versions_before": versions_before,
@@ -203,14 +207,14 @@ def since_landing(loop, key: dg.AssetKey, day) -> list[dg.EventLogRecord]:
 
 def test_the_day_flows_by_itself_to_features_scores_and_a_drift_report_in_the_lake(loop):
     instance, day = loop["instance"], loop["day"].isoformat()
-    for key in (["features", "transaction_features"], ["scores", "transaction_scores"], FEATURE_DRIFT.path):
+    for key in (fraud.FEATURES.path, fraud.SCORES.path, FEATURE_DRIFT.path):
         records = since_landing(loop, dg.AssetKey(key), loop["day"])
         assert len(records) == 1, (key, len(records))  # once: no run was launched twice
     (drift,) = since_landing(loop, FEATURE_DRIFT, loop["day"])
     metadata = drift.asset_materialization.metadata
-    report = loop["lake"].read_file(f"{DRIFT_REPORTS}/date={day}/feature_drift.html")
+    report = loop["lake"].read_file(f"{DRIFT_REPORTS}/date={day}/drift.html")
     assert report.lstrip().startswith(b"<!DOCTYPE html>") and len(report) > 100_000  # self-contained
-    assert metadata["report_path"].value.endswith("feature_drift.html")
+    assert metadata["report_path"].value.endswith("drift.html")
     assert "amount" in metadata["drifted_features"].value  # the knob scaled every amount by 3
     evaluation = instance.get_latest_asset_check_evaluation_record(
         dg.AssetCheckKey(FEATURE_DRIFT, DRIFT_CHECK)
@@ -226,7 +230,7 @@ def test_the_retraining_sensor_asks_for_each_retraining_once_and_each_ends_with_
     that training), so no evidence is acted on twice, and each ends with a judged new version."""
     retrainings = loop["retrainings"]
     assert retrainings, "no retraining"
-    assert {r.job_name for r in retrainings} == {"train_and_promote"}
+    assert {r.job_name for r in retrainings} == {"fraud_train_and_promote"}
     assert {r.status for r in retrainings} == {dg.DagsterRunStatus.SUCCESS}
     # A chain: the first follows the training the world had, each next one the retraining before it.
     followed = [r.tags[TRIGGERING_TRAINING_TAG] for r in retrainings]

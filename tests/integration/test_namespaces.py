@@ -13,8 +13,9 @@ from sklearn.linear_model import LogisticRegression
 from world_settings import NAMESPACE, namespace_lake
 
 from keel import client
-from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES, FEATURE_TABLE
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES
 from resources.registry import APPROVED, PRODUCTION, RegistryError
+from tests.fraud import FEATURES, MODEL_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def side_by_side(backfill, definitions, keel_state, world, tmp_path_factory):
     before = {
         "lake": tree(namespace_lake(lake_root)),
         "warehouse": tree(warehouse_dir)[f"{NAMESPACE}.duckdb"],
-        "versions": [(v.tag, v.stage) for v in definitions.resources["registry"].versions()],
+        "versions": [(v.tag, v.stage) for v in definitions.resources["registry"].of(MODEL_NAME).versions()],
     }
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KEEL_NAMESPACE", EXPERIMENT)
@@ -51,7 +52,7 @@ def side_by_side(backfill, definitions, keel_state, world, tmp_path_factory):
         selection = [
             key
             for key in experiment.resolve_asset_graph().get_all_asset_keys()
-            if key.path[0] in ("lake", "warehouse", "features")
+            if key.path[0] in ("lake", "warehouse") or key == FEATURES
         ]
         with dg.instance_for_test() as instance:  # a namespace has its own instance
             run = experiment.resolve_job_def("keel_pipeline").execute_in_process(
@@ -62,13 +63,15 @@ def side_by_side(backfill, definitions, keel_state, world, tmp_path_factory):
                 },
                 asset_selection=selection,
             )
-        registry = experiment.resources["registry"]
+        registry = experiment.resources["registry"].of(MODEL_NAME)
         with experiment.resources["warehouse"].connect() as connection:
-            rows = connection.execute(f"select {', '.join(FEATURE_NAMES)} from {FEATURE_TABLE}").df()
+            rows = connection.execute(f"select {', '.join(FEATURE_NAMES)} from ml.transaction_features").df()
         model = LogisticRegression().fit(rows, (rows["amount"] > rows["amount"].median()).astype(int))
         # Recorded like a trained version (the model card needs its window and metrics).
-        tag = registry.register(model, definitions.resources["registry"].latest().record)
-        verdict = definitions.resources["registry"].champion().approval().details  # the gate's record
+        tag = registry.register(model, definitions.resources["registry"].of(MODEL_NAME).latest().record)
+        verdict = (
+            definitions.resources["registry"].of(MODEL_NAME).champion().approval().details
+        )  # the gate's record
         registry.record(tag, APPROVED, reason="the experiment's own gate", details=verdict)
         registry.promote(tag, reason="try it")
     yield {"before": before, "run": run, "experiment": experiment, "tag": tag}
@@ -97,13 +100,15 @@ def test_nothing_of_the_other_namespace_was_written_or_changed(side_by_side, kee
     before = side_by_side["before"]
     assert tree(namespace_lake(keel_state / "lake")) == before["lake"]
     assert tree(keel_state / "warehouse")[f"{NAMESPACE}.duckdb"] == before["warehouse"]
-    assert [(v.tag, v.stage) for v in definitions.resources["registry"].versions()] == before["versions"]
+    assert [(v.tag, v.stage) for v in definitions.resources["registry"].of(MODEL_NAME).versions()] == before[
+        "versions"
+    ]
 
 
 def test_each_registry_lists_only_its_own_versions_and_stages(side_by_side, definitions):
     tag = side_by_side["tag"]
-    theirs = side_by_side["experiment"].resources["registry"]
-    ours = definitions.resources["registry"]
+    theirs = side_by_side["experiment"].resources["registry"].of(MODEL_NAME)
+    ours = definitions.resources["registry"].of(MODEL_NAME)
     assert [(v.tag, v.stage) for v in theirs.versions()] == [(tag, PRODUCTION)]
     assert tag not in {v.tag for v in ours.versions()}
     assert ours.champion() is not None and ours.champion().tag != tag
@@ -112,9 +117,9 @@ def test_each_registry_lists_only_its_own_versions_and_stages(side_by_side, defi
 def test_a_model_of_the_experiment_cannot_be_promoted_in_another_namespace(side_by_side, definitions):
     """Production takes only what its own gate approved: the experiment's approval does not count."""
     with pytest.raises(RegistryError, match="no version"):
-        definitions.resources["registry"].promote(side_by_side["tag"], reason="skip the gate")
+        definitions.resources["registry"].of(MODEL_NAME).promote(side_by_side["tag"], reason="skip the gate")
     with pytest.raises(RegistryError, match="no version"):
-        definitions.resources["registry"].load(side_by_side["tag"])
+        definitions.resources["registry"].of(MODEL_NAME).load(side_by_side["tag"])
 
 
 def test_the_client_of_each_namespace_sees_only_that_namespace(side_by_side, keel_state, world):

@@ -131,7 +131,9 @@ def test_rematerializing_a_day_leaves_every_count_the_same(backfill, definitions
     }
     before = {table: counts_by_day(warehouse, table, column) for table, column in tables.items()}
     lake_before = lake.read_partition("raw_transactions", day)
-    data_layers = dg.AssetSelection.groups("lake", "warehouse", "features")
+    data_layers = dg.AssetSelection.groups("lake", "warehouse") | dg.AssetSelection.assets(
+        ["fraud", "features"]
+    )
 
     again = definitions.resolve_job_def("keel_pipeline").execute_in_process(
         instance=instance,

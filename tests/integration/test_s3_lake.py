@@ -23,6 +23,8 @@ from sklearn.linear_model import LogisticRegression
 
 from platform_assets.defs.fraud import transaction_features as features
 
+FEATURE_TABLE = "ml.transaction_features"  # the fraud use case's (its defs.yaml)
+
 pytestmark = pytest.mark.slow
 
 BUCKET, ROOT = "keel-lake-test", "lake"
@@ -90,7 +92,7 @@ def built(prod_on_s3):
     selection = [
         key
         for key in definitions.resolve_job_def("keel_pipeline").asset_layer.executable_asset_keys
-        if key.path[0] in ("lake", "warehouse", "features")
+        if key.path[0] in ("lake", "warehouse") or key == dg.AssetKey(["fraud", "features"])
     ]
     with dg.instance_for_test() as instance:
         result = definitions.resolve_job_def("keel_pipeline").execute_in_process(
@@ -137,7 +139,7 @@ def test_dbt_builds_the_warehouse_and_features_from_the_lake_on_s3_and_nothing_i
     ingested = sum(len(lake.read_partition("raw_transactions", day)) for day in DAYS)
     assert ingested > 1_000
     assert warehouse.row_count("main.transactions") == ingested  # dbt's mart, read from S3
-    assert warehouse.row_count(features.FEATURE_TABLE) == ingested
+    assert warehouse.row_count(FEATURE_TABLE) == ingested
     assert sorted(path.name for path in root.iterdir()) == ["prod.duckdb"]  # no lake on disk
 
 
@@ -146,9 +148,12 @@ def test_a_model_is_exported_to_s3_and_imported_back_from_it(built):
 
     definitions, _, result = built
     assert result.success
-    warehouse, registry = definitions.resources["warehouse"], definitions.resources["registry"]
+    warehouse, registry = (
+        definitions.resources["warehouse"],
+        definitions.resources["registry"].of("fraud_detector"),
+    )
     with warehouse.connect() as connection:
-        table = connection.execute(f"select * from {features.FEATURE_TABLE}").df()
+        table = connection.execute(f"select * from {FEATURE_TABLE}").df()
     inputs = table[features.FEATURE_NAMES].to_numpy(dtype=float)
     model = LogisticRegression(max_iter=500).fit(inputs, np.arange(len(inputs)) % 2)
 

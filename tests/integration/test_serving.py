@@ -18,10 +18,13 @@ from serving_world import BENTO, FACTS, ONLINE_FEATURES, as_json, metadata_of, p
 from world_settings import NAMESPACE
 
 from keel_core import bentos
-from platform_assets.defs.fraud import serving as serving_assets
-from platform_assets.defs.fraud.models import EVALUATION, FRAUD_MODEL, PRODUCTION_MODEL
+from keel_core.prediction_log import SPOOL
 from platform_assets.defs.fraud.scorer.schemas import MAX_BATCH
-from platform_assets.defs.fraud.serving import SERVICE
+from tests import fraud
+from tests.fraud import EVALUATION, PRODUCTION_MODEL
+from tests.fraud import MODEL as FRAUD_MODEL
+
+SERVICE = fraud.plan().serving.service  # the payment scorer, as the folder declares it
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +38,7 @@ REDIS_TIMEOUT_SECONDS = 30  # the service's timeout on Redis calls, in the test 
 
 @pytest.fixture(scope="module")
 def spool(tmp_path_factory):
-    return tmp_path_factory.mktemp("lake") / serving_assets.SPOOL
+    return tmp_path_factory.mktemp("lake") / SPOOL
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def test_the_main_job_built_a_bento_of_the_promoted_model_and_published_the_last
     assert bento["bento"].startswith(f"fraud_scorer_{NAMESPACE}:{promoted['model_tag'].split(':')[1]}-")
     assert bentoml.bentos.get(bento["bento"]).info.labels["model_tag"] == promoted["model_tag"]
     assert online["published"] and online["closed_day"] == world.last_day.isoformat()
-    assert online["customers"] > 1000 and online["terminals"] > 1000
+    assert online["customer_rows"] > 1000 and online["terminal_rows"] > 1000
 
 
 def test_the_bento_s_archive_is_in_the_lake_for_image_builds(backfill, definitions, tmp_path):
@@ -246,7 +249,7 @@ def test_without_its_online_store_the_service_is_live_but_not_ready_and_says_why
     assert ready.status_code == 503
     assert answer.status_code == 503 and answer.json() == {"error": "no online features are published"}
     assert "retry-after" in answer.headers
-    assert "materialize serving/online_features" in server.wait_for_log(
+    assert "materialize fraud/online_features" in server.wait_for_log(
         lambda text: "503 POST" in text, timeout=LOG_SECONDS
     )
 
@@ -285,7 +288,7 @@ def test_the_service_gives_the_same_scores_from_a_real_redis(
 def test_a_promotion_builds_a_new_bento_and_the_previous_one_still_serves_its_model(
     champion_bento, definitions, instance, store_of_the_day_before, offline, tmp_path
 ):
-    run = definitions.resolve_job_def("train_and_promote").execute_in_process(
+    run = definitions.resolve_job_def("fraud_train_and_promote").execute_in_process(
         instance=instance, asset_selection=[FRAUD_MODEL, EVALUATION, PRODUCTION_MODEL, BENTO]
     )
     assert run.success

@@ -24,9 +24,11 @@ from ui_dagster import (
     screenshot_on_failure,
 )
 
-from platform_assets.defs.fraud.models import FEATURES
-from platform_assets.defs.fraud.monitoring import DRIFT_REPORTS, FEATURE_DRIFT
 from resources.dbt import REPO_ROOT
+from tests.fraud import DRIFT as FEATURE_DRIFT
+from tests.fraud import FEATURES
+
+DRIFT_REPORTS = "monitoring/fraud_drift_reports"  # where the fraud use case's drift writes its reports
 
 pytestmark = pytest.mark.slow
 
@@ -150,10 +152,10 @@ def test_every_day_of_the_demo_is_materialized_in_the_ui(ui, demo_world, page, t
         for node in nodes
         if node["isPartitioned"] and "keel_pipeline" in node["jobNames"]
     }
-    assert {"lake/raw_transactions", "features/transaction_features", "terminal_volume/scores"} <= set(daily)
+    assert {"lake/raw_transactions", "fraud/features", "terminal_volume/scores"} <= set(daily)
     expected = {"numMaterialized": days, "numPartitions": days, "numFailed": 0, "numMaterializing": 0}
     assert {key: stats for key, stats in daily.items() if stats != expected} == {}
-    for key in ("lake/raw_transactions", "features/transaction_features", "terminal_volume/scores"):
+    for key in ("lake/raw_transactions", "fraud/features", "terminal_volume/scores"):
         with screenshot_on_failure(page, tmp_path / f"{key.replace('/', '_')}_partitions.png"):
             page.goto(ui.asset_url(dg.AssetKey.from_user_string(key), "?view=partitions"))
             expect(page.get_by_text(f"{days} Partitions Selected", exact=True)).to_be_visible()
@@ -169,7 +171,7 @@ def test_the_drift_asset_shows_its_metadata_and_a_link_that_opens_its_report(ui,
     metadata, day = materialization.metadata, materialization.partition
     report_url = metadata["report"].value
     assert report_url.startswith(ui.env["KEEL_LAKE_PUBLIC_URL"] + "/"), report_url
-    assert report_url.endswith(f"/{DRIFT_REPORTS}/date={day}/feature_drift.html"), report_url
+    assert report_url.endswith(f"/{DRIFT_REPORTS}/date={day}/drift.html"), report_url
     with screenshot_on_failure(page, tmp_path / "feature_drift.png"):
         # The Events view opens on the latest materialization.
         page.goto(ui.asset_url(FEATURE_DRIFT, "?view=events"))

@@ -254,7 +254,7 @@ import pandera.pandas as pa
 from keel_core.online_store import Entity, FeatureView
 
 CUSTOMER = Entity("customer", "customer_id", ("spend_7d",))
-VIEW = FeatureView("payers", (CUSTOMER, Entity("day", "weekday", ("customers",))), "1")
+VIEW = FeatureView("pays_tomorrow", (CUSTOMER, Entity("day", "weekday", ("customers",))), "1")
 
 
 def snapshot(connection, closed_day):
@@ -292,7 +292,7 @@ def own_service(scaffolded, tmp_path):
         "snapshot": {
             "function": "snap:snapshot",
             "view": "snap:VIEW",
-            "schema": "snap:schema",
+            "contract": "snap:schema",
             "reads": [{"asset": "warehouse/customer_daily_activity", "lookback_days": 6}],
         },
     }
@@ -323,6 +323,31 @@ def test_a_folder_serves_with_its_own_service_and_publishes_its_own_snapshot(own
     assert "spend_7d" in step_failure(broken)
 
 
+def test_a_snapshot_view_is_named_and_versioned_as_its_use_case(own_service):
+    spec, resolve = own_service
+    for view, message in (
+        ("FeatureView('payers', (CUSTOMER,), '1')", "a view is named as its use case"),
+        (
+            "FeatureView('pays_tomorrow', (CUSTOMER,), '2')",
+            "the store would serve features the model was not",
+        ),
+    ):
+        (resolve.folder / "other_view.py").write_text(
+            "from keel_core.online_store import Entity, FeatureView\n"
+            "CUSTOMER = Entity('customer', 'customer_id', ('spend_7d',))\n"
+            f"VIEW = {view}\n"
+        )
+        serving = spec.serving.model_dump()
+        changed = UseCase.model_validate(
+            {
+                **spec.model_dump(),
+                "serving": {**serving, "snapshot": {**serving["snapshot"], "view": "other_view:VIEW"}},
+            }
+        )
+        with pytest.raises(ValueError, match=message):
+            Plan.of(changed, References(resolve.folder, load_module))
+
+
 def test_drift_compares_what_was_served_when_the_log_holds_the_features(own_service, tmp_path):
     spec, resolve = own_service
     with synthetic_world(tmp_path, spec, resolve) as (run, resources, _):
@@ -333,17 +358,21 @@ def test_drift_compares_what_was_served_when_the_log_holds_the_features(own_serv
             rows = connection.execute(
                 "select * from ml.pays_tomorrow_features where as_of_date = ?", [LAST]
             ).df()
-        # What a service that logs its features served on the day: 150 of the day's rows.
-        resources["lake"].write_partition("pays_tomorrow_prediction_log", LAST, rows.head(150))
+        # What a service that logs its features served on the day: a few test calls, then the day.
+        lake = resources["lake"]
+        lake.write_partition("pays_tomorrow_prediction_log", LAST, rows.head(3))
+        a_few = run("drift", partition_key=LAST.isoformat())
+        lake.write_partition("pays_tomorrow_prediction_log", LAST, rows.head(len(rows) - 5))
         served = run("drift", partition_key=LAST.isoformat())
 
     def compared(result) -> tuple[str, int]:
         metadata = result.get_asset_materialization_events()[0].materialization.metadata
         return metadata["current"].value, metadata["dagster/row_count"].value
 
-    assert compared(built)[0] == "feature table ml.pays_tomorrow_features"
+    assert compared(built)[0].startswith("feature table ml.pays_tomorrow_features (nothing was served")
+    assert "the prediction log holds 3 rows" in compared(a_few)[0]
     source, rows_compared = compared(served)
-    assert source.startswith("prediction log") and rows_compared == 150
+    assert source.startswith("prediction log") and rows_compared == compared(built)[1] - 5
 
 
 def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
@@ -393,6 +422,10 @@ def test_the_spec_is_checked_before_any_asset_exists(scaffolded):
             "a snapshot is for a folder's own service",
         ),
         ({"storage": {"prediction_log_table": "logs/served"}}, "is not a lake table name"),
+        (
+            {"monitoring": {"drift": {"numerical": ["payments_1d"], "fail_features": ["payments_7d"]}}},
+            "fail_features that drift does not compare: payments_7d",
+        ),
     ):
         changed = UseCase.model_validate({**spec.model_dump(), **change})
         with pytest.raises(ValueError, match=message):

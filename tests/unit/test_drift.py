@@ -5,7 +5,10 @@ import pandas as pd
 import pytest
 
 from keel_core import drift
-from platform_assets.defs.fraud.transaction_features import DRIFT_COLUMNS, FEATURE_NAMES
+from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES
+from tests import fraud
+
+DRIFT_COLUMNS = fraud.plan().drift_columns  # what the fraud use case declares drift compares
 
 POLICY = drift.DriftPolicy(warn_share=0.1, fail_share=0.3, max_rows=3_000, fail_features=())
 
@@ -95,10 +98,9 @@ def test_columns_are_declared_once_each():
 
 
 def test_the_fraud_policy_fails_on_a_drifting_payment_feature(scaled):
-    from platform_assets.defs.fraud.transaction_features import DRIFT_POLICY
-
-    assert DRIFT_POLICY.fail_features == ("amount", "is_night")
-    assert scaled.level(DRIFT_POLICY) == "fail"
+    policy = fraud.plan().drift_policy
+    assert policy.fail_features == ("amount", "is_night")
+    assert scaled.level(policy) == "fail"
 
 
 def test_thresholds_out_of_order_are_refused():

@@ -9,6 +9,7 @@ import pandera.errors
 import pytest
 
 from platform_assets.defs.fraud import transaction_features as features
+from tests import fraud
 
 D = date(2026, 2, 10)  # a Tuesday
 
@@ -245,19 +246,10 @@ def test_the_feature_list_is_what_the_model_and_the_table_use():
     assert [f.name for f in features.FEATURES] == features.FEATURE_NAMES
     assert len(set(features.FEATURE_NAMES)) == len(features.FEATURE_NAMES) == 3 + 2 * 3 + 2 * 3
     assert all(f.default is not None for f in features.CUSTOMER_FEATURES + features.TERMINAL_FEATURES)
-
-
-def test_a_window_with_a_missing_day_of_features_is_refused_naming_the_day():
-    connection = duckdb.connect()
-    connection.execute("create schema ml")
-    connection.execute(
-        f"create table {features.FEATURE_TABLE} as "
-        # stored as the feature asset stores it: a timestamp column
-        "select * from (values (timestamp '2026-02-08'), (timestamp '2026-02-10')) as days(transaction_date)"
-    )
-    features.require_days(connection, date(2026, 2, 10), date(2026, 2, 10))
-    with pytest.raises(LookupError, match=r"1 of the 3 days .* \(first missing: 2026-02-09\)"):
-        features.require_days(connection, date(2026, 2, 8), date(2026, 2, 10))
+    # The use case's spec declares the same features, and stores the columns its schema checks.
+    rows = fraud.plan().rows
+    assert list(rows.features) == features.FEATURE_NAMES
+    assert rows.stored == list(features.feature_table_schema().columns)
 
 
 def test_online_calendar_features_match_the_offline_ones_at_every_hour():

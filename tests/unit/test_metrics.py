@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from platform_assets.defs.fraud.metrics import CARDS_PER_DAY, Metrics, card_precision_at_k, fraud_metrics
+from keel_core import learning
+from platform_assets.defs.fraud.metrics import CARDS_PER_DAY, card_precision_at_k
+from tests import fraud
 
 DAY_1, DAY_2, DAY_3 = date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)
 
@@ -151,30 +153,26 @@ def small_scored_window() -> pd.DataFrame:
     )
 
 
-def test_fraud_metrics_agree_with_scikit_learn():
+def test_the_fraud_use_case_measures_what_scikit_learn_and_the_handbook_measure():
     scored = small_scored_window()
-    metrics = fraud_metrics(scored)
-    assert isinstance(metrics, Metrics)
-    assert metrics.roc_auc == pytest.approx(roc_auc_score(scored["is_fraud"], scored["score"]))
-    assert metrics.average_precision == pytest.approx(
-        average_precision_score(scored["is_fraud"], scored["score"])
+    as_the_platform_scores = scored.rename(columns={"is_fraud": "label", "score": "prediction"})
+    measured = learning.measure(as_the_platform_scores, fraud.plan().metrics)
+    assert measured == pytest.approx(
+        {
+            "roc_auc": roc_auc_score(scored["is_fraud"], scored["score"]),
+            "average_precision": average_precision_score(scored["is_fraud"], scored["score"]),
+            "card_precision_at_100": card_precision_at_k(scored, k=CARDS_PER_DAY),
+        }
     )
-    assert metrics.card_precision_at_100 == pytest.approx(card_precision_at_k(scored, k=CARDS_PER_DAY))
-    assert (metrics.rows, metrics.frauds) == (8, 3)
-
-
-def test_fraud_metrics_as_a_dict_are_plain_numbers_by_name():
-    metrics = fraud_metrics(small_scored_window())
-    as_dict = metrics.as_dict()
-    assert set(as_dict) == {"roc_auc", "average_precision", "card_precision_at_100", "rows", "frauds"}
-    assert as_dict["roc_auc"] == metrics.roc_auc
 
 
 @pytest.mark.parametrize("is_fraud", [0, 1], ids=["no fraud", "only fraud"])
 def test_a_window_without_both_fraud_and_genuine_payments_cannot_judge_a_model(is_fraud):
     scored = small_scored_window().assign(is_fraud=is_fraud)
-    with pytest.raises(ValueError, match="needs both fraud and genuine payments"):
-        fraud_metrics(scored)
+    with pytest.raises(ValueError, match="needs both classes"):
+        learning.measure(
+            scored.rename(columns={"is_fraud": "label", "score": "prediction"}), fraud.plan().metrics
+        )
 
 
 def test_card_precision_as_a_use_case_metric_is_the_same_figure():

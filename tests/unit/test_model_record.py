@@ -26,8 +26,8 @@ def test_a_misspelt_or_missing_field_is_refused_where_the_record_is_built():
 
 
 def test_a_record_written_before_it_was_typed_reads_as_the_typed_one():
-    """As the registry held them before: positives named frauds, inputs one Markdown string, and the
-    test's counts (integers) kept among the metrics."""
+    """As the registry held them before: positives named after what they were (frauds), inputs one
+    Markdown string, and the test's counts (integers) kept among the metrics."""
     stored = training_record().to_json()
     older = {
         **stored,

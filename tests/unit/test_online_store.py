@@ -94,7 +94,7 @@ def test_the_same_day_again_replaces_it(store):
 
 def test_a_store_with_nothing_published_says_so(store):
     assert store.current() is None
-    with pytest.raises(NoSnapshot, match="materialize serving/online_features"):
+    with pytest.raises(NoSnapshot, match="materialize fraud/online_features"):
         store.lookup(ids([1], [10]))
 
 

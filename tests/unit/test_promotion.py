@@ -1,19 +1,27 @@
+"""The fraud use case's promotion gate, as its folder declares it (floors on ROC AUC and average
+precision, tolerances against the champion on average precision and card precision@100), judged by
+the platform's gate (keel_core.judging)."""
+
+import dataclasses
+
 import pytest
 
-from platform_assets.defs.fraud.gate import GatePolicy, decide
-from platform_assets.defs.fraud.metrics import Metrics
+from keel_core.judging import judge
+from tests import fraud
 
-POLICY = GatePolicy()  # floors: ROC AUC 0.75, average precision 0.30; tolerances 0.02
+POLICY = fraud.plan().gate  # floors: ROC AUC 0.75, average precision 0.30; tolerances 0.02
 
 
-def metrics(roc_auc: float = 0.90, average_precision: float = 0.50, card_precision: float = 0.40) -> Metrics:
-    return Metrics(
-        roc_auc=roc_auc,
-        average_precision=average_precision,
-        card_precision_at_100=card_precision,
-        rows=10_000,
-        frauds=80,
-    )
+def metrics(roc_auc: float = 0.90, average_precision: float = 0.50, card_precision: float = 0.40) -> dict:
+    return {
+        "roc_auc": roc_auc,
+        "average_precision": average_precision,
+        "card_precision_at_100": card_precision,
+    }
+
+
+def decide(challenger: dict, champion: dict | None, gate=POLICY):
+    return judge(challenger, gate, fraud.plan().metrics, champion=champion)
 
 
 def failed(decision) -> list[str]:
@@ -42,7 +50,7 @@ def test_a_challenger_below_the_roc_auc_floor_is_refused_and_the_summary_says_wh
     decision = decide(metrics(roc_auc=0.70), champion, POLICY)
     assert not decision.promote
     assert failed(decision) == ["roc_auc_floor"]
-    assert decision.summary == "refused: ROC AUC 0.7000 vs floor 0.75"
+    assert decision.summary == "refused: roc auc 0.7000 vs floor 0.75"
 
 
 @pytest.mark.parametrize("champion", [None, metrics(average_precision=0.25)], ids=["first", "champion"])
@@ -50,13 +58,13 @@ def test_a_challenger_below_the_average_precision_floor_is_refused_and_the_summa
     decision = decide(metrics(average_precision=0.25), champion, POLICY)
     assert not decision.promote
     assert failed(decision) == ["average_precision_floor"]
-    assert decision.summary == "refused: average precision 0.2500 vs floor 0.30"
+    assert decision.summary == "refused: average precision 0.2500 vs floor 0.3"
 
 
 def test_a_challenger_below_both_floors_names_both_failures():
     decision = decide(metrics(roc_auc=0.60, average_precision=0.10), None, POLICY)
     assert failed(decision) == ["roc_auc_floor", "average_precision_floor"]
-    assert "ROC AUC 0.6000" in decision.summary
+    assert "roc auc 0.6000" in decision.summary
     assert "average precision 0.1000" in decision.summary
 
 
@@ -99,7 +107,7 @@ def test_a_challenger_better_than_the_champion_is_approved_and_the_summary_lists
 def test_a_stricter_policy_refuses_what_the_default_tolerates():
     challenger, champion = metrics(average_precision=0.49), metrics(average_precision=0.50)
     assert decide(challenger, champion, POLICY).promote
-    strict = GatePolicy(average_precision_tolerance=0.0)
+    strict = dataclasses.replace(POLICY, tolerance={**POLICY.tolerance, "average_precision": 0.0})
     assert failed(decide(challenger, champion, strict)) == ["average_precision_vs_champion"]
 
 

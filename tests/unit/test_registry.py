@@ -32,7 +32,7 @@ def tiny_model():
 @pytest.fixture
 def registry(tmp_path, monkeypatch) -> ModelRegistry:
     monkeypatch.setenv("KEEL_USER", "tester")
-    return ModelRegistry(lake=LocalLake(root=str(tmp_path / "lake")))
+    return ModelRegistry(lake=LocalLake(root=str(tmp_path / "lake"))).of("fraud_detector")
 
 
 def predictions(model) -> np.ndarray:
@@ -50,7 +50,7 @@ def stages(registry: ModelRegistry) -> dict[str, str]:
 # Registering and loading ---------------------------------------------------------------------------
 
 
-def test_a_registered_model_is_a_candidate_version_of_the_fraud_detector(registry, tiny_model):
+def test_a_registered_model_is_a_candidate_version_of_its_model(registry, tiny_model):
     tag = registry.register(tiny_model, training_record(), run_id="run-1")
     name, _, version = tag.partition(":")
     assert name == "fraud_detector" and version
@@ -256,3 +256,16 @@ def test_a_version_s_own_files_cannot_be_replaced_by_an_attachment(registry, tin
         with pytest.raises(RegistryError, match="cannot be replaced"):
             registry.attach(tag, name, b"overwritten")
     assert np.array_equal(predictions(registry.load(tag)), predictions(tiny_model))
+
+
+def test_the_namespace_s_registry_names_no_model_and_lists_the_models_it_holds(registry, tiny_model):
+    namespace = ModelRegistry(lake=registry.lake)
+    assert namespace.models() == []
+    with pytest.raises(RegistryError, match="names no model"):
+        namespace.versions()
+    tag = registry.register(tiny_model, training_record())
+    namespace.of("terminal_volume").register(tiny_model, training_record())
+    assert namespace.models() == ["fraud_detector", "terminal_volume"]
+    assert namespace.of_tag(tag).version(tag).tag == tag
+    with pytest.raises(RegistryError, match="not a model version"):
+        namespace.of_tag("fraud_detector")

@@ -9,18 +9,20 @@ from datetime import date
 import dagster as dg
 import pytest
 
+from platform_assets.components.plan import DRIFT_CHECK
 from platform_assets.defs.alerts import check_failure_alerts, freshness_alerts, run_failure_alerts
-from platform_assets.defs.fraud.models import FRAUD_MODEL, LABELS
-from platform_assets.defs.fraud.monitoring import DRIFT_CHECK, FEATURE_DRIFT
-from platform_assets.defs.fraud.sensors import retraining_sensor
 from platform_assets.defs.landing import landing_sensor
 from platform_assets.retraining import RETRAIN_REASONS_TAG
 from resources.alerts import Alert, Alerts
 from resources.lake import LocalLake
 from resources.retraining import Retraining
 from resources.sources import LandingZone
+from tests import fraud
 from tests.payments import SimulatorSource, source
 
+# The reference use case's retraining sensor, as its folder declares it (the platform's sensor code).
+retraining_sensor = fraud.sensor("fraud_retraining")
+FRAUD_MODEL, FEATURE_DRIFT, LABELS = fraud.MODEL, fraud.DRIFT, fraud.LABELS
 DAY = date(2026, 1, 12)
 RAW_TRANSACTIONS = dg.AssetKey(["lake", "raw_transactions"])
 SOURCE = SimulatorSource(n_customers=200, n_terminals=400)
@@ -154,7 +156,7 @@ def trained(instance):
 
 
 def test_no_retraining_before_any_training(instance):
-    assert "models/fraud_model has never been trained" in retraining_tick(instance).skip_message
+    assert "fraud/model has never been trained" in retraining_tick(instance).skip_message
 
 
 def test_no_retraining_until_enough_days_are_labelled_since_the_last_training(instance):
@@ -210,7 +212,7 @@ def test_failed_checks_are_alerted_once_from_the_moment_the_sensor_starts(instan
     )
     _, cursor = tick(check_failure_alerts, instance, cursor, alerts=RecordedAlerts())
     (alert,) = SENT
-    assert alert.title == f"check {DRIFT_CHECK} failed on monitoring/feature_drift for 2026-02-06"
+    assert alert.title == f"check {DRIFT_CHECK} failed on fraud/drift for 2026-02-06"
     assert alert.severity == "error"
     tick(check_failure_alerts, instance, cursor, alerts=RecordedAlerts())
     assert len(SENT) == 1

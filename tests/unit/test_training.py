@@ -6,10 +6,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
+from keel_core import judging, learning
 from keel_core.learning import precision_recall_png
 from keel_core.windows import TrainingWindow
-from platform_assets.defs.fraud.training import fit_baseline, fit_fraud_model, fraud_scores
 from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES
+from tests import fraud
 
 SEED = 42
 HYPER_PARAMETERS = {
@@ -20,6 +21,26 @@ HYPER_PARAMETERS = {
     "l2_regularization": 0.0,
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def fit_fraud_model(train: pd.DataFrame, seed: int, hyper_parameters: dict):
+    """The fraud use case's estimator, as its spec declares it, with these hyper-parameters, fitted as
+    the platform fits a use case's model (``keel_core.learning``)."""
+    plan = fraud.plan()
+    params = {**fraud.plan().spec.estimator.params, **hyper_parameters, "random_state": seed}
+    return learning.pipeline(plan.rows, judging.estimator(plan.estimator, params)).fit(
+        train, train["is_fraud"]
+    )
+
+
+def fit_baseline(train: pd.DataFrame):
+    plan = fraud.plan()
+    baseline = judging.estimator(plan.baseline.class_path, plan.baseline.params)
+    return learning.pipeline(plan.rows, baseline).fit(train, train["is_fraud"])
+
+
+def fraud_scores(model, frame: pd.DataFrame) -> np.ndarray:
+    return learning.predict(model, frame, "classification")
 
 
 def days_of(first: date, last: date) -> set[date]:
@@ -165,13 +186,13 @@ def test_scoring_a_frame_without_a_feature_fails(model, labelled):
 
 
 def test_the_hyper_parameters_reach_the_classifier(model):
-    classifier = model.named_steps["classifier"]
+    classifier = model.named_steps["model"]
     assert {name: getattr(classifier, name) for name in HYPER_PARAMETERS} == HYPER_PARAMETERS
     assert classifier.n_iter_ == HYPER_PARAMETERS["max_iter"]  # no early stopping
 
 
 def test_the_baseline_trains_on_the_same_frame_and_ranks_frauds_first(labelled):
-    baseline = fit_baseline(labelled, SEED)
+    baseline = fit_baseline(labelled)
     scores = fraud_scores(baseline, labelled)
     assert scores.shape == (len(labelled),)
     assert roc_auc_score(labelled["is_fraud"], scores) > 0.9
@@ -192,12 +213,15 @@ def test_the_precision_recall_plot_is_a_png(model, labelled):
 
 
 def test_a_run_for_a_window_of_days_sees_the_labels_of_that_window_only():
-    from datetime import date
+    import duckdb
 
-    from platform_assets.defs.fraud.training import LabelHorizon
-
-    horizon = LabelHorizon(last_labelled_day=date(2026, 11, 26), label_delay_days=7)
-    assert horizon.within(None) == date(2026, 11, 26)
+    days = [*pd.date_range("2018-09-01", "2018-09-30"), *pd.date_range("2026-11-01", "2026-12-03")]
+    connection = duckdb.connect()
+    connection.execute("create schema ml")
+    connection.register("days", pd.DataFrame({"transaction_date": days}))
+    connection.execute("create table ml.transaction_features as select * from days")
+    plan = fraud.plan()  # flags arrive 7 days later
+    assert plan.last_labelled_day(connection) == date(2026, 11, 26)
     # A replayed 2018 window in a warehouse that also holds 2026: its own last labelled day.
-    assert horizon.within(date(2018, 9, 30)) == date(2018, 9, 23)
-    assert horizon.within(date(2026, 12, 31)) == date(2026, 11, 26)
+    assert plan.last_labelled_day(connection, date(2018, 9, 30)) == date(2018, 9, 23)
+    assert plan.last_labelled_day(connection, date(2026, 12, 31)) == date(2026, 11, 26)

@@ -1,33 +1,12 @@
-"""How a fraud model is judged: threshold-free metrics and the card-level metric investigators use.
-
-Pure module (pandas, numpy, scikit-learn's metrics), no Dagster.
-"""
+"""The card-level metric fraud investigators use, the handbook's card precision@k; ROC AUC and
+average precision are the platform's (``keel_core.judging``). Pure module (pandas, numpy)."""
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
 CARDS_PER_DAY = 100  # what a team of investigators can check in a day (the handbook's k)
-
-
-@dataclass(frozen=True)
-class Metrics:
-    roc_auc: float
-    average_precision: float
-    card_precision_at_100: float
-    rows: int
-    frauds: int
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-    def values(self) -> dict[str, float]:
-        """The three metrics, without the counts they were measured on."""
-        names = ("roc_auc", "average_precision", "card_precision_at_100")
-        return {name: getattr(self, name) for name in names}
 
 
 def card_precision_at_k(scored: pd.DataFrame, k: int = CARDS_PER_DAY) -> float:
@@ -61,22 +40,3 @@ def card_precision_at_100(scored: pd.DataFrame) -> float:
     (``label``, ``prediction``, the day ``transaction_date`` and the card ``customer_id``, an
     attribute). The same figure as ``card_precision_at_k`` on the payments' own columns."""
     return card_precision_at_k(scored.rename(columns={"label": "is_fraud", "prediction": "score"}))
-
-
-def fraud_metrics(scored: pd.DataFrame) -> Metrics:
-    """ROC AUC, average precision and card precision@100 of ``scored`` (see ``card_precision_at_k``)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    frauds = int(scored["is_fraud"].sum())
-    if frauds == 0 or frauds == len(scored):
-        raise ValueError(
-            f"cannot judge a model on {len(scored):,} payments of which {frauds:,} are fraud: "
-            "the window needs both fraud and genuine payments"
-        )
-    return Metrics(
-        roc_auc=float(roc_auc_score(scored["is_fraud"], scored["score"])),
-        average_precision=float(average_precision_score(scored["is_fraud"], scored["score"])),
-        card_precision_at_100=card_precision_at_k(scored),
-        rows=len(scored),
-        frauds=frauds,
-    )

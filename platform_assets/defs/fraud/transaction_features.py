@@ -1,9 +1,10 @@
 """The fraud model's features: what they are, and the one way to compute them, offline and online.
 
 Facts (payments, fraud flags) live in the warehouse marts; features are derived from them here and
-nowhere else. The offline pipeline (the ``features/transaction_features`` asset), the online
-snapshot and the scoring service all import this module, so a feature cannot mean one thing in
-training and another in serving.
+nowhere else. The offline rows (``transaction_features``, the ``fraud/features`` asset), the online
+snapshot (``online_snapshot``, ``fraud/online_features``) and the payment scorer all import this
+module, so a feature cannot mean one thing in training and another in serving. The use case's spec
+(``defs.yaml``) names these functions.
 
 Two kinds of feature:
 
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from keel_core import drift, online_store
+from keel_core import online_store
 
 if TYPE_CHECKING:
     import pandera.pandas as pa
@@ -44,9 +45,6 @@ FEATURE_SET_VERSION = "1"
 WINDOWS_DAYS = (1, 7, 30)
 LOOKBACK_DAYS = max(WINDOWS_DAYS)
 NIGHT_HOURS = (0, 6)  # [start, end): a payment between 00:00 and 05:59 is a night payment
-
-# Where the offline pipeline stores the feature table, in the warehouse beside dbt's marts.
-FEATURE_TABLE = "ml.transaction_features"
 
 # The warehouse relations the entity windows read (dbt marts, one row per entity and day).
 CUSTOMER_ACTIVITY = "customer_daily_activity"
@@ -99,7 +97,8 @@ TERMINAL_FEATURES = tuple(
 FEATURES = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES
 FEATURE_NAMES = [feature.name for feature in FEATURES]
 
-# What the scoring service looks up per payment: its customer's and its terminal's features.
+# What the scoring service looks up per payment: its customer's and its terminal's features
+# (published by fraud/online_features, the view named as the use case).
 ONLINE_VIEW = online_store.FeatureView(
     "fraud",
     (
@@ -107,24 +106,10 @@ ONLINE_VIEW = online_store.FeatureView(
         online_store.Entity("terminal", "terminal_id", tuple(f.name for f in TERMINAL_FEATURES)),
     ),
     FEATURE_SET_VERSION,
-    published_by="serving/online_features",
 )
 
-# What feature drift compares. A day is all weekend or all weekdays: against two weeks of training
-# its weekend flag always "drifts", so it is left out. Flags are categories to Evidently.
-DRIFT_COLUMNS = drift.DriftColumns(
-    numerical=tuple(f.name for f in FEATURES if f.dtype != "int8"),
-    categorical=tuple(f.name for f in FEATURES if f.dtype == "int8" and f.name != "is_weekend"),
-    order_by=("transaction_id",),
-)
-# The payment's own features (not windows over earlier days) show a change on its first day and
-# hardly move from one normal day to the next (scores ~0.02 against a threshold of 0.1): one of
-# these drifting fails the check whatever the share. The simulated world's 30-day windows are
-# still filling during the first training weeks, so a few window features drift on any later day:
-# the share thresholds sit above that.
-DRIFT_POLICY = drift.DriftPolicy(warn_share=0.3, fail_share=0.5, fail_features=("amount", "is_night"))
-
-# Columns that identify a row of the feature table (the payment's facts, not features).
+# Columns that identify a row of the feature table (the payment's facts, not features), and
+# whether its card or terminal had no history: stored before the features (the spec's attributes).
 KEY_COLUMNS = {
     "transaction_id": "int64",
     "transaction_date": "datetime64[ns]",
@@ -132,6 +117,7 @@ KEY_COLUMNS = {
     "customer_id": "int64",
     "terminal_id": "int64",
 }
+ENTITY_FLAGS = {"customer": "customer_is_new", "terminal": "terminal_is_new"}
 
 
 def request_features(payments: pd.DataFrame) -> pd.DataFrame:
@@ -266,25 +252,17 @@ def transaction_features_sql(first: date, last: date, transactions: str = "trans
     """
 
 
-def require_days(connection, first: date, last: date) -> None:
-    """Fail, naming the first missing day, unless the feature table has rows for every day of
-    [first, last]: a model must not be trained or a day scored on a hole."""
-    present = {
-        row[0]
-        for row in connection.execute(
-            # The stored column is a timestamp (pandas datetime64): compare calendar days.
-            f"select distinct cast(transaction_date as date) from {FEATURE_TABLE} "
-            "where transaction_date between ? and ?",
-            [first, last],
-        ).fetchall()
-    }
-    expected = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    missing = [day for day in expected if day not in present]
-    if missing:
-        raise LookupError(
-            f"{FEATURE_TABLE} has no rows for {len(missing)} of the {len(expected)} days {first} .. {last} "
-            f"(first missing: {missing[0]}): materialize features/transaction_features for them"
-        )
+def fraud_labels(connection, first: date, last: date) -> pd.DataFrame:
+    """The fraud flag of each payment of days [first, last] whose flag has been reported: one row
+    per payment (``transaction_id``, ``transaction_date``, ``is_fraud``), from the warehouse mart."""
+    labels = connection.execute(
+        "select transaction_id, transaction_date, cast(is_fraud as integer) as is_fraud from fraud_labels "
+        "where transaction_date between ? and ? order by transaction_id",
+        [first, last],
+    ).df()
+    return labels.astype(
+        {"transaction_id": "int64", "transaction_date": "datetime64[ns]", "is_fraud": "int64"}
+    )
 
 
 def transaction_features(connection, first: date, last: date) -> pd.DataFrame:
@@ -299,10 +277,7 @@ def transaction_features(connection, first: date, last: date) -> pd.DataFrame:
     frame["transaction_date"] = pd.to_datetime(frame["transaction_date"])
     for feature in CUSTOMER_FEATURES + TERMINAL_FEATURES:
         frame[feature.name] = frame[feature.name].astype(feature.dtype)
-    return frame[[*KEY_COLUMNS, *FEATURE_NAMES, "customer_is_new", "terminal_is_new"]]
-
-
-ENTITY_FLAGS = {"customer": "customer_is_new", "terminal": "terminal_is_new"}
+    return frame[[*KEY_COLUMNS, *ENTITY_FLAGS.values(), *FEATURE_NAMES]]
 
 
 def entity_snapshot(connection, closed_day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -321,6 +296,12 @@ def entity_snapshot(connection, closed_day: date) -> tuple[pd.DataFrame, pd.Data
         )
         frames.append(frame.reset_index(drop=True))
     return frames[0], frames[1]
+
+
+def online_snapshot(connection, closed_day: date) -> dict[str, pd.DataFrame]:
+    """``entity_snapshot`` by entity of ``ONLINE_VIEW``: what ``fraud/online_features`` publishes."""
+    customers, terminals = entity_snapshot(connection, closed_day)
+    return {"customer": customers, "terminal": terminals}
 
 
 @dataclass(frozen=True)
@@ -426,9 +407,8 @@ def feature_table_schema() -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             **{name: pa.Column(dtype, nullable=False) for name, dtype in KEY_COLUMNS.items()},
+            **{flag: pa.Column(bool) for flag in ENTITY_FLAGS.values()},
             **{feature.name: _feature_column(feature) for feature in FEATURES},
-            "customer_is_new": pa.Column(bool),
-            "terminal_is_new": pa.Column(bool),
         },
         checks=[
             # A customer's mean over 1 day cannot exist without a payment on that day, and so on.
@@ -468,3 +448,22 @@ def snapshot_schema(entity: str) -> pa.DataFrameSchema:
         strict=True,
         name=f"{entity}_snapshot",
     )
+
+
+def example_payment(connection, closed_day: date) -> tuple[str, dict]:
+    """A payment to try the scorer with (``keel demo`` prints it): the riskiest card and terminal of
+    ``closed_day``, paying again the next morning."""
+    customer_id, terminal_id, amount = connection.execute(
+        "select f.customer_id, f.terminal_id, f.amount from ml.transaction_scores s "
+        "join ml.transaction_features f using (transaction_id) "
+        "where f.transaction_date = ? order by s.fraud_probability desc limit 1",
+        [closed_day],
+    ).fetchone()
+    payment = {
+        "transaction_id": 1,
+        "transacted_at": f"{closed_day + timedelta(days=1)}T09:30:00",
+        "customer_id": int(customer_id),
+        "terminal_id": int(terminal_id),
+        "amount": round(float(amount), 2),
+    }
+    return "/score", payment

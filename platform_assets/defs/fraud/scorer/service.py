@@ -66,6 +66,9 @@ from serving.settings import MAX_FILE_DECODED_BYTES, MAX_FILE_ROWS, Settings, se
 from serving.unavailable import Unavailable
 
 ARGUMENTS = bentoml.use_arguments(BentoArguments)
+# As declared in ../defs.yaml: the service's name (its Bentos: fraud_scorer_<namespace>) and its use
+# case's (the spool's folder it writes to, which fraud/prediction_log compacts).
+SERVICE, USE_CASE = "fraud_scorer", "fraud"
 PARQUET = "application/vnd.apache.parquet"
 FACTS = list(Transaction.model_fields)
 MAX_BATCH_ROWS = 2000  # rows per model call; /score_file reads its file in chunks of this size
@@ -169,7 +172,7 @@ def check_payments_file(content: bytes) -> None:
 
 
 @bentoml.service(
-    name="fraud_scorer",
+    name=SERVICE,
     # One worker per core (in a container: per core of its CPU limit); each batches its own requests.
     workers="cpu_count",
     traffic={"timeout": REQUEST_TIMEOUT_SECONDS},
@@ -204,7 +207,8 @@ class FraudScorer:
         self.breaker = CircuitBreaker(
             "the online feature store", failures_to_open=3, reset_seconds=self.settings.store_retry_seconds
         )
-        self.log = PredictionLog(self.settings.prediction_log_uri)
+        # The use case's own folder of the spool, which fraud/prediction_log compacts.
+        self.log = PredictionLog(f"{self.settings.prediction_log_uri.rstrip('/')}/{USE_CASE}")
         self.batcher = MicroBatcher(
             self._score_requests,
             rows=lambda request: len(request.payments),

@@ -1,11 +1,12 @@
-"""``keel reproduce <model tag>``: train a registered version again from what it recorded, and compare.
+"""``keel reproduce <model tag>``: train a registered version of any use case again from what it
+recorded, and compare.
 
-A version's record (``keel_core.model_record``) holds its training window, seed, hyper-parameters,
-feature set, the fingerprints of its train and test rows, the code (git commit, dirty flag), the
-lockfile and the dbt manifest it ran with. Reproducing reads the same windows from the namespace's
-warehouse, checks the rows are the ones it was trained on, trains with the same seed and
-hyper-parameters through the same function the asset uses (``training.run_experiment``), and
-compares every metric. Anything that differs is named; only identical metrics pass.
+A version's record (``keel_core.model_record``) holds its training window, hyper-parameters, feature
+set, the fingerprints of its train and test rows, the code (git commit, dirty flag), the lockfile and
+the dbt manifest it ran with. Reproducing reads the same windows from the namespace's warehouse,
+checks the rows are the ones it was trained on, trains with the same hyper-parameters through the
+same method the ``<name>/model`` asset uses (``Plan.experiment``), and compares every metric. Anything
+that differs is named; only identical metrics pass.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from dataclasses import dataclass, field
 
 from keel_core import provenance
 from keel_core.model_record import ModelRecord
-from platform_assets.defs.fraud import training
-from platform_assets.defs.fraud.transaction_features import FEATURE_SET_VERSION
+from platform_assets.components.plan import Plan
 
 # Metrics are recomputed from the same rows, seed and library versions: any difference beyond
 # float formatting means something else changed.
@@ -42,16 +42,25 @@ class Reproduction:
         return self.same_metrics and not any(d.startswith("data:") for d in self.differences)
 
 
-def reproduce(tag: str, record: ModelRecord, connection) -> Reproduction:
-    """Train ``tag`` again on the warehouse behind ``connection`` and compare with its record."""
+def reproduce(plan: Plan, tag: str, record: ModelRecord, connection) -> Reproduction:
+    """Train ``tag`` of ``plan``'s use case again on the warehouse behind ``connection`` and compare
+    with its record."""
     differences = _code_differences(record)
-    if record.feature_set_version != FEATURE_SET_VERSION:
+    if record.feature_set_version != plan.spec.feature_set_version:
         differences.append(
-            f"code: features are version {FEATURE_SET_VERSION}, {tag} was trained on "
+            f"code: features are version {plan.spec.feature_set_version}, {tag} was trained on "
             f"{record.feature_set_version}"
         )
+    if tuple(record.features) != tuple(plan.spec.feature_names):
+        differences.append(
+            f"code: the use case's features are not the {len(record.features)} {tag} was trained on"
+        )
+    if record.model != plan.spec.estimator.class_path:
+        differences.append(
+            f"code: the use case trains {plan.spec.estimator.class_path}, {tag} was {record.model}"
+        )
     window = record.training_window
-    experiment = training.run_experiment(connection, window, record.seed, record.hyper_parameters)
+    experiment, _ = plan.experiment(connection, window, dict(record.hyper_parameters))
     for part, fingerprint in experiment.fingerprints.items():
         if part not in record.data_sha256:
             differences.append(f"data: {tag} recorded no fingerprint of its {part} rows")
@@ -63,7 +72,7 @@ def reproduce(tag: str, record: ModelRecord, connection) -> Reproduction:
     return Reproduction(
         tag=tag,
         recorded=dict(record.metrics),
-        reproduced=experiment.metrics.values(),
+        reproduced=dict(experiment.metrics),
         differences=differences,
     )
 
