@@ -135,7 +135,9 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
         check_specs=[
             dg.AssetCheckSpec(PERFORMANCE_CHECK, asset=performance_key, partitions_def=daily_partitions)
         ],
-        automation_condition=follows_upstream(after_inputs_are_built=True),
+        # Judged when the day's labels arrive: a day scored again (a re-delivery) before its labels
+        # exist is not asked for (their partition does not exist yet, so nothing would be missing).
+        automation_condition=follows_upstream(ignore=scores_key, after_inputs_are_built=True),
         kinds={"scikit-learn", "duckdb"},
         tags={MONITORING_TAG: "true"},
         metadata={LABEL_DELAY: spec.label_delay_days},
