@@ -117,6 +117,7 @@ class Experiment:
     test: pd.DataFrame  # the labelled test rows
     training_seconds: float
     fingerprints: dict[str, str]
+    test_excluded: int = 0  # test rows left out of judging (``judged``): known positives, for instance
 
     @property
     def train_rows(self) -> int:
@@ -135,11 +136,16 @@ def run_experiment(
     model_spec: tuple[Any, Mapping[str, Any]],
     baseline: Baseline,
     metrics: Mapping[str, Metric],
+    judged: Callable[[pd.DataFrame, date, date], pd.DataFrame] | None = None,
 ) -> Experiment:
     """Fit the model and the baseline on ``window``'s train days, measure both on its test days.
     ``load(first, last)``: the labelled rows of those days; ``model_spec``: an estimator class or
-    factory (or its import path) and its hyper-parameters (``keel_core.judging.estimator``)."""
+    factory (or its import path) and its hyper-parameters (``keel_core.judging.estimator``);
+    ``judged(frame, first, last)``: the test rows the models are judged on (default: all)."""
     train, test = load(window.train_start, window.train_end), load(window.test_start, window.test_end)
+    loaded = len(test)
+    if judged is not None:
+        test = judged(test, window.test_start, window.test_end).reset_index(drop=True)
     for part, frame in (("train", train), ("test", test)):
         if frame.empty:
             raise LookupError(f"no labelled rows in the {part} days of {window.as_dict()}")
@@ -161,7 +167,20 @@ def run_experiment(
         test=test,
         training_seconds=seconds,
         fingerprints={"train": fingerprint(train), "test": fingerprint(test)},
+        test_excluded=loaded - len(test),
     )
+
+
+def without_known_positives(
+    rows: Rows, frame: pd.DataFrame, positives: pd.DataFrame, by: str, delay_days: int
+) -> pd.DataFrame:
+    """``frame`` without the rows whose ``by`` (a card, say) had a positive row in ``positives`` known
+    before their day: on a day at least ``delay_days`` + 1 before it, as a label arrives ``delay_days``
+    after its day. A card known to be compromised is blocked; judging a model on its later payments
+    flatters it (the fraud-detection handbook leaves them out of its test sets)."""
+    first_positive = pd.to_datetime(positives[rows.day]).groupby(positives[by]).min()
+    known_since = frame[by].map(first_positive) + pd.Timedelta(days=delay_days + 1)
+    return frame[~(pd.to_datetime(known_since) <= pd.to_datetime(frame[rows.day]))]
 
 
 def scored(rows: Rows, model, frame: pd.DataFrame, task: str, column: str | None = None) -> pd.DataFrame:

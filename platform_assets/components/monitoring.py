@@ -159,14 +159,17 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
                 f"select * from {score_table} where {spec.day_column} = ?", [day]
             ).df()
             labels = compute_labels(connection, day, day)
-        if scores.empty:
-            raise dg.Failure(
-                f"no scores for {day} in {score_table}: materialize {scores_key.to_user_string()}",
-                allow_retries=False,
+            if scores.empty:
+                raise dg.Failure(
+                    f"no scores for {day} in {score_table}: materialize {scores_key.to_user_string()}",
+                    allow_retries=False,
+                )
+            on = [*spec.entity, spec.day_column]
+            labelled = scores.merge(
+                labels[[*on, spec.label_column]], on=on, how="inner", validate="one_to_one"
             )
-        on = [*spec.entity, spec.day_column]
-        judged = scores.merge(labels[[*on, spec.label_column]], on=on, how="inner", validate="one_to_one")
-        if judged.empty:
+            judged = plan.judged(connection, labelled, day, day)
+        if labelled.empty:
             raise dg.Failure(
                 f"none of the {len(scores):,} scores of {day} has a {spec.label_column} yet: it is known "
                 f"{spec.label_delay_days} days later, from {', '.join(spec.labels_read)}",
@@ -182,7 +185,12 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
                 **recorded(context),
                 **measured,
                 "scored_rows": len(scores),
-                "labelled_rows": len(judged),
+                "labelled_rows": len(labelled),
+                **(
+                    {"excluded_known_positive_rows": len(labelled) - len(judged)}
+                    if spec.judging.exclude_known_positives
+                    else {}
+                ),
                 "model_version": ", ".join(sorted(scores["model_version"].unique())),
                 "dagster/row_count": len(scores),
             }

@@ -249,6 +249,14 @@ class Plan:
                 )
             if read.until_days_before < 0:
                 raise ValueError(f"{name}: {read.asset}: until_days_before cannot be negative")
+        known = spec.judging.exclude_known_positives
+        if known is not None and (
+            known not in {*spec.entity, *spec.attributes} or spec.task != "classification"
+        ):
+            raise ValueError(
+                f"{name}: judging.exclude_known_positives names a key or an attribute of a classifier's rows "
+                f"({known!r} is not one of {[*spec.entity, *spec.attributes]}, or the task is {spec.task})"
+            )
         if unmeasured := sorted(gate.metrics() - set(metrics)):
             raise ValueError(
                 f"{name}: the gate names metrics that are not in metrics: {', '.join(unmeasured)}"
@@ -355,8 +363,33 @@ class Plan:
             (self.estimator, hyper_parameters),
             self.baseline,
             self.metrics,
+            lambda frame, first, last: self.judged(connection, frame, first, last),
         )
         return experiment, sum(unlabelled)
+
+    def judged(self, connection, frame: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
+        """The rows of ``frame`` (days ``first .. last``) a model is judged on: all of them, or, with
+        ``judging.exclude_known_positives``, not those whose attribute had a positive label known
+        before their day (looked for from a training window's length before ``first``)."""
+        from keel_core import learning
+
+        by, spec = self.spec.judging.exclude_known_positives, self.spec
+        if by is None or frame.empty:
+            return frame
+        delay, day = spec.label_delay_days, spec.day_column
+        start = first - timedelta(days=spec.windows.train_days + delay)
+        end = last - timedelta(days=delay + 1)
+        if end < start:
+            return frame
+        columns = ", ".join(dict.fromkeys([*spec.entity, day, by]))
+        stored = connection.execute(
+            f"select {columns} from {self.feature_table} where {day} between ? and ?", [start, end]
+        ).df()
+        labels = self.compute_labels(connection, start, end)
+        on = [*spec.entity, day]
+        positives = stored.merge(labels[[*on, spec.label_column]], on=on, how="inner")
+        positives = positives[positives[spec.label_column] == 1]
+        return learning.without_known_positives(self.rows, frame, positives, by, delay)
 
     def last_labelled_day(self, connection, until: date | None = None) -> date:
         """The newest day whose label is known: a label delay before the newest stored day (up to

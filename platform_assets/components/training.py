@@ -54,6 +54,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
     endpoint = plan.endpoint
     tags = plan.tags
     registry_of = plan.registry_of
+    # Rows left out of judging once their attribute is known positive (the spec's judging): counted.
+    known_positives = spec.judging.exclude_known_positives
     labelled_rows = plan.labelled_rows
     last_labelled_day = plan.last_labelled_day
 
@@ -228,6 +230,9 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 **window.as_dict(),
                 "train_rows": experiment.train_rows,
                 "test_rows": experiment.test_rows,
+                **(
+                    {"excluded_known_positive_test_rows": experiment.test_excluded} if known_positives else {}
+                ),
                 "unlabelled_rows": record.unlabelled_rows,
                 **experiment.metrics,
                 **{f"baseline_{m}": value for m, value in experiment.baseline_metrics.items()},
@@ -286,7 +291,9 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         with warehouse.connect() as connection:
             last = last_labelled_day(connection, run_last_day(context))
             first = last - timedelta(days=evaluation_days - 1)
-            frame = labelled_rows(connection, first, last)
+            labelled = labelled_rows(connection, first, last)
+            frame = plan.judged(connection, labelled, first, last)
+        excluded = {"excluded_known_positive_rows": len(labelled) - len(frame)} if known_positives else {}
 
         def measured(model, column=None) -> dict[str, float]:
             return learning.measure(learning.scored(rows, model, frame, spec.task, column), metrics)
@@ -310,7 +317,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
             reason=decision.summary,
             run_id=context.run.run_id,
             details={
-                "window": {"first": first.isoformat(), "last": last.isoformat()},
+                "window": {"first": first.isoformat(), "last": last.isoformat(), **excluded},
                 "challenger": challenger_metrics,
                 "baseline": baseline_metrics,
                 "champion_tag": champion.tag if champion else None,
@@ -329,6 +336,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 "champion": champion.tag if champion else "none yet",
                 "evaluation_first_day": first.isoformat(),
                 "evaluation_last_day": last.isoformat(),
+                "judged_rows": len(frame),
+                **excluded,
                 "metrics": _metrics_table(
                     {
                         "challenger": challenger_metrics,

@@ -164,6 +164,14 @@ class StorageSpec(dg.Model):
     prediction_log_table: str | None = None  # the lake table of what was served (<name>_prediction_log)
 
 
+class JudgingSpec(dg.Model):
+    """Which rows a model is judged on (its test days, the gate's window, live performance)."""
+
+    # An attribute or key (a card): its rows are left out once a positive label of it is known before
+    # their day, as a card known compromised is blocked (the fraud-detection handbook's test rule).
+    exclude_known_positives: str | None = None
+
+
 class RetrainingSpec(dg.Model):
     # Newly labelled days that ask for a retraining (default: the environment's policy).
     labelled_days: int | None = None
@@ -202,6 +210,7 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
     metrics: list[MetricSpec] = Field(min_length=1)
     gate: GateSpec
     windows: Windows
+    judging: JudgingSpec = Field(default_factory=JudgingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     serving: ServingSpec | None = None  # None: batch scores only
     retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)

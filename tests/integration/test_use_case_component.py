@@ -616,6 +616,34 @@ def test_the_launchpad_sets_drift_thresholds_and_live_limits_over_the_spec(scaff
     assert "does not measure: rocauc" in step_failure(misspelt)
 
 
+def test_rows_of_a_customer_known_positive_before_their_day_are_not_judged(scaffolded, tmp_path):
+    _, spec, resolve = scaffolded
+    judging = {"judging": {"exclude_known_positives": "customer_id"}}
+    strict = UseCase.model_validate({**spec.model_dump(), **judging})
+    with synthetic_world(tmp_path, strict, resolve) as (run, _, warehouse):
+        assert run("features", tags=WHOLE_WINDOW).success
+        trained = run("model", "evaluation")
+        plan = Plan.of(strict, resolve)
+        with duckdb.connect(str(warehouse), read_only=True) as connection:
+            events = {
+                e.asset_key.path[-1]: e.materialization.metadata
+                for e in trained.get_asset_materialization_events()
+            }
+            model = events["model"]
+            test_start, test_end = (
+                date.fromisoformat(model[f"test_{end}"].value) for end in ("start", "end")
+            )
+            labelled = plan.labelled_rows(connection, test_start, test_end)
+    excluded = model["excluded_known_positive_test_rows"].value
+    assert 0 < excluded < len(labelled) and model["test_rows"].value == len(labelled) - excluded
+    evaluation = events["evaluation"]
+    assert evaluation["excluded_known_positive_rows"].value > 0
+    assert evaluation["judged_rows"].value > 0
+    for refused in ({**judging, "task": "regression"}, {"judging": {"exclude_known_positives": "card"}}):
+        with pytest.raises(ValueError, match="exclude_known_positives"):
+            Plan.of(UseCase.model_validate({**spec.model_dump(), **refused}), resolve)
+
+
 def test_a_read_can_end_the_day_before_the_features_day(scaffolded):
     _, spec, resolve = scaffolded
     changed = UseCase.model_validate(

@@ -225,3 +225,31 @@ def test_a_run_for_a_window_of_days_sees_the_labels_of_that_window_only():
     # A replayed 2018 window in a warehouse that also holds 2026: its own last labelled day.
     assert plan.last_labelled_day(connection, date(2018, 9, 30)) == date(2018, 9, 23)
     assert plan.last_labelled_day(connection, date(2026, 12, 31)) == date(2026, 11, 26)
+
+
+def test_a_card_known_compromised_before_a_day_is_left_out_of_that_day_s_judging():
+    """The fraud-detection handbook's test rule: a card with a fraud on a day a label delay (+1)
+    before is known compromised, blocked, and not judged on; one whose fraud is not known yet is."""
+    rows = fraud.plan().rows
+    day = pd.Timestamp
+
+    positives = pd.DataFrame(
+        {
+            "customer_id": [1, 2, 3],
+            "transaction_date": [day("2026-01-01"), day("2026-01-03"), day("2026-01-02")],
+        }
+    )
+    judged_day = pd.DataFrame(
+        {
+            "customer_id": [1, 2, 3, 4],
+            "transaction_date": [day("2026-01-10")] * 4,
+            "transaction_id": [1, 2, 3, 4],
+        }
+    )
+    kept = learning.without_known_positives(rows, judged_day, positives, "customer_id", delay_days=7)
+    # Card 1's fraud of 01-01 was known by 01-09, card 3's of 01-02 on 01-10 itself: both left out.
+    # Card 2's fraud of 01-03 is reported on 01-10 at the earliest: not known yet. Card 4: no fraud.
+    assert kept["customer_id"].tolist() == [2, 4]
+    assert learning.without_known_positives(rows, judged_day, positives.iloc[:0], "customer_id", 7).equals(
+        judged_day
+    )
