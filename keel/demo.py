@@ -263,6 +263,7 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
     failed_checks = [c for c in checks if not c.passed]
     graph = definitions.resolve_asset_graph()
     nodes = [graph.get(key) for key in sorted(graph.get_all_asset_keys())]
+    use_cases = _use_cases(definitions)
 
     table = Table(title=f"Keel: {window.start} .. {window.end}", title_justify="left")
     table.add_column("layer")
@@ -287,7 +288,7 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
         name = node.key.path[-1]
         if node.group_name == "warehouse" and not name.startswith(("stg_", "int_")):
             table.add_row("warehouse", name, f"{warehouse.row_count(name):,}", "dbt mart")
-    for use_case in _use_cases(definitions):
+    for use_case in use_cases:
         features = metadata[f"{use_case}/features"]
         rows = warehouse.row_count(features["table"])
         table.add_row(use_case, features["table"], f"{rows:,}", "features")
@@ -308,7 +309,7 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
                 f"{' and '.join(counts)} at the close of {online['store_holds']}",
             )
     console.print(table)
-    for use_case in _use_cases(definitions):
+    for use_case in use_cases:
         _use_case_summary(use_case, metadata, console)
         _serving_summary(use_case, metadata, warehouse, console)
     for node in nodes:
@@ -334,7 +335,7 @@ def _summary(definitions, result, window: Window, elapsed: float, run_id: str, c
     console.print(f'           cd dbt_project && uv run dbt show --inline "{query}"')
     console.print(
         "UI:        make dev, then open http://127.0.0.1:3000 "
-        f"(Lineage: lake -> warehouse -> {', '.join(_use_cases(definitions))})"
+        f"(Lineage: lake -> warehouse -> {', '.join(use_cases)})"
     )
 
 

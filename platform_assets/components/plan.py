@@ -45,6 +45,24 @@ def key(name: str, asset: str) -> dg.AssetKey:
     return dg.AssetKey([name, asset])
 
 
+def read_deps(reads) -> list[dg.AssetDep]:
+    """The dependencies of an asset that reads ``reads`` (``use_case.Reads``): for a daily one, its
+    partitions D - lookback_days .. D - until_days_before of day D."""
+    return [
+        dg.AssetDep(
+            dg.AssetKey.from_user_string(read.asset),
+            partition_mapping=None
+            if read.lookback_days is None
+            else dg.TimeWindowPartitionMapping(
+                start_offset=-read.lookback_days,
+                end_offset=-read.until_days_before,
+                allow_nonexistent_upstream_partitions=True,
+            ),
+        )
+        for read in reads
+    ]
+
+
 @dataclass(frozen=True)
 class Serving:
     """How a use case serves: the Bento (its service and bentofile), the online feature view and how

@@ -13,7 +13,7 @@ import dagster as dg
 from platform_assets import prediction_logs
 from platform_assets.automation import follows_upstream
 from platform_assets.bentos import build_and_archive
-from platform_assets.components.plan import Plan, key
+from platform_assets.components.plan import Plan, key, read_deps
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import recorded
 from platform_assets.steps import WAREHOUSE_POOL, retry_only_transient
@@ -38,17 +38,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         snapshot_deps = [features_key]
         reads = "the day's feature rows"
     else:
-        snapshot_deps = [
-            dg.AssetDep(
-                dg.AssetKey.from_user_string(read.asset),
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-read.lookback_days,
-                    end_offset=-read.until_days_before,
-                    allow_nonexistent_upstream_partitions=True,
-                ),
-            )
-            for read in serving.snapshot_reads
-        ]
+        snapshot_deps = read_deps(serving.snapshot_reads)
         reads = f"{spec.serving.snapshot.function} of the folder"
 
     @dg.asset(

@@ -12,7 +12,13 @@ import dagster as dg
 import pandas as pd
 
 from platform_assets.automation import follows_upstream
-from platform_assets.components.plan import BASELINE_FILE, FEATURE_SCHEMA_CHECK, TRAINING_REFERENCE, Plan
+from platform_assets.components.plan import (
+    BASELINE_FILE,
+    FEATURE_SCHEMA_CHECK,
+    TRAINING_REFERENCE,
+    Plan,
+    read_deps,
+)
 from platform_assets.handover import produced_by, promote_or_keep
 from platform_assets.partitions import (
     daily_partitions,
@@ -69,19 +75,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         backfill_policy=one_run_per_backfill,
         pool=WAREHOUSE_POOL,
         code_version=spec.feature_set_version,
-        deps=[
-            dg.AssetDep(
-                dg.AssetKey.from_user_string(read.asset),
-                partition_mapping=None
-                if read.lookback_days is None
-                else dg.TimeWindowPartitionMapping(
-                    start_offset=-read.lookback_days,
-                    end_offset=-read.until_days_before,
-                    allow_nonexistent_upstream_partitions=True,
-                ),
-            )
-            for read in spec.reads
-        ],
+        deps=read_deps(spec.reads),
         check_specs=[
             dg.AssetCheckSpec(
                 FEATURE_SCHEMA_CHECK,
