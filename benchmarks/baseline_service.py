@@ -20,12 +20,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from keel_core.event_windows import open_event_store
 from keel_core.online_store import open_store
 from platform_assets.defs.fraud.scorer.schemas import Transaction
-from platform_assets.defs.fraud.transaction_features import FEATURE_NAMES, ONLINE_VIEW, online_features
+from platform_assets.defs.fraud.transaction_features import (
+    FEATURE_NAMES,
+    ONLINE_VIEW,
+    PAYMENT_WINDOWS,
+    online_features,
+    payment_events,
+)
 
 THRESHOLD = 0.5
 store = open_store(os.environ["KEEL_ONLINE_STORE_URL"], os.environ["KEEL_NAMESPACE"], ONLINE_VIEW)
+events = open_event_store(os.environ["KEEL_ONLINE_STORE_URL"], os.environ["KEEL_NAMESPACE"], PAYMENT_WINDOWS)
 model_tag = os.environ["KEEL_MODEL_TAG"]
 model = bentoml.sklearn.load_model(model_tag)
 
@@ -38,7 +46,8 @@ async def score(request: Request) -> JSONResponse:
             {"error": error.errors(include_url=False, include_context=False)}, status_code=400
         )
     lookup = store.lookup({"customer": [payment.customer_id], "terminal": [payment.terminal_id]})
-    features = online_features(pd.DataFrame([payment.model_dump()]), lookup.entities)
+    payments = pd.DataFrame([payment.model_dump()])
+    features = online_features(payments, lookup.entities, events.record(payment_events(payments)))
     probability = float(model.predict_proba(features[FEATURE_NAMES])[0, 1])
     return JSONResponse(
         {

@@ -186,13 +186,20 @@ def direct_rows_per_second(
     import bentoml
     from threadpoolctl import threadpool_limits
 
+    from keel_core.event_windows import open_event_store
     from keel_core.online_store import open_store
     from platform_assets.defs.fraud.scorer.model import FraudModel
-    from platform_assets.defs.fraud.transaction_features import ONLINE_VIEW, online_feature_values
+    from platform_assets.defs.fraud.transaction_features import (
+        ONLINE_VIEW,
+        PAYMENT_WINDOWS,
+        online_feature_values,
+        payment_events,
+    )
 
     threadpool_limits(limits=1, user_api="openmp")  # as the service runs it
-    store, model = (
+    store, events, model = (
         open_store(store_url, namespace, ONLINE_VIEW),
+        open_event_store(store_url, namespace, PAYMENT_WINDOWS),
         FraudModel(bentoml.sklearn.load_model(model_tag)),
     )
     at = frame["transacted_at"].to_numpy(dtype="datetime64[us]")
@@ -206,7 +213,10 @@ def direct_rows_per_second(
                     "terminal": frame["terminal_id"].iloc[rows].tolist(),
                 }
             )
-            features = online_feature_values(frame["amount"].to_numpy()[rows], at[rows], lookup.values)
+            velocity = events.record(payment_events(frame.iloc[rows]))
+            features = online_feature_values(
+                frame["amount"].to_numpy()[rows], at[rows], lookup.values, velocity
+            )
             model.predict_proba(features.values)
 
     score_all()  # warm

@@ -1,7 +1,8 @@
 """The scoring service over HTTP: the Bento the main job built, served by `bentoml serve` on loopback.
 
 The service reads the online snapshot of day D-1's close and scores payments of day D; the batch
-pipeline scored the same payments offline. They must agree.
+pipeline scored the same payments offline. Replayed in order after the payments of D-1 (so that each
+payment's velocity windows hold the payments before it, as they would live), they must agree.
 """
 
 import io
@@ -42,11 +43,47 @@ def spool(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(champion_bento, store_of_the_day_before, spool, tmp_path_factory):
-    env = {"KEEL_ONLINE_STORE_URL": store_of_the_day_before, "KEEL_PREDICTION_LOG_URI": str(spool)}
+def server(champion_bento, definitions, instance, day, spool, tmp_path_factory):
+    """The service on a store of its own: no other module's payments in its event windows."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('online') / 'online_features.sqlite'}"
+    assert publish_snapshot(definitions, instance, url, day - timedelta(days=1))["published"]
+    env = {"KEEL_ONLINE_STORE_URL": url, "KEEL_PREDICTION_LOG_URI": str(spool)}
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with serving(champion_bento["bento"], env, log, timeout=START_SECONDS) as running:
         yield running
+
+
+def replay(client, definitions, day) -> pd.DataFrame:
+    """Days D-1 and D's payments through /score_batch in their order, as they would come live: the
+    scores of D's."""
+    with definitions.resources["warehouse"].connect() as connection:
+        payments = connection.execute(
+            f"select {', '.join(FACTS)}, transaction_date from transactions "
+            "where transaction_date between ? and ? order by transacted_at, transaction_id",
+            [day - timedelta(days=1), day],
+        ).df()
+    scores = []
+    for start in range(0, len(payments), MAX_BATCH):
+        answered = client.post("/score_batch", json=as_json(payments.iloc[start : start + MAX_BATCH]))
+        assert answered.status_code == 200, answered.text
+        scores += answered.json()
+    on_day = (payments["transaction_date"] == pd.Timestamp(day)).to_numpy()
+    return pd.DataFrame(scores)[on_day].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def replayed(server, definitions, day) -> pd.DataFrame:
+    with server.client() as client:
+        return replay(client, definitions, day)
+
+
+def batch_scores(definitions, day) -> pd.DataFrame:
+    with definitions.resources["warehouse"].connect() as connection:
+        return connection.execute(
+            "select transaction_id, fraud_probability, model_version from ml.transaction_scores "
+            "where transaction_date = ?",
+            [day],
+        ).df()
 
 
 def test_the_main_job_built_a_bento_of_the_promoted_model_and_published_the_last_day(backfill, world):
@@ -72,7 +109,17 @@ def test_the_bento_s_archive_is_in_the_lake_for_image_builds(backfill, definitio
     assert f"{bento_yaml['name']}:{bento_yaml['version']}" == tag
 
 
-def test_online_scores_equal_the_batch_scores_of_the_same_payments(server, offline, champion_bento, day):
+def test_a_day_replayed_in_order_gets_the_batch_scores_of_every_payment(replayed, definitions, day):
+    offline = batch_scores(definitions, day).set_index("transaction_id").loc[replayed["transaction_id"]]
+    assert len(replayed) > 1_000
+    assert (replayed["fraud_probability"] - offline["fraud_probability"].to_numpy()).abs().max() < 1e-9
+    assert set(replayed["model_version"]) == set(offline["model_version"])
+
+
+def test_online_scores_equal_the_batch_scores_of_the_same_payments(
+    server, replayed, offline, champion_bento, day
+):
+    # Scored again, singly or in a batch: each payment still sees the same payments before it.
     batch, singles = offline.iloc[:300], offline.iloc[300:]
     with server.client() as client:
         answered = client.post("/score_batch", json=as_json(batch))
@@ -191,7 +238,9 @@ def test_health_metrics_and_openapi_are_served(server):
     assert "Transaction" in str(spec["components"])
 
 
-def test_a_parquet_file_of_payments_is_scored_row_for_row_with_bad_rows_named(server, offline, tmp_path):
+def test_a_parquet_file_of_payments_is_scored_row_for_row_with_bad_rows_named(
+    server, replayed, offline, tmp_path
+):
     payments = offline[FACTS].iloc[:250].copy()
     payments.loc[payments.index[7], "amount"] = -1.0  # a row the contract refuses
     source = tmp_path / "payments.parquet"
@@ -256,7 +305,7 @@ def test_without_its_online_store_the_service_is_live_but_not_ready_and_says_why
 
 @pytest.mark.redis
 def test_the_service_gives_the_same_scores_from_a_real_redis(
-    redis_url, champion_bento, definitions, instance, offline, day, tmp_path
+    redis_url, champion_bento, definitions, instance, day, tmp_path
 ):
     import redis
 
@@ -275,10 +324,9 @@ def test_the_service_gives_the_same_scores_from_a_real_redis(
             serving(champion_bento["bento"], env, tmp_path / "serve.log", timeout=START_SECONDS) as server,
             server.client() as http,
         ):
-            answered = http.post("/score_batch", json=as_json(offline))
-        assert answered.status_code == 200, answered.text
-        online = pd.DataFrame(answered.json())
-        assert (online["fraud_probability"] - offline["fraud_probability"]).abs().max() < 1e-9
+            online = replay(http, definitions, day)
+        offline = batch_scores(definitions, day).set_index("transaction_id").loc[online["transaction_id"]]
+        assert (online["fraud_probability"] - offline["fraud_probability"].to_numpy()).abs().max() < 1e-9
         assert set(online["feature_snapshot_date"]) == {(day - timedelta(days=1)).isoformat()}
     finally:
         client.flushdb()

@@ -1,5 +1,6 @@
 """Point-in-time correctness of the features, on hand-made warehouses in DuckDB's memory."""
 
+import uuid
 from datetime import date, datetime, timedelta
 
 import duckdb
@@ -164,37 +165,122 @@ def test_the_entity_snapshot_of_a_day_is_what_that_days_payments_carry():
         assert terminal[feature.name] == offline[feature.name], feature.name
 
 
-def test_online_feature_rows_equal_the_offline_table_through_the_store(tmp_path):
-    """Day D's payments, scored online against the snapshot of D-1's close, get exactly the feature
-    rows (values, dtypes, new-entity flags) that the offline table gives them."""
-    from keel_core.online_store import SqliteOnlineStore
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def online_stores(request, tmp_path):
+    """The snapshot store and the event store of the fraud view, from a SQLite file or a real Redis."""
+    from keel_core.event_windows import open_event_store
+    from keel_core.online_store import open_store
 
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'online.sqlite'}"
+    else:
+        url = request.getfixturevalue("redis_url")
+    namespace = f"test_{uuid.uuid4().hex[:12]}"
+    snapshots = open_store(url, namespace, features.ONLINE_VIEW, timeout_seconds=30)
+    events = open_event_store(url, namespace, features.PAYMENT_WINDOWS, timeout_seconds=30)
+    yield snapshots, events
+    if request.param == "redis":
+        events.client.delete(*events.client.keys(f"{{keel:{namespace}}}*"))
+    snapshots.close()
+    events.close()
+
+
+def test_online_feature_rows_equal_the_offline_table_through_the_store(online_stores):
+    """Day D's payments, scored online in their order against the snapshot of D-1's close, after the
+    payments of D-1, get exactly the feature rows (values, dtypes, new-entity flags) of the offline
+    table, velocity included (sums of amounts to floating-point tolerance)."""
+    store, event_store = online_stores
     rng = np.random.default_rng(3)
     days = [D - timedelta(days=i) for i in range(35)]
     payments = [
         payment(i, days[rng.integers(len(days))], int(rng.integers(40)), int(rng.integers(40)), 1 + i % 97)
         for i in range(800)
     ] + [payment(900, D, customer_id=555, terminal_id=777)]  # both never seen before
+    # Bursts within minutes on day D and late on D-1, some at the same second.
+    payments += [
+        {**payment(1000 + i, D, customer_id=i % 3, terminal_id=i % 5, amount=2.5 + i), "transacted_at": at}
+        for i, at in enumerate(
+            pd.Timestamp(D) + pd.to_timedelta(np.sort(rng.integers(0, 86400, 120)), unit="s")
+        )
+    ] + [
+        {**payment(1200 + i, D - timedelta(days=1), customer_id=i % 3, amount=7.0), "transacted_at": at}
+        for i, at in enumerate(pd.Timestamp(D) - pd.to_timedelta([1, 1, 30, 900, 5000], unit="s"))
+    ]
     reports = [
         report(day, t, labelled=10, frauds=int(rng.integers(0, 3))) for day in days[1:] for t in range(40)
     ]
     connection = warehouse(payments, reports)
     offline = features.transaction_features(connection, D, D)
-    store = SqliteOnlineStore(tmp_path / "online.sqlite", features.ONLINE_VIEW)
     customers, terminals = features.entity_snapshot(connection, D - timedelta(days=1))
     store.publish(D - timedelta(days=1), {"customer": customers, "terminal": terminals})
 
-    facts = offline[["transaction_id", "transacted_at", "customer_id", "terminal_id"]].assign(
-        amount=offline["amount"]
+    # The service records every payment it scores: D-1's, then D's, in batches as they come.
+    replay = pd.DataFrame(payments).sort_values(["transacted_at", "transaction_id"], ignore_index=True)
+    replay = replay[replay["transaction_date"] >= D - timedelta(days=1)]
+    answers = np.vstack(
+        [
+            event_store.record(features.payment_events(replay.iloc[i : i + 50]))
+            for i in range(0, len(replay), 50)
+        ]
     )
+    scored_on_d = (replay["transaction_date"] == D).to_numpy()
+    facts = replay[scored_on_d].reset_index(drop=True)
     looked_up = store.lookup(
         {"customer": facts["customer_id"].tolist(), "terminal": facts["terminal_id"].tolist()}
     )
-    online = features.online_features(facts, looked_up.entities)
+    online = features.online_features(facts, looked_up.entities, answers[scored_on_d])
+    expected = offline.set_index("transaction_id").loc[facts["transaction_id"]].reset_index()
 
     assert looked_up.snapshot.closed_day == D - timedelta(days=1)
     assert offline["customer_is_new"].any() and offline["terminal_is_new"].any()
-    pd.testing.assert_frame_equal(online, offline[online.columns.tolist()])
+    assert (expected["customer_transactions_10m"] > 0).any() and (
+        expected["customer_seconds_since_previous"] < 60
+    ).any()
+    pd.testing.assert_frame_equal(online, expected[online.columns.tolist()], rtol=1e-12, atol=1e-9)
+
+
+def test_no_feature_of_a_payment_sees_a_later_payment_or_an_unreported_flag():
+    """Every payment's features are unchanged when what came after it is changed: the later payments
+    of the same day (other amounts, more of them, at the same second with a higher id) and the fraud
+    reports of its own day and after."""
+    rng = np.random.default_rng(11)
+    days = [D - timedelta(days=i) for i in range(3)]
+    payments = [
+        {
+            **payment(i, day, customer_id=int(rng.integers(4)), terminal_id=int(rng.integers(4))),
+            "transacted_at": pd.Timestamp(day) + pd.Timedelta(seconds=int(rng.integers(0, 86400))),
+            "amount": float(rng.uniform(1, 200)),
+        }
+        for i, day in enumerate(rng.choice(days, 300))
+    ]
+    reports = [report(day - timedelta(days=1), t, labelled=5, frauds=1) for day in days for t in range(4)]
+    before = features.transaction_features(warehouse(payments, reports), D, D).set_index("transaction_id")
+
+    for cut in before.sort_values("transacted_at")["transacted_at"].iloc[::40]:
+        changed = (
+            [{**p, "amount": p["amount"] * 3} if p["transacted_at"] > cut else p for p in payments]
+            + [
+                {**payment(5000 + i, D, customer_id=i % 4, terminal_id=i % 4), "transacted_at": cut}
+                for i in range(8)  # at the same second, with higher ids: after every real payment then
+            ]
+            + [
+                {
+                    **payment(6000 + i, D, customer_id=i % 4, terminal_id=i % 4),
+                    "transacted_at": cut + pd.Timedelta(seconds=1),
+                }
+                for i in range(8)
+            ]
+        )
+        flags = reports + [report(D, t, labelled=1, frauds=1) for t in range(4)]
+        after = features.transaction_features(warehouse(changed, flags), D, D).set_index("transaction_id")
+        seen = before.index[before["transacted_at"] <= cut]
+        assert len(seen) > 0
+        pd.testing.assert_frame_equal(
+            after.loc[seen, features.FEATURE_NAMES].drop(columns="amount"),
+            before.loc[seen, features.FEATURE_NAMES].drop(columns="amount"),
+            check_exact=False,
+            rtol=1e-12,
+        )
 
 
 def test_every_snapshot_row_passes_its_contract_and_a_broken_one_does_not():
@@ -244,7 +330,7 @@ def test_the_feature_table_matches_its_schema_and_a_broken_one_does_not():
 
 def test_the_feature_list_is_what_the_model_and_the_table_use():
     assert [f.name for f in features.FEATURES] == features.FEATURE_NAMES
-    assert len(set(features.FEATURE_NAMES)) == len(features.FEATURE_NAMES) == 3 + 2 * 3 + 2 * 3
+    assert len(set(features.FEATURE_NAMES)) == len(features.FEATURE_NAMES) == 3 + 2 * 3 + 2 * 3 + 2 * 7 + 1
     assert all(f.default is not None for f in features.CUSTOMER_FEATURES + features.TERMINAL_FEATURES)
     # The use case's spec declares the same features, and stores the columns its schema checks.
     rows = fraud.plan().rows
@@ -261,7 +347,10 @@ def test_online_calendar_features_match_the_offline_ones_at_every_hour():
     )
     payments = pd.DataFrame({"amount": 1.0, "transacted_at": at})
     unknown = np.full((len(at), len(features.CUSTOMER_FEATURES) + len(features.TERMINAL_FEATURES)), np.nan)
-    online = features.online_feature_values(payments["amount"].to_numpy(), at.to_numpy(), unknown)
+    nothing_before = np.full((len(at), len(features.VELOCITY_FEATURES)), np.nan)
+    online = features.online_feature_values(
+        payments["amount"].to_numpy(), at.to_numpy(), unknown, nothing_before
+    )
     offline = features.request_features(payments)
 
     frame = online.frame()

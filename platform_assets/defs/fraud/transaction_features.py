@@ -14,8 +14,13 @@ Two kinds of feature:
   a terminal's traffic and fraud rate. For a payment on day D every window ends at the close of day
   D-1, so the values are those of a daily snapshot taken after D-1 closed, and the online store can
   serve exactly them all day D (``customer_features_sql`` / ``terminal_features_sql`` as of D).
+* **Velocity features** are what the card and the terminal did in the last 10 minutes, hour and
+  24 hours before the payment, to the second, and the time since their previous payment
+  (``keel_core.event_windows``: offline from the warehouse's payments, online from the event store
+  the scorer records each payment in as it scores it). Then the amount against the card's usual one.
 
-Point in time, by construction: fraud flags enter only through ``terminal_daily_fraud_reports``,
+Point in time, by construction: a velocity window counts only payments before the payment (in
+time, ties by id). Fraud flags enter only through ``terminal_daily_fraud_reports``,
 which counts each flag on the day it was *reported*. A window for day D reads reports of days
 D-w .. D-1, so a feature for day D can only use flags known before D began; flags about day D's own
 payments arrive on D + label delay at the earliest and are out of reach.
@@ -33,14 +38,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from keel_core import online_store
+from keel_core import event_windows, online_store
 
 if TYPE_CHECKING:
     import pandera.pandas as pa
 
 # Bump when a definition below changes meaning: the feature asset's code version and every model's
 # metadata carry it, so a model is never served features it was not trained on without notice.
-FEATURE_SET_VERSION = "1"
+FEATURE_SET_VERSION = "2"
 
 WINDOWS_DAYS = (1, 7, 30)
 LOOKBACK_DAYS = max(WINDOWS_DAYS)
@@ -94,7 +99,50 @@ TERMINAL_FEATURES = tuple(
         ),
     )
 )
-FEATURES = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES
+# The card's and the terminal's payments before this one, by event time (in the store's order).
+PAYMENT_WINDOWS = event_windows.EventWindows("fraud", ("customer", "terminal"), (600, 3600, 86400))
+_SPANS = {600: "10m", 3600: "1h", 86400: "24h"}
+DAY_SECONDS = 86400  # the seconds since the previous payment when there was none in the last day
+VELOCITY_FEATURES = tuple(
+    feature
+    for entity, whose in (("customer", "the card's"), ("terminal", "the terminal's"))
+    for feature in (
+        *(
+            Feature(
+                f"{entity}_transactions_{_SPANS[w]}",
+                "int64",
+                0,
+                f"{whose} payments in the {_SPANS[w]} before",
+            )
+            for w in PAYMENT_WINDOWS.windows_seconds
+        ),
+        *(
+            Feature(
+                f"{entity}_amount_{_SPANS[w]}",
+                "float64",
+                0.0,
+                f"{whose} amount paid in the {_SPANS[w]} before",
+            )
+            for w in PAYMENT_WINDOWS.windows_seconds
+        ),
+        Feature(
+            f"{entity}_seconds_since_previous",
+            "float64",
+            float(DAY_SECONDS),
+            f"seconds since {whose} previous payment ({DAY_SECONDS:,} when none in the day before)",
+        ),
+    )
+)
+# Compromised cards pay several times their usual amount (the handbook's third scenario).
+RELATIVE_FEATURES = (
+    Feature(
+        "amount_to_customer_mean_30d",
+        "float64",
+        1.0,
+        "the amount over the card's mean amount of the 30 days before (1 for a card without them)",
+    ),
+)
+FEATURES = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES + VELOCITY_FEATURES + RELATIVE_FEATURES
 FEATURE_NAMES = [feature.name for feature in FEATURES]
 
 # What the scoring service looks up per payment: its customer's and its terminal's features
@@ -131,6 +179,18 @@ def request_features(payments: pd.DataFrame) -> pd.DataFrame:
         },
         index=payments.index,
     )
+
+
+def velocity_values(answers: np.ndarray) -> np.ndarray:
+    """``PAYMENT_WINDOWS``' answers (the event store's, or its offline SQL's columns) as
+    ``VELOCITY_FEATURES``: no previous payment within the day becomes a day."""
+    return np.where(np.isnan(answers), float(DAY_SECONDS), answers)
+
+
+def relative_values(amount: np.ndarray, customer_mean_30d: np.ndarray) -> np.ndarray:
+    """The amount over the card's 30-day mean amount; 1 (as usual) for a card without payments then."""
+    usual = np.where(customer_mean_30d > 0, customer_mean_30d, np.nan)
+    return np.where(np.isnan(usual), 1.0, np.asarray(amount, dtype="float64") / usual)
 
 
 def entity_defaults(features: tuple[Feature, ...]) -> dict[str, float]:
@@ -227,6 +287,15 @@ def transaction_features_sql(first: date, last: date, transactions: str = "trans
         f"coalesce({feature.name}, {feature.default!r}) as {feature.name}"
         for feature in CUSTOMER_FEATURES + TERMINAL_FEATURES
     )
+    facts = "transaction_id as id, transacted_at as at, amount as value, customer_id, terminal_id"
+    # The day before the first, for the velocity windows of its first hours.
+    history_from = first - timedelta(seconds=PAYMENT_WINDOWS.horizon_seconds)
+    velocity = event_windows.offline_sql(
+        PAYMENT_WINDOWS,
+        "velocity_events",
+        "velocity_history",
+        {"customer": "customer_id", "terminal": "terminal_id"},
+    )
     return f"""
         with
         payments as (
@@ -234,14 +303,22 @@ def transaction_features_sql(first: date, last: date, transactions: str = "trans
             from {transactions}
             where transaction_date between date '{first.isoformat()}' and date '{last.isoformat()}'
         ),
+        velocity_events as (select {facts} from payments),
+        velocity_history as (
+            select {facts} from {transactions}
+            where transaction_date between date '{history_from.isoformat()}' and date '{last.isoformat()}'
+        ),
+        velocity as ({velocity}),
         customer_windows as ({customer_features_sql(first, last)}),
         terminal_windows as ({terminal_features_sql(first, last)})
         select
             payments.*,
             {entity_columns},
+            velocity.* exclude (id),
             customer_windows.customer_id is null as customer_is_new,
             terminal_windows.terminal_id is null as terminal_is_new
         from payments
+        join velocity on velocity.id = payments.transaction_id
         left join customer_windows
             on payments.customer_id = customer_windows.customer_id
             and payments.transaction_date = customer_windows.as_of_date
@@ -273,9 +350,18 @@ def transaction_features(connection, first: date, last: date) -> pd.DataFrame:
     """
     joined = connection.execute(transaction_features_sql(first, last)).df()
     requested = request_features(joined)
-    frame = joined.drop(columns=["amount"]).join(requested)
+    store_columns = [c for entity in PAYMENT_WINDOWS.entities for c in PAYMENT_WINDOWS.columns(entity)]
+    velocity = pd.DataFrame(
+        velocity_values(joined[store_columns].to_numpy(dtype="float64")),
+        columns=[feature.name for feature in VELOCITY_FEATURES],
+        index=joined.index,
+    )
+    frame = joined.drop(columns=["amount", *store_columns]).join(requested).join(velocity)
+    frame["amount_to_customer_mean_30d"] = relative_values(
+        frame["amount"].to_numpy(), frame["customer_mean_amount_30d"].to_numpy(dtype="float64")
+    )
     frame["transaction_date"] = pd.to_datetime(frame["transaction_date"])
-    for feature in CUSTOMER_FEATURES + TERMINAL_FEATURES:
+    for feature in CUSTOMER_FEATURES + TERMINAL_FEATURES + VELOCITY_FEATURES:
         frame[feature.name] = frame[feature.name].astype(feature.dtype)
     return frame[[*KEY_COLUMNS, *ENTITY_FLAGS.values(), *FEATURE_NAMES]]
 
@@ -326,13 +412,14 @@ _ENTITY_DEFAULTS = np.array([f.default for f in CUSTOMER_FEATURES + TERMINAL_FEA
 
 
 def online_feature_values(
-    amount: np.ndarray, transacted_at: np.ndarray, entity_values: np.ndarray
+    amount: np.ndarray, transacted_at: np.ndarray, entity_values: np.ndarray, velocity: np.ndarray
 ) -> OnlineFeatures:
     """What ``transaction_features`` computes offline, for payments scored one or a few at a time.
 
     ``amount`` and ``transacted_at`` (naive ``datetime64``) are the payments' facts; ``entity_values``
     holds, per payment, the looked-up customer then terminal features (the store's column order), NaN
     where the snapshot has no row for that entity: it then takes the defaults and is flagged new.
+    ``velocity`` holds the event store's answers for the payments (``PAYMENT_WINDOWS``).
     numpy only: this runs for every request, usually on one row, where pandas costs milliseconds.
     """
     at = np.asarray(transacted_at, dtype="datetime64[s]")
@@ -348,19 +435,35 @@ def online_feature_values(
     }
     for column, feature in enumerate(REQUEST_FEATURES):
         values[:, column] = request[feature.name]
-    values[:, len(REQUEST_FEATURES) :] = np.where(missing, _ENTITY_DEFAULTS, entity_values)
+    entities = slice(len(REQUEST_FEATURES), len(REQUEST_FEATURES) + len(_ENTITY_DEFAULTS))
+    values[:, entities] = np.where(missing, _ENTITY_DEFAULTS, entity_values)
+    values[:, entities.stop : entities.stop + len(VELOCITY_FEATURES)] = velocity_values(velocity)
+    values[:, -1] = relative_values(amount, values[:, FEATURE_NAMES.index("customer_mean_amount_30d")])
     # A snapshot row is complete (counts are never null), so one null column means "no row".
     return OnlineFeatures(values, missing[:, 0].copy(), missing[:, len(CUSTOMER_FEATURES)].copy())
 
 
-def online_features(payments: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
-    """``online_feature_values`` for a frame of payments and the looked-up ``entities`` (aligned,
-    entity feature columns, NaN where unknown), typed as the offline table: for tests and notebooks."""
+def payment_events(payments: pd.DataFrame) -> event_windows.Events:
+    """The payments (``transaction_id``, ``transacted_at``, the ids, ``amount``) as the events of
+    ``PAYMENT_WINDOWS``."""
+    return event_windows.Events(
+        payments["transaction_id"].to_numpy(dtype="int64"),
+        pd.to_datetime(payments["transacted_at"]).to_numpy(dtype="datetime64[us]"),
+        {entity: payments[f"{entity}_id"].to_numpy(dtype="int64") for entity in PAYMENT_WINDOWS.entities},
+        payments["amount"].to_numpy(dtype="float64"),
+    )
+
+
+def online_features(payments: pd.DataFrame, entities: pd.DataFrame, velocity: np.ndarray) -> pd.DataFrame:
+    """``online_feature_values`` for a frame of payments, the looked-up ``entities`` (aligned, entity
+    feature columns, NaN where unknown) and the event store's answers for them, typed as the offline
+    table: for tests and notebooks."""
     entity_names = [feature.name for feature in CUSTOMER_FEATURES + TERMINAL_FEATURES]
     computed = online_feature_values(
         payments["amount"].to_numpy(dtype="float64"),
         pd.to_datetime(payments["transacted_at"]).to_numpy(),
         entities[entity_names].to_numpy(dtype="float64"),
+        velocity,
     )
     return computed.frame(payments.index)
 
@@ -377,25 +480,33 @@ def _feature_column(feature: Feature) -> pa.Column:
         checks.append(pa.Check.isin([0, 1]))
     elif "fraud_rate" in feature.name:
         checks.append(pa.Check.in_range(0.0, 1.0))
+    elif "seconds_since" in feature.name:
+        checks.append(pa.Check.in_range(0.0, float(DAY_SECONDS)))
     else:
         checks.append(pa.Check.ge(0))
     return pa.Column(feature.dtype, checks=checks, nullable=False, description=feature.description)
 
 
-def _windows_are_nested(*entities: str) -> pa.Check:
-    """The 30-day count is at least the 7-day count, at least the 1-day count."""
+def _windows_are_nested(*entities: str, velocity: bool = False) -> pa.Check:
+    """The 30-day count is at least the 7-day count, at least the 1-day count (or the 24-hour one at
+    least the hour's, at least the 10 minutes')."""
     import pandera.pandas as pa
 
+    spans = (
+        [f"{w}d" for w in WINDOWS_DAYS]
+        if not velocity
+        else [_SPANS[w] for w in PAYMENT_WINDOWS.windows_seconds]
+    )
     return pa.Check(
         lambda frame: pd.concat(
             [
-                frame[f"{entity}_transactions_{short}d"] <= frame[f"{entity}_transactions_{long}d"]
+                frame[f"{entity}_transactions_{short}"] <= frame[f"{entity}_transactions_{long}"]
                 for entity in entities
-                for short, long in zip(WINDOWS_DAYS, WINDOWS_DAYS[1:], strict=False)
+                for short, long in zip(spans, spans[1:], strict=False)
             ],
             axis=1,
         ).all(axis=1),
-        name="windows_are_nested",
+        name="windows_are_nested" if not velocity else "velocity_windows_are_nested",
     )
 
 
@@ -424,6 +535,7 @@ def feature_table_schema() -> pa.DataFrameSchema:
                 name="customer_mean_needs_payments",
             ),
             _windows_are_nested("customer", "terminal"),
+            _windows_are_nested("customer", "terminal", velocity=True),
         ],
         unique=["transaction_id"],
         strict=True,

@@ -1,8 +1,10 @@
 """The fraud use case's scoring API: raw payment facts in, a fraud probability and a decision out.
 
 For each payment the service reads its customer's and terminal's features from the online store,
-computes the request features with ``transaction_features`` (the module the offline pipeline uses), and asks
-``FraudModel`` (batched) for the probability. Every scored payment goes to the prediction log.
+records it in the store's event windows and reads what its card and terminal did in the minutes and
+hours before it, computes the request features with ``transaction_features`` (the module the offline
+pipeline uses), and asks ``FraudModel`` (batched) for the probability. Every scored payment goes to
+the prediction log.
 
 Endpoints: ``POST /score`` (one payment), ``POST /score_batch`` (up to ``MAX_BATCH``, in order),
 ``/score_file`` (also a task: a Parquet file of up to ``MAX_FILE_ROWS`` rows in, a Parquet file of
@@ -40,6 +42,7 @@ from starlette.responses import JSONResponse
 
 from keel_core import contracts, parsing
 from keel_core.circuit_breaker import CircuitBreaker, CircuitOpen
+from keel_core.event_windows import Events, open_event_store
 from keel_core.online_store import NoSnapshot, StoreUnavailable, open_store
 from keel_core.prediction_log import PredictionLog
 from platform_assets.defs.fraud.scorer.model import BentoArguments, FraudModel
@@ -55,6 +58,7 @@ from platform_assets.defs.fraud.transaction_features import (
     ENTITY_FLAGS,
     FEATURES,
     ONLINE_VIEW,
+    PAYMENT_WINDOWS,
     online_feature_values,
 )
 from serving.admission import Admission, Refused
@@ -202,6 +206,12 @@ class FraudScorer:
             self.settings.online_store_url,
             self.settings.namespace,
             ONLINE_VIEW,
+            self.settings.store_timeout_seconds,
+        )
+        self.events = open_event_store(
+            self.settings.online_store_url,
+            self.settings.namespace,
+            PAYMENT_WINDOWS,
             self.settings.store_timeout_seconds,
         )
         self.breaker = CircuitBreaker(
@@ -360,10 +370,20 @@ class FraudScorer:
                 self.store.lookup,
                 {"customer": facts["customer_id"].tolist(), "terminal": facts["terminal_id"].tolist()},
             )
+            # Recorded as scored, so that the next payment of the card or terminal sees this one.
+            velocity = self.breaker.call(
+                self.events.record,
+                Events(
+                    facts["transaction_id"],
+                    facts["transacted_at"],
+                    {"customer": facts["customer_id"], "terminal": facts["terminal_id"]},
+                    facts["amount"],
+                ),
+            )
         except (StoreUnavailable, CircuitOpen, NoSnapshot) as error:
             store_failures.labels(reason=type(error).__name__).inc()
             raise Unavailable(error) from error
-        features = online_feature_values(facts["amount"], facts["transacted_at"], lookup.values)
+        features = online_feature_values(facts["amount"], facts["transacted_at"], lookup.values, velocity)
         probability = np.asarray(self.model.predict_proba(features.values), dtype="float64")
         decline = probability >= self.settings.threshold
         ends = np.cumsum([len(request.payments) for request in requests]).tolist()
@@ -442,6 +462,7 @@ class FraudScorer:
     def flush_prediction_log(self) -> None:
         self.log.close()
         self.store.close()
+        self.events.close()
 
 
 # Outermost first: after SIGTERM every answer closes its connection (a lame duck until the worker's

@@ -1,0 +1,379 @@
+"""Event-time windows: what an entity did in the last minutes and hours before an event.
+
+A use case declares ``EventWindows``: the entities an event belongs to (a payment: its card and its
+terminal) and the windows to look back over. For each event and entity it gets, from the events of
+the same entity *before* it in event time (ties broken by the event id, so an order exists even
+within a second):
+
+* per window ``w``: how many there were with a time in ``[t - w, t)``, and the sum of their values;
+* the seconds since the previous one, if there was one within the longest window (NaN otherwise).
+
+Offline the use case computes them point in time from its warehouse (``offline_sql``); online its
+service asks a store that records each event as it is scored (``record``: in order, atomic per
+call, an event id recorded once), so that an event sees the ones scored before it. Both read the
+same definition, and a test replays a day through the stores to hold them equal to the offline rows.
+
+Two stores behind one interface, chosen by the online store's URL: a SQLite file (local, one
+transaction per call) and Redis (production, one Lua script per call). Events are kept for twice the
+longest window of wall-clock time after their entity's last event (Redis key expiry; a periodic
+delete in SQLite), and at most ``MAX_EVENTS_PER_KEY`` per entity: an event dated far in the future
+or past is stored under its own time, where it changes no other event's window.
+
+Pure module: no Dagster, no BentoML.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keel_core.online_store import StoreUnavailable
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MAX_EVENTS_PER_KEY = 10_000  # per entity (a card, a terminal): the oldest beyond this are dropped
+_MICROS = 1_000_000
+
+
+@dataclass(frozen=True)
+class EventWindows:
+    """What a store keeps and answers for a use case's events."""
+
+    name: str  # the use case's: its table or keys
+    entities: tuple[str, ...]  # the ids each event carries, one per entity (customer, terminal)
+    windows_seconds: tuple[int, ...]  # shortest first
+
+    def __post_init__(self):
+        if bad := [n for n in (self.name, *self.entities) if not _NAME.match(n)]:
+            raise ValueError(f"event windows {self.name!r}: not a lowercase identifier: {bad}")
+        if not self.entities or not self.windows_seconds:
+            raise ValueError(f"event windows {self.name!r}: at least one entity and one window")
+        if list(self.windows_seconds) != sorted(set(self.windows_seconds)) or self.windows_seconds[0] <= 0:
+            raise ValueError(f"event windows {self.name!r}: windows are positive and increasing")
+
+    @property
+    def horizon_seconds(self) -> int:
+        return self.windows_seconds[-1]
+
+    def columns(self, entity: str) -> tuple[str, ...]:
+        """The columns of one entity's answers, in the order ``record`` returns them."""
+        return (
+            *(f"{entity}_count_{w}s" for w in self.windows_seconds),
+            *(f"{entity}_sum_{w}s" for w in self.windows_seconds),
+            f"{entity}_seconds_since_previous",
+        )
+
+    @property
+    def width(self) -> int:
+        return 2 * len(self.windows_seconds) + 1
+
+
+@dataclass(frozen=True)
+class Events:
+    """Events to record, in the order they are answered: aligned arrays."""
+
+    ids: np.ndarray  # int64, non-negative
+    at: np.ndarray  # datetime64 (naive wall time, as the warehouse stores it)
+    keys: Mapping[str, np.ndarray]  # int64 per entity
+    values: np.ndarray  # float64: what the windows sum (a payment's amount)
+
+    def micros(self) -> np.ndarray:
+        return np.asarray(self.at, dtype="datetime64[us]").astype("int64")
+
+
+def offline_sql(spec: EventWindows, events: str, history: str, entity_keys: Mapping[str, str]) -> str:
+    """DuckDB SQL of the answers ``record`` gives, for every event of the relation ``events``, from
+    the relation ``history`` (which holds the events before them, back by the longest window at least).
+
+    Both relations have the columns ``id``, ``at`` (timestamp), ``value`` and, per entity, the column
+    named in ``entity_keys``. One row per event: ``id`` then ``spec.columns(entity)`` per entity.
+    """
+    selects, joins = ["id"], []
+    for n, entity in enumerate(spec.entities):
+        key, h = entity_keys[entity], f"h{n}"
+        aggregates = [
+            *(
+                f"count({h}.id) filter (where {h}.at >= e.at - interval {w} second)"
+                for w in spec.windows_seconds
+            ),
+            *(
+                f"coalesce(sum({h}.value) filter (where {h}.at >= e.at - interval {w} second), 0.0)"
+                for w in spec.windows_seconds
+            ),
+            f"date_diff('microsecond', max({h}.at), e.at) / {_MICROS}.0",
+        ]
+        named = ", ".join(f"{a} as {c}" for a, c in zip(aggregates, spec.columns(entity), strict=True))
+        joins.append(
+            f"""{entity} as (
+                select e.id, {named}
+                from {events} e
+                left join {history} {h}
+                    on {h}.{key} = e.{key}
+                    and {h}.at >= e.at - interval {spec.horizon_seconds} second
+                    and ({h}.at < e.at or ({h}.at = e.at and {h}.id < e.id))
+                group by e.id, e.at
+            )"""
+        )
+        selects += [f"{entity}.{column}" for column in spec.columns(entity)]
+    using = " ".join(f"join {entity} using (id)" for entity in spec.entities[1:])
+    return f"""
+        with {", ".join(joins)}
+        select {", ".join(selects)} from {spec.entities[0]} {using}
+    """
+
+
+class EventStore(ABC):
+    spec: EventWindows
+
+    @abstractmethod
+    def _record(
+        self, ids: list[int], at: list[int], keys: list[list[int]], values: list[float]
+    ) -> np.ndarray:
+        """Answers then records each event, in order; ``at`` in microseconds, ``keys`` per entity."""
+
+    def record(self, events: Events) -> np.ndarray:
+        """For each event: per entity of the spec, ``spec.columns(entity)``, from the events
+        of that entity recorded before it in event time; then the event is recorded (an id already
+        recorded is not again, so a retried request counts once). One row per event, float64.
+
+        Raises StoreUnavailable when the store cannot be reached."""
+        ids = np.asarray(events.ids, dtype="int64")
+        if (ids < 0).any():
+            raise ValueError("event ids are non-negative")
+        if sorted(events.keys) != sorted(self.spec.entities):
+            raise ValueError(f"events of {self.spec.name} carry an id per entity {list(self.spec.entities)}")
+        if not len(ids):
+            return np.empty((0, len(self.spec.entities) * self.spec.width))
+        # Recorded in event-time order, so that a call's answers do not depend on how its events
+        # were ordered (a batch sent unsorted gets what it would have in order).
+        at = events.micros()
+        order = np.lexsort((ids, at))
+        answers = np.empty((len(ids), len(self.spec.entities) * self.spec.width))
+        answers[order] = self._record(
+            ids[order].tolist(),
+            at[order].tolist(),
+            [np.asarray(events.keys[e], dtype="int64")[order].tolist() for e in self.spec.entities],
+            np.asarray(events.values, dtype="float64")[order].tolist(),
+        )
+        return answers
+
+    def close(self) -> None:  # noqa: B027 (a store without connections has nothing to close)
+        pass
+
+
+class SqliteEventStore(EventStore):
+    """The events in a table ``<name>__events`` of the online store's SQLite file; a call is one
+    write transaction, so concurrent workers each see the others' events once committed."""
+
+    CLEANUP_EVERY_SECONDS = 60.0
+
+    def __init__(self, path: str | Path, spec: EventWindows, timeout_seconds: float = 5.0):
+        self.path, self.spec = Path(path), spec
+        self.table = f"{spec.name}__events"
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._cleaned = 0.0
+        self.timeout_seconds = timeout_seconds
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.path, timeout=self.timeout_seconds, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("pragma journal_mode = wal")
+            connection.execute(
+                f"create table if not exists {self.table} (entity text not null, key integer not null, "
+                "id integer not null, at_us integer not null, value real not null, "
+                "recorded_at real not null, primary key (entity, key, id)) without rowid"
+            )
+            connection.execute(
+                f"create index if not exists {self.table}_by_time on {self.table} (entity, key, at_us)"
+            )
+            connection.execute(
+                f"create index if not exists {self.table}_by_age on {self.table} (recorded_at)"
+            )
+            self._connection = connection
+        return self._connection
+
+    def _record(self, ids, at, keys, values):
+        spec, width = self.spec, self.spec.width
+        windows = [w * _MICROS for w in spec.windows_seconds]
+        answers = np.full((len(ids), len(spec.entities) * width), np.nan)
+        counts = ", ".join("coalesce(sum(at_us >= ?), 0)" for _ in windows)
+        sums = ", ".join("total(case when at_us >= ? then value end)" for _ in windows)
+        read = (
+            f"select {counts}, {sums}, max(at_us) from {self.table} where entity = ? and key = ? "
+            "and at_us >= ? and (at_us < ? or (at_us = ? and id < ?))"
+        )
+        write = f"insert or ignore into {self.table} values (?, ?, ?, ?, ?, ?)"
+        now = time.time()
+        with self._lock:
+            try:
+                connection = self._connect()
+                connection.execute("begin immediate")
+                try:
+                    for i, (event, t, value) in enumerate(zip(ids, at, values, strict=True)):
+                        for e, entity in enumerate(spec.entities):
+                            key = keys[e][i]
+                            bounds = [t - w for w in windows]
+                            row = connection.execute(
+                                read, [*bounds, *bounds, entity, key, t - windows[-1], t, t, event]
+                            ).fetchone()
+                            previous = row[-1]
+                            answers[i, e * width : (e + 1) * width] = [
+                                *row[:-1],
+                                (t - previous) / _MICROS if previous is not None else np.nan,
+                            ]
+                        for e, entity in enumerate(spec.entities):
+                            connection.execute(write, [entity, keys[e][i], event, t, value, now])
+                    if now - self._cleaned > self.CLEANUP_EVERY_SECONDS:
+                        connection.execute(
+                            f"delete from {self.table} where recorded_at < ?",
+                            [now - 2 * spec.horizon_seconds],
+                        )
+                        self._cleaned = now
+                    connection.execute("commit")
+                except BaseException:
+                    connection.execute("rollback")
+                    raise
+            except sqlite3.OperationalError as error:
+                raise StoreUnavailable(f"event store {self.path} ({self.table}): {error}") from error
+        return answers
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
+# ARGV: n events, k entities, w windows, the w windows in microseconds, the cap, the expiry in ms,
+# then n blocks (id, at_us, value). KEYS: per event, per entity, its sorted set then its hash.
+# Per event and entity it returns w counts, w sums (text: Lua would truncate a number) and the
+# previous event's time (-1 for none). Ids are compared as decimal text: by length, then by digits.
+_RECORD = """
+local n, k, w = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local windows = {}
+for j = 1, w do windows[j] = tonumber(ARGV[3 + j]) end
+local cap, expiry_ms = tonumber(ARGV[4 + w]), tonumber(ARGV[5 + w])
+local function before(id, other)
+  if #id ~= #other then return #id < #other end
+  return id < other
+end
+local result = {}
+for i = 0, n - 1 do
+  local base = 6 + w + 3 * i
+  local id, at, value = ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2]
+  for e = 0, k - 1 do
+    local zkey, hkey = KEYS[2 * (i * k + e) + 1], KEYS[2 * (i * k + e) + 2]
+    local counts, sums, previous = {}, {}, -1
+    for j = 1, w do counts[j], sums[j] = 0, 0.0 end
+    -- As text: Redis would format a Lua number with 14 digits, too few for microseconds.
+    local since = string.format('%.0f', at - windows[w])
+    local found = redis.call('ZRANGEBYSCORE', zkey, since, ARGV[base + 1], 'WITHSCORES')
+    for m = 1, #found, 2 do
+      local other, other_at = found[m], tonumber(found[m + 1])
+      if other_at < at or before(other, id) then
+        local amount = tonumber(redis.call('HGET', hkey, other))
+        for j = 1, w do
+          if other_at >= at - windows[j] then
+            counts[j] = counts[j] + 1
+            sums[j] = sums[j] + amount
+          end
+        end
+        if other_at > previous then previous = other_at end
+      end
+    end
+    for j = 1, w do result[#result + 1] = counts[j] end
+    for j = 1, w do result[#result + 1] = string.format('%.17g', sums[j]) end
+    result[#result + 1] = previous
+  end
+  for e = 0, k - 1 do
+    local zkey, hkey = KEYS[2 * (i * k + e) + 1], KEYS[2 * (i * k + e) + 2]
+    if redis.call('HSETNX', hkey, id, value) == 1 then
+      redis.call('ZADD', zkey, ARGV[base + 1], id)
+      local extra = redis.call('ZCARD', zkey) - cap
+      if extra > 0 then
+        for _, old in ipairs(redis.call('ZPOPMIN', zkey, extra)) do redis.call('HDEL', hkey, old) end
+      end
+    end
+    redis.call('PEXPIRE', zkey, expiry_ms)
+    redis.call('PEXPIRE', hkey, expiry_ms)
+  end
+end
+return result
+"""
+
+
+class RedisEventStore(EventStore):
+    """Per entity id, a sorted set of event ids by time and a hash of their values:
+    ``<prefix>:<name>:events:<entity>:<id>`` and ``...:values:<entity>:<id>``, under the online
+    store's hash-tagged prefix, so that one script may touch them all on a Redis Cluster."""
+
+    CHUNK = 500  # events per script: a script blocks the server while it runs
+
+    def __init__(self, url: str, spec: EventWindows, prefix: str, timeout_seconds: float = 0.5):
+        import redis
+
+        self.url, self.spec, self.prefix = url, spec, prefix
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+        )
+        self._script = self.client.register_script(_RECORD)
+
+    def _record(self, ids, at, keys, values):
+        import redis
+
+        spec = self.spec
+        windows = [w * _MICROS for w in spec.windows_seconds]
+        expiry_ms = 2 * spec.horizon_seconds * 1000
+        rows = []
+        for start in range(0, len(ids), self.CHUNK):
+            chunk = range(start, min(start + self.CHUNK, len(ids)))
+            redis_keys = [
+                f"{self.prefix}:{spec.name}:{kind}:{entity}:{keys[e][i]}"
+                for i in chunk
+                for e, entity in enumerate(spec.entities)
+                for kind in ("events", "values")
+            ]
+            args = [len(chunk), len(spec.entities), len(windows), *windows, MAX_EVENTS_PER_KEY, expiry_ms]
+            args += [x for i in chunk for x in (ids[i], at[i], repr(values[i]))]
+            try:
+                flat = self._script(keys=redis_keys, args=args)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                raise StoreUnavailable(f"event store {self.url.split('@')[-1]}: {error}") from error
+            answers = np.asarray([float(x) for x in flat], dtype="float64").reshape(len(chunk), -1)
+            for e in range(len(spec.entities)):
+                column = (e + 1) * spec.width - 1
+                previous = answers[:, column]
+                answers[:, column] = np.where(
+                    previous >= 0, (np.asarray(at[chunk.start : chunk.stop]) - previous) / _MICROS, np.nan
+                )
+            rows.append(answers)
+        return np.vstack(rows)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_event_store(
+    url: str, namespace: str, spec: EventWindows, timeout_seconds: float = 0.5
+) -> EventStore:
+    """``spec``'s events in the online store at ``url`` (``keel_core.online_store.open_store``'s URLs,
+    under the same namespace)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_absolute():
+            raise ValueError(f"online store {url!r}: the SQLite path must be absolute (sqlite:////abs/path)")
+        return SqliteEventStore(path, spec, timeout_seconds=max(timeout_seconds, 1.0))
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisEventStore(url, spec, f"{{keel:{namespace}}}:online", timeout_seconds)
+    raise ValueError(f"online store {url!r}: expected sqlite:////abs/path or redis://host:port/db")
