@@ -1,7 +1,7 @@
 -- The feature table by hand: one DuckDB script, from the landing zone's Parquet files to
 -- transaction_features, with no Keel code. It is the "raw engine" side of `make bench`'s full
 -- build: it applies the same contract (parse, nulls, ranges, known ids, first of duplicate ids),
--- the same daily marts and the same windows as Keel, so the two tables must be equal.
+-- the same daily marts and the same windows (velocity included) as Keel, so the two tables must be equal.
 -- Placeholders, replaced by benchmarks/data_path.py: $LANDING, $FIRST, $LAST, $MAX_AMOUNT.
 
 create temp table known_customers as
@@ -128,6 +128,59 @@ risk as (
 )
 select * from traffic full outer join risk using (as_of_date, terminal_id);
 
+-- Velocity: for each payment, the earlier payments (in time, then id) of its card and of its terminal
+-- within the day before it, aged in microseconds; then counted and summed per window.
+create temp table velocity as
+with
+pairs as (
+    select p.transaction_id, 'customer' as side, p.transacted_at, q.transacted_at as earlier_at,
+        q.transaction_id as earlier_id, q.amount
+    from payments as p join payments as q on q.customer_id = p.customer_id
+    where q.transacted_at between p.transacted_at - interval 1 day and p.transacted_at
+    union all
+    select p.transaction_id, 'terminal', p.transacted_at, q.transacted_at, q.transaction_id, q.amount
+    from payments as p join payments as q on q.terminal_id = p.terminal_id
+    where q.transacted_at between p.transacted_at - interval 1 day and p.transacted_at
+),
+earlier as (
+    select transaction_id, side, date_diff('microsecond', earlier_at, transacted_at) as age_us, amount
+    from pairs
+    where earlier_at < transacted_at or earlier_id < transaction_id
+),
+per_side as (
+    select
+        transaction_id,
+        side,
+        count(*) filter (where age_us <= 600000000) as n_10m,
+        count(*) filter (where age_us <= 3600000000) as n_1h,
+        count(*) as n_24h,
+        coalesce(sum(amount) filter (where age_us <= 600000000), 0.0) as amount_10m,
+        coalesce(sum(amount) filter (where age_us <= 3600000000), 0.0) as amount_1h,
+        sum(amount) as amount_24h,
+        min(age_us) / 1e6 as since_previous
+    from earlier
+    group by all
+)
+select
+    p.transaction_id,
+    coalesce(c.n_10m, 0) as customer_transactions_10m,
+    coalesce(c.n_1h, 0) as customer_transactions_1h,
+    coalesce(c.n_24h, 0) as customer_transactions_24h,
+    coalesce(c.amount_10m, 0.0) as customer_amount_10m,
+    coalesce(c.amount_1h, 0.0) as customer_amount_1h,
+    coalesce(c.amount_24h, 0.0) as customer_amount_24h,
+    coalesce(c.since_previous, 86400.0) as customer_seconds_since_previous,
+    coalesce(t.n_10m, 0) as terminal_transactions_10m,
+    coalesce(t.n_1h, 0) as terminal_transactions_1h,
+    coalesce(t.n_24h, 0) as terminal_transactions_24h,
+    coalesce(t.amount_10m, 0.0) as terminal_amount_10m,
+    coalesce(t.amount_1h, 0.0) as terminal_amount_1h,
+    coalesce(t.amount_24h, 0.0) as terminal_amount_24h,
+    coalesce(t.since_previous, 86400.0) as terminal_seconds_since_previous
+from payments as p
+left join per_side as c on c.transaction_id = p.transaction_id and c.side = 'customer'
+left join per_side as t on t.transaction_id = p.transaction_id and t.side = 'terminal';
+
 create or replace table transaction_features as
 select
     p.transaction_id,
@@ -151,8 +204,12 @@ select
     coalesce(t.terminal_transactions_7d, 0) as terminal_transactions_7d,
     coalesce(t.terminal_fraud_rate_7d, 0.0) as terminal_fraud_rate_7d,
     coalesce(t.terminal_transactions_30d, 0) as terminal_transactions_30d,
-    coalesce(t.terminal_fraud_rate_30d, 0.0) as terminal_fraud_rate_30d
+    coalesce(t.terminal_fraud_rate_30d, 0.0) as terminal_fraud_rate_30d,
+    v.* exclude (transaction_id),
+    case when c.customer_mean_amount_30d > 0 then p.amount / c.customer_mean_amount_30d else 1.0 end
+        as amount_to_customer_mean_30d
 from payments as p
+join velocity as v on v.transaction_id = p.transaction_id
 left join customer_windows as c on p.customer_id = c.customer_id and p.transaction_date = c.as_of_date
 left join terminal_windows as t on p.terminal_id = t.terminal_id and p.transaction_date = t.as_of_date
 order by p.transaction_id;
