@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # its UI shows exactly those days. Default: none, the calendar runs up to yesterday.
     calendar_end: date | None = None
     online_store_url: str | None = None  # redis://... when deployed; locally one SQLite file per namespace
+    # MLflow's tracking store: postgresql+psycopg2://... when deployed; locally a SQLite file.
+    mlflow_tracking_uri: str | None = None
+    # Where people open MLflow's UI (the model asset links each training there). Locally `make mlflow`.
+    mlflow_ui_url: str | None = None
     lake_public_url: str | None = None  # where browsers open the lake's reports (`make dev` sets it)
     webserver_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DAGSTER_WEBSERVER_URL", "KEEL_WEBSERVER_URL")
@@ -100,7 +104,8 @@ class Settings(BaseSettings):
         default=False, validation_alias=AliasChoices("KEEL_ALERT_WEBHOOK_URL")
     )
     retrain_after_labelled_days: int = Field(default=7, ge=1)
-    # The simulator, the source system of the demo world.
+    # The simulator, the source system of the demo world; another seed is another world of the same kind.
+    simulator_seed: int = 42
     simulator_customers: int = Field(default=5_000, ge=1)
     simulator_terminals: int = Field(default=10_000, ge=1)
     simulator_malformed_rows_per_day: int = Field(default=3, ge=0)
@@ -150,6 +155,7 @@ class Settings(BaseSettings):
             "online_store_url": "KEEL_ONLINE_STORE_URL=redis://...",
             "alert_webhook_configured": "KEEL_ALERT_WEBHOOK_URL",
             "calendar_start": "KEEL_CALENDAR_START=YYYY-MM-DD",
+            "mlflow_tracking_uri": "KEEL_MLFLOW_TRACKING_URI=postgresql+psycopg2://...",
         }
         if self.deployed and (missing := [deployed_needs[n] for n in names if not getattr(self, n)]):
             raise SettingsError(f"KEEL_ENV={self.env} needs {', '.join(missing)}")
@@ -179,6 +185,12 @@ class Settings(BaseSettings):
         )
 
     @property
+    def mlflow(self) -> str:
+        """MLflow's tracking store: the configured URI, or locally one SQLite file for every namespace
+        (each has its own experiments)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{STATE_DIR / 'mlflow' / 'mlflow.db'}"
+
+    @property
     def first_day(self) -> date:
         """The calendar's first day: the configured one, else ``DEFAULT_CALENDAR_DAYS`` before today."""
         return self.calendar_start or self.today() - timedelta(days=DEFAULT_CALENDAR_DAYS)
@@ -204,7 +216,12 @@ class Settings(BaseSettings):
 
 
 _current: Settings | None = None
-CODE_LOCATION_NEEDS = ("online_store_url", "alert_webhook_configured", "calendar_start")
+CODE_LOCATION_NEEDS = (
+    "online_store_url",
+    "alert_webhook_configured",
+    "calendar_start",
+    "mlflow_tracking_uri",
+)
 
 
 def current() -> Settings:

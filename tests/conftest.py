@@ -3,6 +3,7 @@
 import os
 import shutil
 import socket
+import tempfile
 
 import pytest
 
@@ -19,6 +20,7 @@ KEEL_SETTINGS = (
     "AWS_ENDPOINT_URL_S3",
     "KEEL_SIMULATOR_MALFORMED_ROWS_PER_DAY",
     "KEEL_SIMULATOR_CUSTOMERS",
+    "KEEL_SIMULATOR_SEED",
     "KEEL_SIMULATOR_TERMINALS",
     "KEEL_SIMULATOR_DRIFT_START",
     "KEEL_SIMULATOR_DRIFT_AMOUNT_SCALE",
@@ -36,6 +38,8 @@ KEEL_SETTINGS = (
     "KEEL_API_KEYS",
     "KEEL_API_KEYS_FILE",
     "BENTOML_CONFIG_OPTIONS",
+    "KEEL_MLFLOW_TRACKING_URI",
+    "KEEL_MLFLOW_UI_URL",
 )
 
 
@@ -44,6 +48,8 @@ KEEL_SETTINGS = (
 for _name in KEEL_SETTINGS:
     os.environ.pop(_name, None)
 os.environ["KEEL_CALENDAR_START"] = TEST_CALENDAR_START
+# The tests' trainings are recorded in an MLflow store of their own, never in the repository's .keel/.
+os.environ["KEEL_MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='keel-mlflow-')}/mlflow.db"
 
 
 def require_service(name: str, host: str, port: int) -> None:

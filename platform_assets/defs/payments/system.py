@@ -35,6 +35,7 @@ class SimulatorSource(SourceSystem):
         and what changes from then on). Its world starts with the calendar: there is no history
         before the first partition."""
         return cls(
+            seed=settings.simulator_seed,
             n_customers=settings.simulator_customers,
             n_terminals=settings.simulator_terminals,
             start_date=settings.first_day.isoformat(),
