@@ -22,7 +22,7 @@ RUN := $(UV) run --frozen --no-sync
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros -type f) dbt_project/dbt_project.yml dbt_project/profiles.yml
 MANIFEST := $(STATE)/dbt/target/manifest.json
 
-.PHONY: help demo demo-drift land test dev serve bench bench-serving serving-requirements lint clean install
+.PHONY: help demo demo-drift land test dev serve mlflow bench bench-serving serving-requirements lint clean install
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ dev: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## Dagster UI and daemon 
 
 serve: install  ## serve a service's newest Bento on http://127.0.0.1:$(PORT) (SERVICE=<name>, or BENTO=<tag>)
 	$(RUN) keel serve --port $(PORT) $(SERVICE) $(if $(BENTO),--bento $(BENTO))
+
+# Every training and each of its model-selection trials, per namespace and use case (keel_core/tracking.py).
+MLFLOW_PORT ?= 5000
+mlflow: install  ## MLflow's UI on http://127.0.0.1:$(MLFLOW_PORT): the experiments of the local trainings
+	@mkdir -p $(STATE)/mlflow
+	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/$(STATE)/mlflow/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 bench: install $(MANIFEST)  ## the data path against hand-written DuckDB, side by side (about 7 min; results in benchmarks/results/)
 	$(RUN) python benchmarks/data_path.py $(if $(DAYS),--days $(DAYS))

@@ -356,9 +356,24 @@ def _use_case_summary(use_case: str, metadata, console: Console) -> None:
     for label, prefix in (("challenger", ""), ("baseline", "baseline_")):
         table.add_row(label, *(f"{trained[prefix + name]:.4f}" for name in names))
     console.print(table)
+    if "excluded_known_positive_test_rows" in trained:
+        console.print(
+            f"Judged as the field judges: {trained['test_rows']:,} test rows, after leaving out "
+            f"{trained['excluded_known_positive_test_rows']:,} already known positive before their day"
+        )
+    if "selection_trials" in trained:
+        metric = trained["selection_metric"]
+        console.print(
+            f"Selected {trained['estimator'].rpartition('.')[2]} (trial {trained['selected_trial']} of "
+            f"{trained['selection_trials']}, {metric} {trained[f'validation_{metric}']:.4f} on "
+            f"{trained['validated_on']}, fitted on {trained['fitted_on']}; "
+            f"{trained['selection_seconds']:.0f} s)"
+        )
     console.print(
         f"Training took {trained['training_seconds']:.1f} s. Promotion gate: {evaluation['decision']}"
     )
+    if run := trained.get("mlflow_run"):
+        console.print(f"MLflow:    {run}   (make mlflow)")
     promoted = metadata.get(f"{use_case}/production_model")
     if promoted and not promoted["promoted"]:
         console.print(f"[bold yellow]Not promoted[/]: {promoted['model_tag']} stays in production")

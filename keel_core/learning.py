@@ -118,6 +118,8 @@ class Experiment:
     training_seconds: float
     fingerprints: dict[str, str]
     test_excluded: int = 0  # test rows left out of judging (``judged``): known positives, for instance
+    model_spec: tuple[Any, Mapping[str, Any]] | None = None  # the estimator and parameters fitted
+    selection: Any = None  # how they were chosen (keel_core.selection.Selection), if they were
 
     @property
     def train_rows(self) -> int:
@@ -137,11 +139,13 @@ def run_experiment(
     baseline: Baseline,
     metrics: Mapping[str, Metric],
     judged: Callable[[pd.DataFrame, date, date], pd.DataFrame] | None = None,
+    choose: Callable[[pd.DataFrame], tuple[tuple[Any, Mapping[str, Any]], Any]] | None = None,
 ) -> Experiment:
     """Fit the model and the baseline on ``window``'s train days, measure both on its test days.
     ``load(first, last)``: the labelled rows of those days; ``model_spec``: an estimator class or
     factory (or its import path) and its hyper-parameters (``keel_core.judging.estimator``);
-    ``judged(frame, first, last)``: the test rows the models are judged on (default: all)."""
+    ``judged(frame, first, last)``: the test rows the models are judged on (default: all);
+    ``choose(train)``: another model spec, chosen from the training rows alone, and how."""
     train, test = load(window.train_start, window.train_end), load(window.test_start, window.test_end)
     loaded = len(test)
     if judged is not None:
@@ -149,6 +153,9 @@ def run_experiment(
     for part, frame in (("train", train), ("test", test)):
         if frame.empty:
             raise LookupError(f"no labelled rows in the {part} days of {window.as_dict()}")
+    chosen = None
+    if choose is not None:  # before the test rows are looked at
+        model_spec, chosen = choose(train)
     started = time.monotonic()
     model = pipeline(rows, estimator(*model_spec)).fit(train, train[rows.label])
     seconds = time.monotonic() - started
@@ -168,6 +175,8 @@ def run_experiment(
         training_seconds=seconds,
         fingerprints={"train": fingerprint(train), "test": fingerprint(test)},
         test_excluded=loaded - len(test),
+        model_spec=(model_spec[0], dict(model_spec[1])),
+        selection=chosen,
     )
 
 

@@ -31,6 +31,7 @@ from keel_core.settings import CODE_LOCATION_NEEDS, Settings
 from resources.alerts import Alerts, LogAlerts, WebhookAlerts
 from resources.calendar import Calendar
 from resources.dbt import DbtCli, dbt_project
+from resources.experiments import ExperimentTracking
 from resources.lake import Lake, LocalLake
 from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
@@ -38,6 +39,8 @@ from resources.registry import ModelRegistry
 from resources.retraining import Retraining
 from resources.sources import LandingZone
 from resources.warehouse import Warehouse
+
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow`
 
 
 def service_settings(settings: Settings) -> dict[str, str]:
@@ -103,6 +106,7 @@ def resources_for(settings: Settings) -> dict[str, Any]:
         "lake": lake,
         "warehouse": Warehouse(path=settings.warehouse_path),
         "registry": ModelRegistry(lake=lake),
+        "experiments": experiments_for(settings),
         "online_store": OnlineFeatureStore(url=settings.online_store, namespace=settings.namespace),
         # The dbt of this Python environment, found without relying on PATH (a bare `.venv/bin/keel`),
         # started with the namespace's lake and warehouse in its environment (dbt_project/profiles.yml).
@@ -117,6 +121,18 @@ def resources_for(settings: Settings) -> dict[str, Any]:
         "alerts": alerts_for(settings),
         "retraining": Retraining(labelled_days=settings.retrain_after_labelled_days),
     }
+
+
+def experiments_for(settings: Settings) -> ExperimentTracking:
+    """MLflow: the environment's tracking store, the namespace's lake for the artifacts."""
+    if settings.mlflow.startswith("sqlite:///"):  # SQLite creates files, not folders
+        Path(settings.mlflow.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return ExperimentTracking(
+        tracking_uri=settings.mlflow,
+        artifact_root=f"{lake_for(settings).uri}/mlflow",
+        namespace=settings.namespace,
+        ui_url=settings.mlflow_ui_url or (None if settings.deployed else LOCAL_MLFLOW_UI),
+    )
 
 
 def alerts_for(settings: Settings) -> Alerts:

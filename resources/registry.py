@@ -138,7 +138,11 @@ class ModelRegistry(dg.ConfigurableResource):
 
         metadata = record.to_json()
         labels = {"feature_set": record.feature_set_version, "dagster_run_id": run_id or ""}
-        saved = bentoml.sklearn.save_model(self.model_name, model, labels=labels, metadata=metadata)
+        # BentoML's metadata holds no null: a None hyper-parameter (class_weight=None, say) is left out
+        # of BentoML's copy; the lake's manifest below, the record of truth, keeps it.
+        saved = bentoml.sklearn.save_model(
+            self.model_name, model, labels=labels, metadata=_without_nulls(metadata)
+        )
         tag = str(saved.tag)
         with tempfile.TemporaryDirectory() as folder:
             exported = bentoml.models.export_model(tag, str(Path(folder, f"{saved.tag.version}.bentomodel")))
@@ -295,3 +299,11 @@ class ModelRegistry(dg.ConfigurableResource):
                 export.write_bytes(self.lake.read_file(self._version_file(tag, MODEL_FILE)))
                 bentoml.models.import_model(str(export))
         return bentoml.sklearn.load_model(tag)
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

@@ -166,6 +166,10 @@ class Plan:
     compute_labels: Callable
     feature_schema: Callable | None  # () -> a pandera schema of the stored rows, or None
     estimator: Any  # the estimator the spec names: its import path, or the folder's factory
+    # keel_core.selection: the declared estimator and the candidates model selection may pick
+    # instead, or None (the declared estimator as it is).
+    declared: Any
+    candidates: list[Any] | None
     features_key: dg.AssetKey
     model_key: dg.AssetKey
     evaluation_key: dg.AssetKey
@@ -195,7 +199,7 @@ class Plan:
     def of(cls, spec, resolve) -> "Plan":
         """``spec`` checked and compiled, its references (features, labels, metrics, estimators)
         resolved by ``resolve`` (``use_case.References``)."""
-        from keel_core import drift, judging, learning
+        from keel_core import drift, judging, learning, selection
 
         name = spec.name
         model_name = spec.model_name or name
@@ -246,6 +250,37 @@ class Plan:
             return resolve(reference) if resolve.in_folder(reference) else reference
 
         estimator = estimator_of(spec.estimator.class_path)
+        declared = selection.Candidate(
+            _short_name(spec.estimator.class_path), estimator, dict(spec.estimator.params)
+        )
+        candidates = None
+        if spec.selection is not None:
+            candidates = [
+                selection.Candidate(
+                    c.name or _short_name(c.class_path),
+                    estimator_of(c.class_path),
+                    dict(c.params),
+                    {
+                        parameter: selection.Space(
+                            tuple(space.choices) if space.choices is not None else None,
+                            space.low,
+                            space.high,
+                            space.log,
+                            space.step,
+                        )
+                        for parameter, space in c.search.items()
+                    },
+                )
+                for c in spec.selection.candidates
+            ]
+            if spec.selection.metric not in metrics:
+                raise ValueError(f"{name}: selection.metric {spec.selection.metric!r} is not in metrics")
+            if min(spec.selection.trials, spec.selection.validation_days) < 1 or spec.selection.gap_days < 0:
+                raise ValueError(f"{name}: selection needs a trial and a validation day, and no negative gap")
+            if spec.selection.validation_days + spec.selection.gap_days >= spec.windows.train_days:
+                raise ValueError(
+                    f"{name}: selection's validation_days and gap_days leave no training day to fit on"
+                )
         gate = judging.Gate(dict(spec.gate.limits), tuple(spec.gate.beat_baseline), dict(spec.gate.tolerance))
         baseline = learning.Baseline(
             estimator_of(spec.baseline.class_path) if spec.baseline.class_path else None,
@@ -320,6 +355,20 @@ class Plan:
         values = locals()
         return cls(**{name: values[name] for name in cls.__dataclass_fields__})
 
+    def estimators(self) -> dict[str, Any]:
+        """The estimators the use case may train, by the spec's name for them (an import path or a
+        folder reference): the declared one and model selection's candidates."""
+        declared = {self.spec.estimator.class_path: self.estimator}
+        if self.spec.selection is None:
+            return declared
+        paths = [c.class_path for c in self.spec.selection.candidates]
+        return {**declared, **{path: c.class_path for path, c in zip(paths, self.candidates, strict=True)}}
+
+    def class_path_of(self, experiment) -> str:
+        """The spec's name for the estimator ``experiment`` fitted."""
+        fitted = experiment.model_spec[0]
+        return next(path for path, made in self.estimators().items() if made == fitted)
+
     def registry_of(self, registry: ModelRegistry) -> ModelRegistry:
         """The registry of this use case's model (``model_name``), in the namespace's lake."""
         return registry.of(self.model_name)
@@ -360,13 +409,46 @@ class Plan:
         labelled = learning.labelled(self.rows, stored, labels)
         return labelled, len(stored) - len(labelled)
 
-    def experiment(self, connection, window, hyper_parameters: dict):
-        """The model (with ``hyper_parameters``) and the baseline trained on ``window``'s train days
-        and measured on its test days, and how many rows of those days had no label: the one way a
-        use case trains (its ``model`` asset, ``keel reproduce``)."""
-        from keel_core import learning
+    def experiment(
+        self,
+        connection,
+        window,
+        hyper_parameters: dict,
+        estimator: Any = None,
+        on_trial: Callable | None = None,
+        trials: int | None = None,
+    ):
+        """The model (``estimator``, default the declared one, with ``hyper_parameters``) and the
+        baseline trained on ``window``'s train days and measured on its test days, and how many rows
+        of those days had no label: the one way a use case trains (its ``model`` asset, ``keel
+        reproduce``). With ``on_trial`` and a ``selection`` in the spec, the estimator and its
+        hyper-parameters are chosen first on the training window's last days (``keel_core.selection``),
+        each trial given to ``on_trial`` (``trials``: the budget, default the spec's); the
+        experiment's ``selection`` says how."""
+        from keel_core import learning, selection
 
         unlabelled = []
+
+        def choose(train: pd.DataFrame):
+            chosen = self.spec.selection
+            made = selection.select(
+                self.rows,
+                self.spec.task,
+                train,
+                (window.train_start, window.train_end),
+                dataclasses.replace(
+                    self.declared, class_path=estimator or self.estimator, params=hyper_parameters
+                ),
+                self.candidates,
+                self.metrics[chosen.metric],
+                chosen.trials if trials is None else trials,
+                chosen.validation_days,
+                chosen.gap_days,
+                seed=self.spec.seed,
+                judged=lambda frame, first, last: self.judged(connection, frame, first, last),
+                on_trial=on_trial,
+            )
+            return (made.class_path, made.params), made
 
         def load(first: date, last: date) -> pd.DataFrame:
             frame, missing = self.rows_of(connection, first, last)
@@ -378,10 +460,11 @@ class Plan:
             self.spec.task,
             load,
             window,
-            (self.estimator, hyper_parameters),
+            (estimator or self.estimator, hyper_parameters),
             self.baseline,
             self.metrics,
             lambda frame, first, last: self.judged(connection, frame, first, last),
+            choose=choose if on_trial is not None and self.candidates is not None else None,
         )
         return experiment, sum(unlabelled)
 
@@ -432,3 +515,8 @@ class Plan:
                 allow_retries=False,
             )
         return champion
+
+
+def _short_name(class_path: str) -> str:
+    """``sklearn.ensemble.RandomForestClassifier`` -> ``RandomForestClassifier``; ``training:f`` -> ``f``."""
+    return class_path.rpartition(":" if ":" in class_path else ".")[2]

@@ -55,12 +55,14 @@ def reproduce(plan: Plan, tag: str, record: ModelRecord, connection) -> Reproduc
         differences.append(
             f"code: the use case's features are not the {len(record.features)} {tag} was trained on"
         )
-    if record.model != plan.spec.estimator.class_path:
-        differences.append(
-            f"code: the use case trains {plan.spec.estimator.class_path}, {tag} was {record.model}"
-        )
+    estimators = plan.estimators()
+    if record.model not in estimators:
+        differences.append(f"code: the use case trains {' or '.join(estimators)}, {tag} was {record.model}")
     window = record.training_window
-    experiment, _ = plan.experiment(connection, window, dict(record.hyper_parameters))
+    # The estimator and parameters model selection chose then, fitted again (not chosen again).
+    experiment, _ = plan.experiment(
+        connection, window, dict(record.hyper_parameters), estimator=estimators.get(record.model)
+    )
     for part, fingerprint in experiment.fingerprints.items():
         if part not in record.data_sha256:
             differences.append(f"data: {tag} recorded no fingerprint of its {part} rows")

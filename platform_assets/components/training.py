@@ -29,6 +29,7 @@ from platform_assets.partitions import (
 from platform_assets.provenance import recorded
 from platform_assets.steps import WAREHOUSE_POOL, retry_only_transient
 from platform_assets.storage import stored_in_warehouse
+from resources.experiments import ExperimentTracking
 from resources.lake import Lake
 from resources.registry import APPROVED, CANDIDATE, REFUSED, ModelRegistry, RegistryError
 from resources.warehouse import Warehouse
@@ -141,8 +142,9 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         key=model_key,
         group_name=name,
         description=f"The newest trained model of {name} (the challenger), a version in the registry: "
-        f"{spec.estimator.class_path}, trained on {spec.windows.train_days} days and tested on a later "
-        f"{spec.windows.test_days}, beside {baseline.describe()}.",
+        f"{spec.estimator.class_path}{_OR_SELECTED if spec.selection else ''}, trained on "
+        f"{spec.windows.train_days} days and tested on a later {spec.windows.test_days}, beside "
+        f"{baseline.describe()}.",
         deps=[features_key, *(dg.AssetKey.from_user_string(a) for a in spec.labels_read)],
         pool=WAREHOUSE_POOL,
         kinds={"scikit-learn", "bentoml"},
@@ -156,6 +158,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         config: TrainingConfig,
         warehouse: Warehouse,
         registry: ModelRegistry,
+        experiments: ExperimentTracking,
     ):
         from keel_core import provenance
         from keel_core.windows import TrainingWindow
@@ -173,75 +176,118 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 judging.estimator(baseline.class_path, baseline.params)
         except ValueError as error:
             raise dg.Failure(f"hyper_parameters: {error}", allow_retries=False) from None
-        with warehouse.connect() as connection:
-            last = last_labelled_day(connection, run_last_day(context))
-            if config.last_labelled_day is not None:
-                last = min(last, date.fromisoformat(config.last_labelled_day))
-            window = TrainingWindow.ending(
-                last,
-                spec.windows.train_days if config.train_days is None else config.train_days,
-                spec.label_delay_days,
-                spec.windows.test_days if config.test_days is None else config.test_days,
+        run_tags = {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": model_key.to_user_string(),
+            "keel.model_name": plan.model_name,
+        }
+        run_name = f"{plan.model_name} (run {context.run.run_id[:8]})"
+        with experiments.training(name, run_name, run_tags) as tracked:
+            with warehouse.connect() as connection:
+                last = last_labelled_day(connection, run_last_day(context))
+                if config.last_labelled_day is not None:
+                    last = min(last, date.fromisoformat(config.last_labelled_day))
+                window = TrainingWindow.ending(
+                    last,
+                    spec.windows.train_days if config.train_days is None else config.train_days,
+                    spec.label_delay_days,
+                    spec.windows.test_days if config.test_days is None else config.test_days,
+                )
+                trials = config.trials or (spec.selection.trials if spec.selection else 1)
+                selecting = spec.selection is not None and not config.hyper_parameters and trials > 1
+                experiment, unlabelled = plan.experiment(
+                    connection,
+                    window,
+                    hyper_parameters,
+                    on_trial=TrialLog(context, tracked, spec.selection.metric) if selecting else None,
+                    trials=trials,
+                )
+            hyper_parameters = experiment.model_spec[1]
+            record = ModelRecord(
+                description=spec.description,
+                model=plan.class_path_of(experiment),
+                baseline=baseline.describe(),
+                training_window=window,
+                label_delay_days=spec.label_delay_days,
+                train=_period(experiment.train, spec),
+                test=_period(experiment.test, spec),
+                unlabelled_rows=unlabelled,
+                metrics=experiment.metrics,
+                baseline_metrics=experiment.baseline_metrics,
+                features=spec.feature_names,
+                feature_set_version=spec.feature_set_version,
+                hyper_parameters=hyper_parameters,
+                seed=seed,
+                training_seconds=round(experiment.training_seconds, 3),
+                code_version=provenance.code_version(),
+                lockfile_sha256=provenance.lockfile_sha256(),
+                dbt_manifest_sha256=provenance.dbt_manifest_sha256(),
+                data_sha256=experiment.fingerprints,
+                inputs=(features_key.to_user_string(), *spec.labels_read),
+                dagster_run_id=context.run.run_id,
+                endpoint=endpoint,
             )
-            experiment, unlabelled = plan.experiment(connection, window, hyper_parameters)
-        record = ModelRecord(
-            description=spec.description,
-            model=spec.estimator.class_path,
-            baseline=baseline.describe(),
-            training_window=window,
-            label_delay_days=spec.label_delay_days,
-            train=_period(experiment.train, spec),
-            test=_period(experiment.test, spec),
-            unlabelled_rows=unlabelled,
-            metrics=experiment.metrics,
-            baseline_metrics=experiment.baseline_metrics,
-            features=spec.feature_names,
-            feature_set_version=spec.feature_set_version,
-            hyper_parameters=hyper_parameters,
-            seed=seed,
-            training_seconds=round(experiment.training_seconds, 3),
-            code_version=provenance.code_version(),
-            lockfile_sha256=provenance.lockfile_sha256(),
-            dbt_manifest_sha256=provenance.dbt_manifest_sha256(),
-            data_sha256=experiment.fingerprints,
-            inputs=(features_key.to_user_string(), *spec.labels_read),
-            dagster_run_id=context.run.run_id,
-            endpoint=endpoint,
-        )
-        models = registry_of(registry)
-        tag = models.register(experiment.model, record, run_id=context.run.run_id)
-        if experiment.baseline is not None:
-            models.attach(tag, BASELINE_FILE, pickle.dumps(experiment.baseline))
-        reference = drift.sample(experiment.train, drift_policy.max_rows, seed, drift_columns.order_by)
-        buffer = io.BytesIO()
-        reference[[*rows.keys, rows.day, *drift_columns.names]].to_parquet(buffer, index=False)
-        models.attach(tag, TRAINING_REFERENCE, buffer.getvalue())
-        context.log.info(f"registered {tag}: {experiment.metrics}")
-        return dg.MaterializeResult(
-            metadata={
-                **recorded(context),
-                "model_tag": tag,
-                **window.as_dict(),
-                "train_rows": experiment.train_rows,
-                "test_rows": experiment.test_rows,
-                **(
-                    {"excluded_known_positive_test_rows": experiment.test_excluded} if known_positives else {}
-                ),
-                "unlabelled_rows": record.unlabelled_rows,
-                **experiment.metrics,
-                **{f"baseline_{m}": value for m, value in experiment.baseline_metrics.items()},
-                "metrics": _metrics_table(
-                    {"model": experiment.metrics, "baseline": experiment.baseline_metrics}
-                ),
-                "features": dg.MetadataValue.json(
-                    {"version": spec.feature_set_version, "names": spec.feature_names}
-                ),
-                "hyper_parameters": dg.MetadataValue.json({**hyper_parameters, "seed": seed}),
-                **(_precision_recall(models, tag, rows, experiment) if spec.task == "classification" else {}),
-                "training_seconds": round(experiment.training_seconds, 3),
-                "registry": dg.MetadataValue.path(models.uri),
-            }
-        )
+            models = registry_of(registry)
+            tag = models.register(experiment.model, record, run_id=context.run.run_id)
+            if experiment.baseline is not None:
+                models.attach(tag, BASELINE_FILE, pickle.dumps(experiment.baseline))
+            reference = drift.sample(experiment.train, drift_policy.max_rows, seed, drift_columns.order_by)
+            buffer = io.BytesIO()
+            reference[[*rows.keys, rows.day, *drift_columns.names]].to_parquet(buffer, index=False)
+            models.attach(tag, TRAINING_REFERENCE, buffer.getvalue())
+            context.log.info(f"registered {tag}: {experiment.metrics}")
+            selection = experiment.selection
+            tracked.record(
+                metrics={
+                    **experiment.metrics,
+                    **{f"baseline_{m}": value for m, value in experiment.baseline_metrics.items()},
+                    **({f"validation_{selection.metric}": selection.best.score} if selection else {}),
+                    "training_seconds": experiment.training_seconds,
+                },
+                params={
+                    "estimator": record.model,
+                    **hyper_parameters,
+                    **{f"window.{k}": v for k, v in window.as_dict().items()},
+                    "feature_set_version": spec.feature_set_version,
+                    "train_rows": experiment.train_rows,
+                    "test_rows": experiment.test_rows,
+                },
+                tags={"keel.model_tag": tag},
+            )
+            return dg.MaterializeResult(
+                metadata={
+                    **recorded(context),
+                    "model_tag": tag,
+                    **window.as_dict(),
+                    "train_rows": experiment.train_rows,
+                    "test_rows": experiment.test_rows,
+                    **(
+                        {"excluded_known_positive_test_rows": experiment.test_excluded}
+                        if known_positives
+                        else {}
+                    ),
+                    "unlabelled_rows": record.unlabelled_rows,
+                    **experiment.metrics,
+                    **{f"baseline_{m}": value for m, value in experiment.baseline_metrics.items()},
+                    "metrics": _metrics_table(
+                        {"model": experiment.metrics, "baseline": experiment.baseline_metrics}
+                    ),
+                    "features": dg.MetadataValue.json(
+                        {"version": spec.feature_set_version, "names": spec.feature_names}
+                    ),
+                    "estimator": record.model,
+                    "hyper_parameters": dg.MetadataValue.json({**hyper_parameters, "seed": seed}),
+                    **(_selection_metadata(experiment.selection) if experiment.selection else {}),
+                    **(
+                        _precision_recall(models, tag, rows, experiment)
+                        if spec.task == "classification"
+                        else {}
+                    ),
+                    "training_seconds": round(experiment.training_seconds, 3),
+                    "registry": dg.MetadataValue.path(models.uri),
+                    "mlflow_run": dg.MetadataValue.url(tracked.url) if tracked.url else tracked.run_id,
+                }
+            )
 
     @dg.asset(
         key=evaluation_key,
@@ -438,6 +484,9 @@ class TrainingConfig(dg.Config):
     last_labelled_day: str | None = None  # YYYY-MM-DD; default: the newest day whose label is known
     seed: int | None = None  # default: the spec's seed
     hyper_parameters: dict[str, Any] = {}  # over the spec's estimator.params, checked by name
+    # Model selection's budget (default: the spec's selection.trials); 1, or any hyper_parameters
+    # given here, trains the declared estimator without selection.
+    trials: int | None = None
 
 
 class GateConfig(dg.Config):
@@ -446,6 +495,56 @@ class GateConfig(dg.Config):
     evaluation_days: int | None = None  # default: the spec's windows.evaluation_days
     limits: dict[str, float] = {}  # a floor or a ceiling per metric, over the spec's gate.limits
     tolerance: dict[str, float] = {}  # vs the champion, per metric, over the spec's gate.tolerance
+
+
+_OR_SELECTED = " or the candidate model selection chose on the training window's last days"
+
+
+class TrialLog:
+    """Each trial of model selection, as it ends: a line in the run's log, a child run in MLflow."""
+
+    def __init__(self, context: dg.AssetExecutionContext, tracked, metric: str):
+        self.context, self.tracked, self.metric = context, tracked, metric
+
+    def __call__(self, trial) -> None:
+        self.context.log.info(
+            f"selection trial {trial.number}: {trial.candidate} {self.metric} {trial.score:.4f} "
+            f"in {trial.seconds:.1f} s {trial.params}"
+        )
+        self.tracked.trial(
+            trial.number, trial.candidate, trial.params, self.metric, trial.score, trial.seconds
+        )
+
+
+def _selection_metadata(selection) -> dict:
+    """How the estimator was chosen: on which days, by what, and every trial."""
+    trials = pd.DataFrame(
+        [
+            {
+                "trial": t.number,
+                "estimator": t.candidate,
+                selection.metric: round(t.score, 4),
+                "seconds": t.seconds,
+                "parameters": ", ".join(f"{k}={_short(v)}" for k, v in t.params.items()),
+            }
+            for t in selection.trials
+        ]
+    ).sort_values(selection.metric, ascending=False)
+    return {
+        "selection_metric": selection.metric,
+        f"validation_{selection.metric}": round(selection.best.score, 4),
+        "selected_trial": selection.best.number,
+        "selection_trials": len(selection.trials),
+        "selection_seconds": round(sum(t.seconds for t in selection.trials), 1),
+        "fitted_on": f"{selection.fit_days[0]} .. {selection.fit_days[1]}",
+        "validated_on": f"{selection.validation_days[0]} .. {selection.validation_days[1]}",
+        "validation_rows": selection.validation_rows,
+        "trials": dg.MetadataValue.md(trials.to_markdown(index=False)),
+    }
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _precision_recall(models: ModelRegistry, tag: str, rows, experiment) -> dict:

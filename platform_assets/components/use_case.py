@@ -50,6 +50,36 @@ class EstimatorSpec(dg.Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class SearchSpec(dg.Model):
+    """A hyper-parameter's range: ``choices``, or ``low`` .. ``high`` (``log``, ``step``); integer
+    bounds give integers."""
+
+    choices: list[Any] | None = None
+    low: int | float | None = None  # YAML's 100 stays an integer, 0.0 a float
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+
+
+class CandidateSpec(EstimatorSpec):
+    """An estimator model selection may pick, its fixed ``params`` and the ranges it searches."""
+
+    name: str | None = None  # default: the class's name
+    search: dict[str, SearchSpec] = Field(default_factory=dict)
+
+
+class SelectionSpec(dg.Model):
+    """How the estimator and its hyper-parameters are chosen: on the last ``validation_days`` of the
+    training window (after ``gap_days``), by ``metric``, in ``trials`` fits (the declared estimator
+    first, then Optuna's proposals among the candidates). Never on the test days."""
+
+    metric: str
+    trials: int  # at least 1 (checked with the rest of the spec: platform_assets/components/plan.py)
+    validation_days: int
+    gap_days: int = 0
+    candidates: list[CandidateSpec] = Field(default_factory=list)
+
+
 class BaselineSpec(dg.Model):
     """The yardstick: an estimator trained on the same rows, or a feature column that is a prediction."""
 
@@ -206,6 +236,7 @@ class UseCase(dg.Component, dg.Resolvable, dg.Model):
     # by (the card of a payment, for card precision). The features function returns them.
     attributes: list[str] = Field(default_factory=list)
     estimator: EstimatorSpec
+    selection: SelectionSpec | None = None  # None: the estimator as declared
     baseline: BaselineSpec
     metrics: list[MetricSpec] = Field(min_length=1)
     gate: GateSpec

@@ -49,6 +49,7 @@ def prod_definitions() -> dg.Definitions:
         patch.setenv("KEEL_ENV", "prod")
         patch.setenv("KEEL_LAKE_ROOT", "s3://keel-lake-prod/lake")
         patch.setenv("KEEL_ONLINE_STORE_URL", "redis://keel-redis:6379/0")
+        patch.setenv("KEEL_MLFLOW_TRACKING_URI", "postgresql+psycopg2://keel@postgres:5432/mlflow")
         patch.setenv("KEEL_ALERT_WEBHOOK_URL", "https://hooks.example.com/keel")
         from platform_assets.definitions import defs
 

@@ -125,6 +125,7 @@ def demo_world(tmp_path_factory) -> DemoWorld:
         "KEEL_WAREHOUSE_DIR": str(root / "warehouse"),
         "BENTOML_HOME": str(root / "bentoml"),
         "KEEL_ONLINE_STORE_URL": f"sqlite:///{root / 'online_features.sqlite'}",
+        "KEEL_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "KEEL_CALENDAR_START": first_day.isoformat(),
         "KEEL_CALENDAR_END": last_day.isoformat(),
         # A smaller world than the default (5,000 cards).

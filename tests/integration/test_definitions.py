@@ -32,7 +32,9 @@ def test_lake_warehouse_features_models_scores_and_serving_form_one_lineage_grap
     assert dg.AssetKey(["warehouse", "terminal_daily_fraud_reports"]) in online
 
 
-def test_a_feature_partition_depends_on_the_thirty_days_before_it_and_its_own_payments(definitions):
+def test_a_feature_partition_depends_on_the_thirty_days_before_it_and_its_own_payments_and_the_days(
+    definitions,
+):
     graph = definitions.resolve_asset_graph()
     features = dg.AssetKey(["fraud", "features"])
     day = "2026-02-10"
@@ -43,7 +45,7 @@ def test_a_feature_partition_depends_on_the_thirty_days_before_it_and_its_own_pa
     payments = graph.get_parent_partition_keys_for_child(
         day, dg.AssetKey(["warehouse", "transactions"]), features
     ).partitions_subset.get_partition_keys()
-    assert list(payments) == [day]
+    assert list(payments) == ["2026-02-09", day]  # the day before's: the velocity windows of its first hours
 
 
 def test_the_online_snapshot_of_a_day_reads_the_thirty_days_up_to_and_including_it(definitions):

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from world_settings import NAMESPACE, namespace_lake
 
+from tests import fraud
+
 pytestmark = pytest.mark.slow
 
 
@@ -45,6 +47,24 @@ def test_the_demo_runs_the_main_job_and_prints_rows_per_layer_quarantine_and_che
     ):
         assert f"Monitoring {asset} for {day}: " in out, asset
     assert "not run" not in out and "monitoring run" not in out
+
+
+def test_the_demo_s_training_chose_its_model_in_trials_recorded_in_mlflow(demo_world):
+    from mlflow.tracking import MlflowClient
+
+    out = demo_world.demo.stdout
+    assert "Judged as the field judges:" in out and "already known positive before their day" in out
+    assert "Selected " in out and "MLflow:" in out
+    client = MlflowClient(tracking_uri=demo_world.env["KEEL_MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(f"{NAMESPACE}/fraud")
+    runs = client.search_runs([experiment.experiment_id])
+    (training,) = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    trials = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == training.info.run_id]
+    spec = fraud.plan().spec.selection
+    assert len(trials) == spec.trials and all(t.info.status == "FINISHED" for t in trials)
+    assert all(f"validation_{spec.metric}" in t.data.metrics for t in trials)
+    assert training.data.tags["keel.model_tag"] in out and training.info.run_id in out
+    assert training.data.metrics["average_precision"] > 0
 
 
 def test_the_demo_refuses_a_window_too_short_to_train_on():

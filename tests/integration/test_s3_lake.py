@@ -71,6 +71,7 @@ def prod_on_s3(s3_endpoint, tmp_path_factory):
         # Bound by the prod environment but not used by these assets: nothing connects to them.
         patch.setenv("KEEL_ONLINE_STORE_URL", "redis://127.0.0.1:6379/15")
         patch.setenv("KEEL_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unused")
+        patch.setenv("KEEL_MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         patch.setenv("KEEL_SIMULATOR_CUSTOMERS", "500")
         patch.setenv("KEEL_SIMULATOR_TERMINALS", "1000")
         boto3.client("s3").create_bucket(Bucket=BUCKET)

@@ -19,6 +19,7 @@ from keel_core.prediction_log import SPOOL, PredictionLog
 from platform_assets.components.plan import Plan
 from platform_assets.components.scaffold import write_use_case
 from platform_assets.components.use_case import References, UseCase, lifecycle
+from resources.experiments import ExperimentTracking
 from resources.lake import LocalLake
 from resources.namespace import Namespace
 from resources.online_store import OnlineFeatureStore
@@ -113,6 +114,11 @@ def world_resources(tmp_path, warehouse) -> dict:
         "registry": ModelRegistry(lake=lake),
         "online_store": OnlineFeatureStore(url=f"sqlite:///{tmp_path / 'online.sqlite'}", namespace="test"),
         "namespace": Namespace(name="test", environment="local"),
+        "experiments": ExperimentTracking(
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            artifact_root=str(tmp_path / "lake" / "mlflow"),
+            namespace="test",
+        ),
     }
 
 

@@ -24,13 +24,20 @@ DEPLOYED = {
     "KEEL_ONLINE_STORE_URL": "redis://redis:6379/0",
     "KEEL_ALERT_WEBHOOK_URL": "https://hooks.example.com/keel",
     "KEEL_CALENDAR_START": "2026-01-01",
+    "KEEL_MLFLOW_TRACKING_URI": "postgresql+psycopg2://keel@postgres:5432/mlflow",
 }
 
 
 @pytest.fixture(autouse=True)
 def _no_world_settings(monkeypatch):
     """Whatever a world fixture of the session set, these tests choose their own settings."""
-    for name in ("KEEL_NAMESPACE", "KEEL_LAKE_ROOT", "KEEL_WAREHOUSE_DIR", "KEEL_ONLINE_STORE_URL"):
+    for name in (
+        "KEEL_NAMESPACE",
+        "KEEL_LAKE_ROOT",
+        "KEEL_WAREHOUSE_DIR",
+        "KEEL_ONLINE_STORE_URL",
+        "KEEL_MLFLOW_TRACKING_URI",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -105,6 +112,7 @@ def _deployed() -> dict:
         "online_store_url": DEPLOYED["KEEL_ONLINE_STORE_URL"],
         "alert_webhook_configured": True,
         "calendar_start": DEPLOYED["KEEL_CALENDAR_START"],
+        "mlflow_tracking_uri": DEPLOYED["KEEL_MLFLOW_TRACKING_URI"],
     }
 
 
