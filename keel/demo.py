@@ -356,6 +356,11 @@ def _use_case_summary(use_case: str, metadata, console: Console) -> None:
     for label, prefix in (("challenger", ""), ("baseline", "baseline_")):
         table.add_row(label, *(f"{trained[prefix + name]:.4f}" for name in names))
     console.print(table)
+    if not trained["full_windows"]:
+        console.print(
+            f"[yellow]Trained on windows still filling[/]: only {trained['history_days_before_training']} "
+            "days of data before the first training day (see the run's warning)"
+        )
     if "excluded_known_positive_test_rows" in trained:
         console.print(
             f"Judged as the field judges: {trained['test_rows']:,} test rows, after leaving out "

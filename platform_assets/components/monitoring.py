@@ -93,6 +93,8 @@ def definitions(plan: Plan, serving_keys: list[dg.AssetKey]) -> dg.Definitions:
                 **recorded(context),
                 "drift_share": result.share,
                 "drifted_features": dg.MetadataValue.json(result.drifted),
+                # One number per feature, so the UI plots each one's drift day after day.
+                **{f"drift_score/{f.feature}": f.score for f in result.features},
                 "features": dg.MetadataValue.md(result.table().to_markdown(index=False, floatfmt=".4f")),
                 "report": dg.MetadataValue.url(lake.public_url(report)),
                 "report_path": dg.MetadataValue.path(report_uri),

@@ -373,6 +373,12 @@ class Plan:
         """The registry of this use case's model (``model_name``), in the namespace's lake."""
         return registry.of(self.model_name)
 
+    @property
+    def history_days(self) -> int:
+        """How many days before a row's day its features read: a row of the calendar's first days
+        sees shorter windows than the others (its features' windows are still filling)."""
+        return max((read.lookback_days or 0 for read in self.spec.reads), default=0)
+
     def require_days(self, connection, first: date, last: date) -> None:
         """Every day of ``first .. last`` has rows in the feature table, or a failure naming the days
         that do not: a window with a hole would train, judge or score on fewer days, silently."""
@@ -445,7 +451,9 @@ class Plan:
                 chosen.validation_days,
                 chosen.gap_days,
                 seed=self.spec.seed,
-                judged=lambda frame, first, last: self.judged(connection, frame, first, last),
+                judged=lambda frame, first, last: self.judged(
+                    connection, frame, first, last, since=window.train_start
+                ),
                 on_trial=on_trial,
             )
             return (made.class_path, made.params), made
@@ -463,22 +471,25 @@ class Plan:
             (estimator or self.estimator, hyper_parameters),
             self.baseline,
             self.metrics,
-            lambda frame, first, last: self.judged(connection, frame, first, last),
+            lambda frame, first, last: self.judged(connection, frame, first, last, since=window.train_start),
             choose=choose if on_trial is not None and self.candidates is not None else None,
         )
         return experiment, sum(unlabelled)
 
-    def judged(self, connection, frame: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
+    def judged(
+        self, connection, frame: pd.DataFrame, first: date, last: date, since: date | None = None
+    ) -> pd.DataFrame:
         """The rows of ``frame`` (days ``first .. last``) a model is judged on: all of them, or, with
         ``judging.exclude_known_positives``, not those whose attribute had a positive label known
-        before their day (looked for from a training window's length before ``first``)."""
+        before their day, looked for from ``since`` (an experiment's first training day, as the
+        handbook does; by default a training window's length before ``first``)."""
         from keel_core import learning
 
         by, spec = self.spec.judging.exclude_known_positives, self.spec
         if by is None or frame.empty:
             return frame
         delay, day = spec.label_delay_days, spec.day_column
-        start = first - timedelta(days=spec.windows.train_days + delay)
+        start = since or first - timedelta(days=spec.windows.train_days + delay)
         end = last - timedelta(days=delay + 1)
         if end < start:
             return frame

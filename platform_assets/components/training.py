@@ -193,6 +193,15 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                     spec.label_delay_days,
                     spec.windows.test_days if config.test_days is None else config.test_days,
                 )
+                # Rows of the calendar's first days see windows still filling, unlike every later
+                # row the model will score: said in the metadata, and warned about.
+                history = (window.train_start - daily_partitions.start.date()).days
+                if history < plan.history_days:
+                    context.log.warning(
+                        f"training starts {window.train_start}, {history} days into the calendar: its "
+                        f"features read {plan.history_days} days back, so its first rows see windows "
+                        "still filling (a calendar that starts earlier gives full windows)"
+                    )
                 trials = config.trials or (spec.selection.trials if spec.selection else 1)
                 selecting = spec.selection is not None and not config.hyper_parameters and trials > 1
                 experiment, unlabelled = plan.experiment(
@@ -261,6 +270,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                     **window.as_dict(),
                     "train_rows": experiment.train_rows,
                     "test_rows": experiment.test_rows,
+                    "history_days_before_training": history,
+                    "full_windows": history >= plan.history_days,
                     **(
                         {"excluded_known_positive_test_rows": experiment.test_excluded}
                         if known_positives

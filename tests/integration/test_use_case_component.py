@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from keel_core import learning
 from keel_core.online_store import open_store
 from keel_core.prediction_log import SPOOL, PredictionLog
 from platform_assets.components.plan import Plan
@@ -626,9 +627,12 @@ def test_rows_of_a_customer_known_positive_before_their_day_are_not_judged(scaff
     _, spec, resolve = scaffolded
     judging = {"judging": {"exclude_known_positives": "customer_id"}}
     strict = UseCase.model_validate({**spec.model_dump(), **judging})
+    # A training window shorter than the spec's: the handbook's rule counts the cards known
+    # compromised from the experiment's first training day, not from a spec-long window before.
+    shorter = {"ops": {"pays_tomorrow__model": {"config": {"train_days": 5}}}}
     with synthetic_world(tmp_path, strict, resolve) as (run, _, warehouse):
         assert run("features", tags=WHOLE_WINDOW).success
-        trained = run("model", "evaluation")
+        trained = run("model", "evaluation", run_config=shorter)
         plan = Plan.of(strict, resolve)
         with duckdb.connect(str(warehouse), read_only=True) as connection:
             events = {
@@ -636,12 +640,21 @@ def test_rows_of_a_customer_known_positive_before_their_day_are_not_judged(scaff
                 for e in trained.get_asset_materialization_events()
             }
             model = events["model"]
-            test_start, test_end = (
-                date.fromisoformat(model[f"test_{end}"].value) for end in ("start", "end")
+            train_start, test_start, test_end = (
+                date.fromisoformat(model[name].value) for name in ("train_start", "test_start", "test_end")
             )
             labelled = plan.labelled_rows(connection, test_start, test_end)
+            earlier = plan.labelled_rows(connection, train_start - timedelta(days=9), test_end)
     excluded = model["excluded_known_positive_test_rows"].value
     assert 0 < excluded < len(labelled) and model["test_rows"].value == len(labelled) - excluded
+
+    def judged_from(first: date) -> int:
+        positives = earlier[earlier[plan.rows.label] == 1]
+        positives = positives[pd.to_datetime(positives[plan.rows.day]) >= pd.Timestamp(first)]
+        return len(learning.without_known_positives(plan.rows, labelled, positives, "customer_id", 1))
+
+    # More cards known from an earlier start, fewer rows judged: the start is the training window's.
+    assert judged_from(train_start - timedelta(days=9)) < judged_from(train_start) == model["test_rows"].value
     evaluation = events["evaluation"]
     assert evaluation["excluded_known_positive_rows"].value > 0
     assert evaluation["judged_rows"].value > 0
