@@ -4,10 +4,14 @@ the training window, never on the days the model is judged on.
 A use case declares candidates (an estimator, its fixed parameters and a search space) and a
 budget of trials. The training window's rows are split in time: the model is fitted on its earlier
 days and scored on its last ``validation_days`` (judged as the test days are: the same exclusions),
-after a gap of ``gap_days`` when asked (a label delay, say). The declared estimator is trial 0; then
-Optuna's TPE sampler proposes a candidate and its parameters for each further trial, seeded, so the
-same rows give the same trials. The best trial's estimator and parameters are then fitted on the
-whole training window by the caller.
+after a gap of ``gap_days`` when asked (a label delay, say). With ``fit_days``, each trial is fitted
+on that many days before the validation days, reaching before the training window when it must:
+the fraud-detection handbook's validation, where a trial learns from as many days as the model it
+chooses for (on fewer, simpler models win the validation and lose on the test). The declared
+estimator is trial 0; then Optuna's TPE sampler proposes a candidate and its parameters for each
+further trial, seeded, so the same rows give the same trials (TPE samples at random for its first
+10 trials: up to that budget, the search is a seeded random search). The best trial's estimator
+and parameters are then fitted on the whole training window by the caller.
 
 Pure module (pandas; optuna and scikit-learn imported inside the functions), no Dagster.
 """
@@ -89,11 +93,16 @@ class Selection:
 
 
 def split(
-    first: date, last: date, validation_days: int, gap_days: int = 0
+    first: date, last: date, validation_days: int, gap_days: int = 0, fit_days: int | None = None
 ) -> tuple[tuple[date, date], tuple[date, date]]:
-    """The fitting days and the validation days of the training window ``first .. last``."""
+    """The fitting days and the validation days of the training window ``first .. last``: fitted on
+    the window's days before the validation days, or on ``fit_days`` days (from before ``first``
+    when there are more of them than the window has left)."""
+    if fit_days is not None and fit_days < 1:
+        raise ValueError(f"fit_days is {fit_days}: at least 1")
     validation = (last - timedelta(days=validation_days - 1), last)
-    fit = (first, validation[0] - timedelta(days=gap_days + 1))
+    fit_end = validation[0] - timedelta(days=gap_days + 1)
+    fit = (first if fit_days is None else fit_end - timedelta(days=fit_days - 1), fit_end)
     if validation_days < 1 or fit[1] < fit[0]:
         raise ValueError(
             f"a training window of {(last - first).days + 1} days leaves no days to fit on before "
@@ -116,14 +125,16 @@ def select(
     seed: int = 0,
     judged: Callable[[pd.DataFrame, date, date], pd.DataFrame] | None = None,
     on_trial: Callable[[Trial], None] | None = None,
+    fit_days: int | None = None,
 ) -> Selection:
     """The best of the declared estimator and ``trials - 1`` proposed ones, by ``metric`` on the
-    last days of ``train`` (the labelled rows of the training ``window``)."""
+    last days of the training ``window``; ``train`` holds the labelled rows of the fitting and the
+    validation days (``split``: with ``fit_days``, some may come before the window)."""
     import optuna
 
-    fit_days, validation_days_ = split(*window, validation_days, gap_days)
+    fit_days_, validation_days_ = split(*window, validation_days, gap_days, fit_days)
     day = pd.to_datetime(train[rows.day])
-    fit = train[day.between(pd.Timestamp(fit_days[0]), pd.Timestamp(fit_days[1]))]
+    fit = train[day.between(pd.Timestamp(fit_days_[0]), pd.Timestamp(fit_days_[1]))]
     validation = train[day.between(pd.Timestamp(validation_days_[0]), pd.Timestamp(validation_days_[1]))]
     if judged is not None:
         validation = judged(validation, *validation_days_)
@@ -168,5 +179,5 @@ def select(
     best = max(history, key=lambda t: (sign * t.score, -t.number))  # ties: the earlier trial
     chosen = declared if best.number == 0 else by_name[best.candidate]
     return Selection(
-        best, chosen.class_path, history, metric.name, fit_days, validation_days_, len(validation)
+        best, chosen.class_path, history, metric.name, fit_days_, validation_days_, len(validation)
     )

@@ -277,7 +277,13 @@ class Plan:
                 raise ValueError(f"{name}: selection.metric {spec.selection.metric!r} is not in metrics")
             if min(spec.selection.trials, spec.selection.validation_days) < 1 or spec.selection.gap_days < 0:
                 raise ValueError(f"{name}: selection needs a trial and a validation day, and no negative gap")
-            if spec.selection.validation_days + spec.selection.gap_days >= spec.windows.train_days:
+            fit_days = spec.selection.fit_days
+            if isinstance(fit_days, int) and fit_days < 1:
+                raise ValueError(f"{name}: selection.fit_days is {fit_days}: at least 1")
+            if (
+                fit_days is None
+                and spec.selection.validation_days + spec.selection.gap_days >= spec.windows.train_days
+            ):
                 raise ValueError(
                     f"{name}: selection's validation_days and gap_days leave no training day to fit on"
                 )
@@ -423,25 +429,38 @@ class Plan:
         estimator: Any = None,
         on_trial: Callable | None = None,
         trials: int | None = None,
+        history_from: date | None = None,
     ):
         """The model (``estimator``, default the declared one, with ``hyper_parameters``) and the
         baseline trained on ``window``'s train days and measured on its test days, and how many rows
         of those days had no label: the one way a use case trains (its ``model`` asset, ``keel
         reproduce``). With ``on_trial`` and a ``selection`` in the spec, the estimator and its
-        hyper-parameters are chosen first on the training window's last days (``keel_core.selection``),
+        hyper-parameters are chosen first on the training window's last days (``keel_core.selection``;
+        with ``fit_days``, the trials are fitted on days from before the window too),
         each trial given to ``on_trial`` (``trials``: the budget, default the spec's); the
-        experiment's ``selection`` says how."""
+        experiment's ``selection`` says how. ``history_from``: the first day features can exist (the
+        calendar's start): trials fit on no day before it."""
         from keel_core import learning, selection
 
         unlabelled = []
 
         def choose(train: pd.DataFrame):
             chosen = self.spec.selection
+            span = (window.train_start, window.train_end)
+            fit_days = (span[1] - span[0]).days + 1 if chosen.fit_days == "train_days" else chosen.fit_days
+            (fit_from, fit_to), _ = selection.split(*span, chosen.validation_days, chosen.gap_days, fit_days)
+            if history_from is not None and fit_from < history_from <= fit_to:
+                # A world younger than the fitting days asks for (its calendar starts later): as
+                # many as there are, which the selection's fitted_on days say.
+                fit_from, fit_days = history_from, (fit_to - history_from).days + 1
+            if fit_from < window.train_start:  # the trials learn from days before the window too
+                earlier = self.labelled_rows(connection, fit_from, window.train_start - timedelta(days=1))
+                train = pd.concat([earlier, train], ignore_index=True)
             made = selection.select(
                 self.rows,
                 self.spec.task,
                 train,
-                (window.train_start, window.train_end),
+                span,
                 dataclasses.replace(
                     self.declared, class_path=estimator or self.estimator, params=hyper_parameters
                 ),
@@ -452,9 +471,10 @@ class Plan:
                 chosen.gap_days,
                 seed=self.spec.seed,
                 judged=lambda frame, first, last: self.judged(
-                    connection, frame, first, last, since=window.train_start
+                    connection, frame, first, last, since=min(fit_from, window.train_start)
                 ),
                 on_trial=on_trial,
+                fit_days=fit_days,
             )
             return (made.class_path, made.params), made
 

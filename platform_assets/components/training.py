@@ -210,6 +210,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                     hyper_parameters,
                     on_trial=TrialLog(context, tracked, spec.selection.metric) if selecting else None,
                     trials=trials,
+                    history_from=daily_partitions.start.date(),
                 )
             hyper_parameters = experiment.model_spec[1]
             record = ModelRecord(

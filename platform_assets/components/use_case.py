@@ -77,6 +77,10 @@ class SelectionSpec(dg.Model):
     trials: int  # at least 1 (checked with the rest of the spec: platform_assets/components/plan.py)
     validation_days: int
     gap_days: int = 0
+    # What each trial is fitted on: the training window's days before the validation days (none
+    # given), that many days, or as many as the model trains on (``train_days``); from before the
+    # window when it has fewer left (their features must be materialized).
+    fit_days: int | Literal["train_days"] | None = None
     candidates: list[CandidateSpec] = Field(default_factory=list)
 
 

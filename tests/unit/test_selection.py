@@ -86,6 +86,22 @@ def test_the_model_is_fitted_on_the_earlier_days_and_validated_on_the_last_ones(
     assert made.validation_rows == 600
 
 
+def test_with_fit_days_each_trial_learns_from_that_many_days_reaching_before_the_window():
+    # The window is days 5 .. 14 of the rows; 3 validation days, a gap of 1, 8 fitting days: 3 .. 10.
+    frame = rows(15)
+    window = (FIRST + timedelta(days=5), FIRST + timedelta(days=14))
+    made = selection.select(ROWS, "classification", frame, window, DECLARED, [], AP, 1, 3, 1, fit_days=8)
+    assert made.fit_days == (FIRST + timedelta(days=3), FIRST + timedelta(days=10))
+    assert made.validation_days == (FIRST + timedelta(days=12), FIRST + timedelta(days=14))
+    # Without the days before the window, there is nothing to fit on: said, not fitted on fewer.
+    with pytest.raises(LookupError, match="fitting days"):
+        late = frame[frame["day"] >= pd.Timestamp(FIRST + timedelta(days=11))]
+        selection.select(ROWS, "classification", late, window, DECLARED, [], AP, 1, 3, 1, fit_days=8)
+    assert selection.split(*window, 3, 1) == ((window[0], FIRST + timedelta(days=10)), made.validation_days)
+    with pytest.raises(ValueError, match="fit_days is 0"):
+        selection.split(*window, 3, 1, fit_days=0)
+
+
 def test_the_same_rows_and_seed_give_the_same_trials():
     once, again = choose(rows(10)), choose(rows(10))
     assert [(t.candidate, t.params, t.score) for t in once.trials] == [
