@@ -10,14 +10,20 @@ within a second):
 
 Offline the use case computes them point in time from its warehouse (``offline_sql``); online its
 service asks a store that records each event as it is scored (``record``: in order, atomic per
-call, an event id recorded once), so that an event sees the ones scored before it. Both read the
+call of up to ``RedisEventStore.CHUNK`` events, an event id recorded once: a retried event, or one
+repeated within a call, is answered each time and recorded at its first time), so that an event sees
+the ones scored before it. ``record`` takes events exactly as the stores keep them or refuses them
+naming the field (integer ids and keys, naive times to the microsecond, finite values): a cast on
+the way would change an id or shift a time. Both read the
 same definition, and a test replays a day through the stores to hold them equal to the offline rows.
 
 Two stores behind one interface, chosen by the online store's URL: a SQLite file (local, one
 transaction per call) and Redis (production, one Lua script per call). Events are kept for twice the
-longest window of wall-clock time after their entity's last event (Redis key expiry; a periodic
-delete in SQLite), and at most ``MAX_EVENTS_PER_KEY`` per entity: an event dated far in the future
-or past is stored under its own time, where it changes no other event's window.
+longest window of wall-clock time after their entity's last event in Redis (key expiry), after
+their own in SQLite (a periodic delete), and at most ``MAX_EVENTS_PER_KEY`` per entity in Redis (an
+entity busier than that within the longest window, which a card never is, would be undercounted
+online): an event dated far in the future or past is stored under its own time, where it changes
+no other event's window.
 
 Pure module: no Dagster, no BentoML.
 """
@@ -79,13 +85,10 @@ class EventWindows:
 class Events:
     """Events to record, in the order they are answered: aligned arrays."""
 
-    ids: np.ndarray  # int64, non-negative
-    at: np.ndarray  # datetime64 (naive wall time, as the warehouse stores it)
-    keys: Mapping[str, np.ndarray]  # int64 per entity
+    ids: np.ndarray  # integers, non-negative
+    at: np.ndarray  # datetime64 (naive wall time, as the warehouse stores it), to the microsecond
+    keys: Mapping[str, np.ndarray]  # integers, per entity
     values: np.ndarray  # float64: what the windows sum (a payment's amount)
-
-    def micros(self) -> np.ndarray:
-        return np.asarray(self.at, dtype="datetime64[us]").astype("int64")
 
 
 def offline_sql(spec: EventWindows, events: str, history: str, entity_keys: Mapping[str, str]) -> str:
@@ -143,29 +146,68 @@ class EventStore(ABC):
         of that entity recorded before it in event time; then the event is recorded (an id already
         recorded is not again, so a retried request counts once). One row per event, float64.
 
-        Raises StoreUnavailable when the store cannot be reached."""
-        ids = np.asarray(events.ids, dtype="int64")
-        if (ids < 0).any():
-            raise ValueError("event ids are non-negative")
+        Raises ValueError naming the field for events the stores cannot keep exactly, and
+        StoreUnavailable when the store cannot be reached or fails."""
         if sorted(events.keys) != sorted(self.spec.entities):
             raise ValueError(f"events of {self.spec.name} carry an id per entity {list(self.spec.entities)}")
+        ids = _integers("ids", events.ids)
+        if (ids < 0).any():
+            raise ValueError("ids: event ids are non-negative")
+        keys = [_integers(f"keys[{entity!r}]", events.keys[entity]) for entity in self.spec.entities]
+        at, values = _micros(events.at), _finite("values", events.values)
+        if {len(a) for a in (ids, at, values, *keys)} != {len(ids)}:
+            raise ValueError("ids, at, values and keys: one per event (their lengths differ)")
         if not len(ids):
             return np.empty((0, len(self.spec.entities) * self.spec.width))
         # Recorded in event-time order, so that a call's answers do not depend on how its events
         # were ordered (a batch sent unsorted gets what it would have in order).
-        at = events.micros()
         order = np.lexsort((ids, at))
         answers = np.empty((len(ids), len(self.spec.entities) * self.spec.width))
         answers[order] = self._record(
-            ids[order].tolist(),
-            at[order].tolist(),
-            [np.asarray(events.keys[e], dtype="int64")[order].tolist() for e in self.spec.entities],
-            np.asarray(events.values, dtype="float64")[order].tolist(),
+            ids[order].tolist(), at[order].tolist(), [k[order].tolist() for k in keys], values[order].tolist()
         )
         return answers
 
     def close(self) -> None:  # noqa: B027 (a store without connections has nothing to close)
         pass
+
+
+def _integers(field: str, values) -> np.ndarray:
+    """``values`` as int64, refused unless they are integers already: a float id may have been
+    rounded (2**53 + 1), a text or boolean one is a caller's bug."""
+    array = np.asarray(values)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise ValueError(f"{field}: integers, one per event (got {array.dtype} of shape {array.shape})")
+    if array.dtype.kind == "u" and len(array) and array.max() > np.iinfo("int64").max:
+        raise ValueError(f"{field}: above the largest 64-bit integer")
+    return array.astype("int64")
+
+
+def _micros(values) -> np.ndarray:
+    """Naive datetime64 times as microseconds since 1970, refused if they are not times (an integer's
+    unit is a guess; an aware time's zone would be dropped), NaT, or finer than a microsecond or out
+    of its range (a conversion would change them)."""
+    array = np.asarray(values)
+    if array.ndim != 1 or array.dtype.kind != "M":
+        raise ValueError(
+            f"at: naive datetime64 times, one per event (got {array.dtype} of shape {array.shape})"
+        )
+    if np.isnat(array).any():
+        raise ValueError("at: a time is missing (NaT)")
+    micros = array.astype("datetime64[us]")
+    if (micros.astype(array.dtype) != array).any():
+        raise ValueError("at: a time is finer than a microsecond or out of the range the stores keep")
+    return micros.astype("int64")
+
+
+def _finite(field: str, values) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or array.dtype.kind not in "iuf":
+        raise ValueError(f"{field}: numbers, one per event (got {array.dtype} of shape {array.shape})")
+    array = array.astype("float64")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{field}: a value is NaN or infinite")
+    return array
 
 
 class SqliteEventStore(EventStore):
@@ -213,7 +255,8 @@ class SqliteEventStore(EventStore):
             f"select {counts}, {sums}, max(at_us) from {self.table} where entity = ? and key = ? "
             "and at_us >= ? and (at_us < ? or (at_us = ? and id < ?))"
         )
-        write = f"insert or ignore into {self.table} values (?, ?, ?, ?, ?, ?)"
+        # Only an event already recorded is skipped: any other failed constraint is an error.
+        write = f"insert into {self.table} values (?, ?, ?, ?, ?, ?) on conflict (entity, key, id) do nothing"
         now = time.time()
         with self._lock:
             try:
@@ -258,7 +301,8 @@ class SqliteEventStore(EventStore):
 # ARGV: n events, k entities, w windows, the w windows in microseconds, the cap, the expiry in ms,
 # then n blocks (id, at_us, value). KEYS: per event, per entity, its sorted set then its hash.
 # Per event and entity it returns w counts, w sums (text: Lua would truncate a number) and the
-# previous event's time (-1 for none). Ids are compared as decimal text: by length, then by digits.
+# previous event's time ('none' for none: any number is a time, 1969's too). Ids are compared as
+# decimal text: by length, then by digits (they are non-negative).
 _RECORD = """
 local n, k, w = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local windows = {}
@@ -274,7 +318,7 @@ for i = 0, n - 1 do
   local id, at, value = ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2]
   for e = 0, k - 1 do
     local zkey, hkey = KEYS[2 * (i * k + e) + 1], KEYS[2 * (i * k + e) + 2]
-    local counts, sums, previous = {}, {}, -1
+    local counts, sums, previous = {}, {}, nil
     for j = 1, w do counts[j], sums[j] = 0, 0.0 end
     -- As text: Redis would format a Lua number with 14 digits, too few for microseconds.
     local since = string.format('%.0f', at - windows[w])
@@ -289,12 +333,12 @@ for i = 0, n - 1 do
             sums[j] = sums[j] + amount
           end
         end
-        if other_at > previous then previous = other_at end
+        if previous == nil or other_at > previous then previous = other_at end
       end
     end
     for j = 1, w do result[#result + 1] = counts[j] end
     for j = 1, w do result[#result + 1] = string.format('%.17g', sums[j]) end
-    result[#result + 1] = previous
+    if previous == nil then result[#result + 1] = 'none' else result[#result + 1] = previous end
   end
   for e = 0, k - 1 do
     local zkey, hkey = KEYS[2 * (i * k + e) + 1], KEYS[2 * (i * k + e) + 2]
@@ -348,15 +392,14 @@ class RedisEventStore(EventStore):
             args += [x for i in chunk for x in (ids[i], at[i], repr(values[i]))]
             try:
                 flat = self._script(keys=redis_keys, args=args)
-            except (redis.ConnectionError, redis.TimeoutError) as error:
+            except redis.RedisError as error:  # unreachable, timed out, busy, or the script failed
                 raise StoreUnavailable(f"event store {self.url.split('@')[-1]}: {error}") from error
-            answers = np.asarray([float(x) for x in flat], dtype="float64").reshape(len(chunk), -1)
+            answers = np.asarray(
+                [np.nan if x == b"none" else float(x) for x in flat], dtype="float64"
+            ).reshape(len(chunk), -1)
             for e in range(len(spec.entities)):
                 column = (e + 1) * spec.width - 1
-                previous = answers[:, column]
-                answers[:, column] = np.where(
-                    previous >= 0, (np.asarray(at[chunk.start : chunk.stop]) - previous) / _MICROS, np.nan
-                )
+                answers[:, column] = (np.asarray(at[chunk.start : chunk.stop]) - answers[:, column]) / _MICROS
             rows.append(answers)
         return np.vstack(rows)
 

@@ -80,7 +80,7 @@ def test_an_event_sees_only_earlier_ones_ties_go_by_id_and_a_call_is_taken_in_ti
     events = Events(
         np.array([7, 5, 9, 1]),
         at,
-        {"customer": np.zeros(4), "terminal": np.arange(4)},
+        {"customer": np.zeros(4, dtype="int64"), "terminal": np.arange(4)},
         np.array([1.0, 2, 4, 8]),
     )
     answers = store.record(events)
@@ -135,7 +135,7 @@ def test_the_events_of_one_entity_are_bounded(redis_url, monkeypatch):
         n = 90
         at = np.datetime64("2026-03-01T00:00:00", "us") + np.arange(n).astype("timedelta64[ms]")
         store.record(
-            Events(np.arange(n), at, {"customer": np.zeros(n), "terminal": np.arange(n)}, np.ones(n))
+            Events(np.arange(n), at, {"customer": np.zeros(n, "int64"), "terminal": np.arange(n)}, np.ones(n))
         )
         assert store.client.zcard(f"{store.prefix}:test:events:customer:0") == 40
         assert store.client.hlen(f"{store.prefix}:test:values:customer:0") == 40
@@ -150,6 +150,58 @@ def test_a_spec_with_unordered_windows_or_an_odd_name_is_refused():
         EventWindows("test", ("customer",), (3600, 600))
     with pytest.raises(ValueError, match="identifier"):
         EventWindows("test; drop", ("customer",), (600,))
+
+
+ONE = {"customer": np.array([3]), "terminal": np.array([4])}
+NOON = np.array(["2026-03-01T12:00:00"], dtype="datetime64[us]")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"ids": np.array([1.0])}, "ids"),  # a float id may have been rounded on its way
+        ({"ids": np.array(["1"])}, "ids"),
+        ({"ids": np.array([True])}, "ids"),
+        ({"ids": np.array([2**64 - 1], dtype="uint64")}, "ids"),
+        ({"keys": {"customer": np.array([3.7]), "terminal": np.array([4])}}, "keys\\['customer'\\]"),
+        ({"keys": {"customer": np.array([3]), "terminal": np.array([None])}}, "keys\\['terminal'\\]"),
+        ({"values": np.array([np.nan])}, "values"),
+        ({"values": np.array([np.inf])}, "values"),
+        ({"values": np.array(["10"])}, "values"),
+        ({"at": np.array([1_772_366_400_000_000])}, "at"),  # an integer: seconds? microseconds?
+        ({"at": np.array(["NaT"], dtype="datetime64[us]")}, "at"),
+        ({"at": np.array(["2026-03-01T12:00:00.000000001"], dtype="datetime64[ns]")}, "at"),
+        ({"at": np.array(["300000-01-01"], dtype="datetime64[s]")}, "at"),  # beyond microseconds' range
+        ({"at": pd.Series(pd.to_datetime(["2026-03-01T12:00:00+01:00"])).to_numpy()}, "at"),  # aware
+        ({"values": np.array([1.0, 2.0])}, "lengths differ"),
+    ],
+)
+def test_events_a_store_cannot_keep_exactly_are_refused_naming_the_field(store, change, field):
+    fields = {"ids": np.array([1]), "at": NOON, "keys": ONE, "values": np.array([10.0]), **change}
+    with pytest.raises(ValueError, match=field):
+        store.record(Events(**fields))
+    # Nothing of the refused call was kept: the next event of the card sees no earlier one.
+    (answer,) = store.record(Events(np.array([2]), NOON + np.timedelta64(1, "s"), ONE, np.array([1.0])))
+    assert answer[0] == 0 and np.isnan(answer[SPEC.width - 1])
+
+
+def test_events_before_1970_have_a_previous_one_like_any_other(store):
+    at = np.array(["1969-12-31T23:59:00", "1969-12-31T23:59:30"], dtype="datetime64[us]")
+    answers = store.record(Events(np.array([1, 2]), at, {e: np.array([3, 3]) for e in ONE}, np.ones(2)))
+    np.testing.assert_array_equal(answers[:, SPEC.width - 1], [np.nan, 30.0])
+    np.testing.assert_array_equal(answers[:, 0], [0, 1])
+
+
+@pytest.mark.redis
+def test_a_failing_script_is_the_store_failing_not_a_crash(redis_url):
+    store = RedisEventStore(redis_url, SPEC, f"{{test:{uuid.uuid4().hex}}}", REDIS_TIMEOUT_SECONDS)
+    try:
+        store.client.set(f"{store.prefix}:test:events:customer:3", "not a sorted set")  # WRONGTYPE
+        with pytest.raises(event_windows.StoreUnavailable, match="WRONGTYPE"):
+            store.record(Events(np.array([1]), NOON, ONE, np.array([10.0])))
+    finally:
+        store.client.delete(*store.client.keys(f"{store.prefix}*"))
+        store.close()
 
 
 def test_negative_ids_are_refused(tmp_path):

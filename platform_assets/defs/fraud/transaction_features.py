@@ -445,12 +445,13 @@ def online_feature_values(
 
 def payment_events(payments: pd.DataFrame) -> event_windows.Events:
     """The payments (``transaction_id``, ``transacted_at``, the ids, ``amount``) as the events of
-    ``PAYMENT_WINDOWS``."""
+    ``PAYMENT_WINDOWS``, not cast: the store refuses what it cannot keep exactly (a float id, an
+    aware time) rather than a cast changing it here."""
     return event_windows.Events(
-        payments["transaction_id"].to_numpy(dtype="int64"),
-        pd.to_datetime(payments["transacted_at"]).to_numpy(dtype="datetime64[us]"),
-        {entity: payments[f"{entity}_id"].to_numpy(dtype="int64") for entity in PAYMENT_WINDOWS.entities},
-        payments["amount"].to_numpy(dtype="float64"),
+        payments["transaction_id"].to_numpy(),
+        pd.to_datetime(payments["transacted_at"]).to_numpy(),
+        {entity: payments[f"{entity}_id"].to_numpy() for entity in PAYMENT_WINDOWS.entities},
+        payments["amount"].to_numpy(),
     )
 
 
