@@ -669,7 +669,7 @@ def child_score(first: str, last: str) -> dict:
     settings = Settings()
     registry = registry_for(settings).of("fraud_detector")
     model = registry.load(registry.champion().tag)
-    with Warehouse(path=settings.warehouse_path).connect() as connection:
+    with Warehouse.at(settings.warehouse).connect() as connection:
         frame = connection.execute(
             "select * from ml.transaction_features where transaction_date between ? and ? "
             "order by transaction_id",

@@ -12,16 +12,16 @@ import json
 import statistics
 import time
 
-import duckdb
 import httpx
 
 from keel_core.settings import Settings
+from keel_core.warehouse_engine import connect
 
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
 
 def payments(n: int) -> list[dict]:
-    with duckdb.connect(Settings().warehouse_path, read_only=True) as connection:
+    with connect(Settings().warehouse) as connection:
         rows = connection.execute(
             "select transaction_id, transacted_at + interval 1 day, customer_id, terminal_id, amount "
             "from ml.transaction_features where transaction_date = (select max(transaction_date) "

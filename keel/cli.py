@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         "reproduce", help="train a registered version again from what it recorded and compare its metrics"
     )
     reproduce.add_argument("tag", help="the version, e.g. terminal_volume:abc123 (see `keel models list`)")
+    reproduce.add_argument(
+        "--current-data",
+        action="store_true",
+        help="read the warehouse as it is now, naming what changed, instead of the DuckLake snapshot "
+        "the version was trained at (the default where one was recorded)",
+    )
     args = parser.parse_args(argv)
     from pydantic import ValidationError
 
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         from keel import registry_commands
 
-        return registry_commands.reproduce(settings, args.tag, _console())
+        return registry_commands.reproduce(settings, args.tag, _console(), current_data=args.current_data)
 
     if args.command == "serve":
         return _serve(settings, args.bento, args.service, args.host, args.port)
@@ -203,7 +209,7 @@ def _namespace(settings) -> int:
         "KEEL_NAMESPACE": settings.namespace,
         "lake": lake_for(settings).uri,
         "landing_zone": f"{landing_lake_for(settings).uri}/landing",
-        "warehouse": settings.warehouse_path,
+        "warehouse": settings.warehouse.describe(),
         "online_store": settings.online_store,
         "calendar": f"{settings.first_day} on ({settings.time_zone})",
         "bentos": ",".join(bento_name(settings.namespace, s) for s in _services(settings)),

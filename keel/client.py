@@ -79,7 +79,7 @@ class Client:
         self.settings, self.dagster_home = settings, dagster_home
         self.environment, self.namespace = settings.env, settings.namespace
         self.lake = lake_for(settings)
-        self.warehouse = Warehouse(path=settings.warehouse_path)
+        self.warehouse = Warehouse.at(settings.warehouse)
         self.registry = registry_for(settings)
 
     def __repr__(self) -> str:

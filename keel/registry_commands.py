@@ -105,8 +105,10 @@ def promote(settings, tag: str, reason: str, console: Console) -> int:
     return 0
 
 
-def reproduce(settings, tag: str, console: Console) -> int:
-    """Train ``tag`` again from its record; exit 0 only if the data and every metric are the same."""
+def reproduce(settings, tag: str, console: Console, current_data: bool = False) -> int:
+    """Train ``tag`` again from its record; exit 0 only if the data and every metric are the same.
+    It reads the DuckLake snapshot the version was trained at, if it recorded one, unless
+    ``current_data``: then the warehouse as it is, and what changed since is named."""
     import dagster as dg
 
     from platform_assets.components.plan import Plan
@@ -123,10 +125,16 @@ def reproduce(settings, tag: str, console: Console) -> int:
     if use_case is None:
         console.print(f"[red]No use case declares the model of {tag}[/]: nothing knows how to train it.")
         return 2
+    snapshot = None if current_data else version.record.warehouse_snapshot
+    if snapshot is not None:
+        console.print(
+            f"Reading the warehouse at snapshot {snapshot}, as {tag} was trained (--current-data: now)."
+        )
     try:
-        with Warehouse(path=settings.warehouse_path).connect() as connection:
+        with Warehouse.at(settings.warehouse).connect(snapshot=snapshot) as connection:
             result = train_again(Plan.of(*use_case), tag, version.record, connection)
-    except (dg.Failure, LookupError) as missing:  # a window's days or labels are not in the warehouse
+    # A window's days or labels are not in the warehouse, or its snapshot was expired (SnapshotGone).
+    except (dg.Failure, LookupError) as missing:
         console.print(
             f"[red]{tag} cannot be trained again here:[/] {getattr(missing, 'description', missing)}"
         )

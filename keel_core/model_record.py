@@ -77,6 +77,9 @@ class ModelRecord(_Record):
     lockfile_sha256: str
     dbt_manifest_sha256: str | None = None
     data_sha256: dict[str, str] = Field(default_factory=dict)  # per period: what reproducing checks
+    # The DuckLake snapshot every row was read at (None: a DuckDB file, which keeps no history):
+    # `keel reproduce` reads the warehouse as it was then.
+    warehouse_snapshot: int | None = Field(default=None, ge=0)
     inputs: tuple[str, ...] = ()  # the assets it learned from, as asset keys
     dagster_run_id: str | None = None
     endpoint: Endpoint | None = None  # what a Bento of this version answers (None: batch only)

@@ -26,6 +26,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel_core import parsing
+from keel_core.warehouse_engine import WarehouseLocation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = REPO_ROOT / ".keel"  # generated state of the local environment (git-ignored)
@@ -82,8 +83,12 @@ class Settings(BaseSettings):
     namespace: str = ""
     # A folder locally, s3://bucket/prefix when deployed. Default: <repo>/.keel/lake.
     lake_root: str | None = None
-    # The folder of the namespaces' DuckDB files. Default: <repo>/.keel/warehouse.
+    # The folder of the namespaces' DuckDB files (the local warehouse). Default: <repo>/.keel/warehouse.
     warehouse_dir: str | None = None
+    # The DuckLake catalog of staging and prod's warehouse: libpq's connection string of its PostgreSQL
+    # database, `postgres:dbname=... host=... user=...` (the password is PGPASSWORD's, from a Secret).
+    # Its data go under each namespace's lake folder; each namespace has a metadata schema of its own.
+    warehouse_catalog: str | None = None
     # The IANA zone the lake's timestamps are wall times of; a day's partition is that day there.
     time_zone: str = parsing.DEFAULT_TIME_ZONE
     # The first day of the daily partitions. Default: DEFAULT_CALENDAR_DAYS before today (locally).
@@ -156,6 +161,7 @@ class Settings(BaseSettings):
             "alert_webhook_configured": "KEEL_ALERT_WEBHOOK_URL",
             "calendar_start": "KEEL_CALENDAR_START=YYYY-MM-DD",
             "mlflow_tracking_uri": "KEEL_MLFLOW_TRACKING_URI=postgresql+psycopg2://...",
+            "warehouse_catalog": "KEEL_WAREHOUSE_CATALOG=postgres:dbname=... host=... user=...",
         }
         if self.deployed and (missing := [deployed_needs[n] for n in names if not getattr(self, n)]):
             raise SettingsError(f"KEEL_ENV={self.env} needs {', '.join(missing)}")
@@ -176,6 +182,18 @@ class Settings(BaseSettings):
     def warehouse_path(self) -> str:
         """The namespace's DuckDB file, ``<warehouse dir>/<namespace>.duckdb`` (dbt's profile agrees)."""
         return str(Path(self.warehouse_dir or STATE_DIR / "warehouse", f"{self.namespace}.duckdb"))
+
+    @property
+    def warehouse(self) -> WarehouseLocation:
+        """The namespace's warehouse: a DuckLake when a catalog is set (staging, prod), else its file."""
+        if not self.warehouse_catalog:
+            return WarehouseLocation(file=self.warehouse_path, s3=self.lake_uri.startswith("s3://"))
+        return WarehouseLocation(
+            catalog=self.warehouse_catalog,
+            data_path=f"{self.lake_uri.rstrip('/')}/namespaces/{self.namespace}/warehouse/",
+            metadata_schema=f"keel_{self.namespace}",
+            s3=self.lake_uri.startswith("s3://"),
+        )
 
     @property
     def online_store(self) -> str:
@@ -207,11 +225,20 @@ class Settings(BaseSettings):
 
     def dbt_environment(self) -> dict[str, str]:
         """What dbt's profile and sources read (dbt_project/profiles.yml), for dbt's child process."""
+        warehouse = self.warehouse
+        if not warehouse.is_lake:
+            where = {"KEEL_WAREHOUSE_DIR": str(Path(self.warehouse_path).parent)}
+        else:
+            where = {
+                "KEEL_WAREHOUSE_CATALOG": warehouse.catalog,
+                "KEEL_WAREHOUSE_DATA_PATH": warehouse.data_path,
+                "KEEL_WAREHOUSE_METADATA_SCHEMA": warehouse.metadata_schema,
+            }
         return {
             "KEEL_ENV": self.env,
             "KEEL_NAMESPACE": self.namespace,
             "KEEL_LAKE_ROOT": self.lake_uri,
-            "KEEL_WAREHOUSE_DIR": str(Path(self.warehouse_path).parent),
+            **where,
         }
 
 
@@ -221,6 +248,7 @@ CODE_LOCATION_NEEDS = (
     "alert_webhook_configured",
     "calendar_start",
     "mlflow_tracking_uri",
+    "warehouse_catalog",
 )
 
 

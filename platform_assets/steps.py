@@ -96,6 +96,7 @@ _TRANSIENT_BY_NAME = {
     },
     "redis.exceptions": {"ConnectionError", "TimeoutError", "BusyLoadingError"},
     "urllib3.exceptions": {"ProtocolError", "NewConnectionError", "ReadTimeoutError", "ConnectTimeoutError"},
+    "keel_core.warehouse_engine": {"ConflictingCommit"},  # another writer committed first: do it again
 }
 # S3 answers these when it is busy or briefly broken; everything else it answers is final.
 _TRANSIENT_S3_CODES = {
@@ -171,10 +172,11 @@ def retry_only_transient(function):
 # The steps of Keel, by kind of work. Sizes are for the default world (5,000 cards, ~1.7 M payments
 # over six months) with room to grow; change them here, not on the assets.
 INGESTION = Step(cpu=0.5, memory_gib=1, scratch_gib=1, retries=3)  # reads the landing zone (S3)
-# dbt: reads the lake (S3) into DuckDB. Not retried by Dagster: a failed dbt build does not say whether
-# the network or a dbt test failed, and s3fs already retries S3's transient errors (botocore's retries).
-WAREHOUSE = Step(cpu=1, memory_gib=4, scratch_gib=4)
-FEATURES = Step(cpu=1, memory_gib=4, scratch_gib=2)  # DuckDB windows over the warehouse file
+# dbt: reads the lake (S3) into the warehouse. Retried only when its commit lost to another run's
+# (DuckLake's optimistic concurrency; the build is idempotent), with backoff: a failed dbt test or
+# model fails at once, and DuckDB's httpfs retries S3's transient errors itself.
+WAREHOUSE = Step(cpu=1, memory_gib=4, scratch_gib=4, retries=4, retry_delay_seconds=10)
+FEATURES = Step(cpu=1, memory_gib=4, scratch_gib=2)  # DuckDB windows over the warehouse
 # Training is not retried: a failure there is rarely transient, and an hour is a lot to repeat.
 TRAINING = Step(cpu=2, memory_gib=8, scratch_gib=4, deadline_seconds=3600)
 GATE = Step(cpu=1, memory_gib=4, scratch_gib=2, retries=1)  # loads models from the registry (S3)
@@ -183,13 +185,14 @@ PUBLISHING = Step(cpu=0.5, memory_gib=1, scratch_gib=2, retries=3)  # Redis, the
 MONITORING = Step(cpu=1, memory_gib=4, scratch_gib=2, retries=1)  # Evidently on samples of 50,000 rows
 
 
-# The warehouse is one DuckDB file with one writer at a time: every step that writes or reads it shares
-# this pool, whose limit is 1 (deploy/local/dagster.yaml, deploy/helm).
+# Locally the warehouse is one DuckDB file with one writer at a time: every step that writes or reads
+# it shares this pool, whose limit is 1 there (deploy/local/dagster.yaml). Staging and prod's DuckLake
+# takes many writers: their pool is given room once per environment (docs/deploy.md, step 8).
 WAREHOUSE_POOL = "warehouse"
 
 # Run tags that the run queue limits (deploy/helm: concurrency.runs.tagConcurrencyLimits), so that heavy
-# work cannot take every slot: training never starves ingestion, one run at a time writes the
-# warehouse. Set on the jobs and on automation's runs; the Helm values hold the limits.
+# work cannot take every slot: training never starves ingestion, and warehouse builds are bounded.
+# Set on the jobs and on automation's runs; the Helm values hold the limits.
 WORKLOAD_TAG = "keel/workload"
 INGESTION_RUNS = {WORKLOAD_TAG: "ingestion"}
 WAREHOUSE_RUNS = {WORKLOAD_TAG: "warehouse"}

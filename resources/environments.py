@@ -10,7 +10,9 @@ Keel writes is the namespace's own::
 
     <KEEL_LAKE_ROOT>/landing/                  deliveries, read by every namespace
     <KEEL_LAKE_ROOT>/namespaces/<namespace>/   its lake tables, registry, reports, Bento archives, log
-    <KEEL_WAREHOUSE_DIR>/<namespace>.duckdb    its warehouse (dbt and Keel's ``ml`` schema)
+    <KEEL_WAREHOUSE_DIR>/<namespace>.duckdb    its warehouse locally (dbt and Keel's ``ml`` schema); staging
+                                               and prod: a DuckLake (KEEL_WAREHOUSE_CATALOG), schema
+                                               keel_<namespace>, data under the namespace's warehouse/
     online store keys under ``{keel:<namespace>}``, Bentos named ``<service>_<namespace>``
 
 so a data scientist runs the whole pipeline on production's deliveries without touching what
@@ -83,7 +85,7 @@ def _lake(settings: Settings, below: str) -> Lake:
         bucket=bucket,
         prefix="/".join(part for part in (prefix.strip("/"), below) if part),
         # Endpoint and credentials from the AWS chain (AWS_ENDPOINT_URL_S3 for any S3-compatible
-        # server): boto3 here, s3fs in dbt and pyarrow in the service read the same variables.
+        # server): boto3 here, DuckDB (keel_core/warehouse_engine.py) and pyarrow read the same variables.
         s3=S3Resource(),
     )
 
@@ -97,14 +99,13 @@ def resources_for(settings: Settings) -> dict[str, Any]:
     """The resources of ``settings``' environment and namespace, keyed by the parameter names assets use."""
     settings.require(*CODE_LOCATION_NEEDS)
     lake = lake_for(settings)
-    Path(settings.warehouse_path).parent.mkdir(
-        parents=True, exist_ok=True
-    )  # DuckDB creates files, not folders
+    if not settings.warehouse.is_lake:  # DuckDB creates files, not folders
+        Path(settings.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
     return {
         "namespace": Namespace(name=settings.namespace, environment=settings.env),
         "calendar": Calendar(time_zone=settings.time_zone),
         "lake": lake,
-        "warehouse": Warehouse(path=settings.warehouse_path),
+        "warehouse": Warehouse.at(settings.warehouse),
         "registry": ModelRegistry(lake=lake),
         "experiments": experiments_for(settings),
         "online_store": OnlineFeatureStore(url=settings.online_store, namespace=settings.namespace),

@@ -1,31 +1,48 @@
-"""The warehouse: the DuckDB database that dbt builds and that later layers read."""
+"""The warehouse: the DuckDB file or DuckLake that dbt builds and later layers read
+(``keel_core.warehouse_engine`` opens it, for every process the same way)."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from keel_core.warehouse_engine import WarehouseLocation, connect, current_snapshot, retry_conflicts
+
+_LAKE_FIELDS = ("catalog", "data_path", "metadata_schema", "s3")  # named alike in both
+
 
 class Warehouse(dg.ConfigurableResource):
-    """A DuckDB database file. dbt writes it (one writer at a time); assets and tools read it."""
+    """A namespace's warehouse: a DuckDB file (one writer at a time), or a DuckLake whose catalog is
+    a PostgreSQL database and whose data are Parquet files on S3 (many writers). dbt writes its
+    models; Keel's assets write their own schema's tables (``replace_days``) and read."""
 
-    path: str
+    path: str | None = None  # the DuckDB file (WarehouseLocation.file)
+    catalog: str | None = None
+    data_path: str | None = None
+    metadata_schema: str | None = None
+    s3: bool = False
+
+    @classmethod
+    def at(cls, location: WarehouseLocation) -> Warehouse:
+        return cls(path=location.file, **{name: getattr(location, name) for name in _LAKE_FIELDS})
+
+    @property
+    def location(self) -> WarehouseLocation:
+        return WarehouseLocation(file=self.path, **{name: getattr(self, name) for name in _LAKE_FIELDS})
 
     @contextmanager
-    def connect(self, read_only: bool = True):
-        if read_only and not Path(self.path).exists():
-            raise FileNotFoundError(f"no warehouse at {self.path}: build the warehouse assets first")
-        import duckdb  # here, not at the top: ~0.1 s that every process loading the code location would pay
-
-        connection = duckdb.connect(self.path, read_only=read_only)
-        try:
+    def connect(self, read_only: bool = True, snapshot: int | None = None):
+        """A connection to the warehouse; ``snapshot`` (DuckLake) reads it as it was then."""
+        with connect(self.location, read_only=read_only, snapshot=snapshot) as connection:
             yield connection
-        finally:
-            connection.close()
+
+    def snapshot(self) -> int | None:
+        """The DuckLake snapshot a reader sees now (what a training records); None for a DuckDB file."""
+        with self.connect() as connection:
+            return current_snapshot(connection)
 
     def row_count(self, relation: str) -> int:
         with self.connect() as connection:
@@ -47,15 +64,34 @@ class Warehouse(dg.ConfigurableResource):
                 f"e.g. {outside[day_column].iloc[0]}"
             )
         schema = table.partition(".")[0]
-        with self.connect(read_only=False) as connection:
-            connection.register("incoming", frame)
-            connection.execute("begin transaction")
-            connection.execute(f"create schema if not exists {schema}")
-            connection.execute(f"create table if not exists {table} as select * from incoming limit 0")
-            existing = {row[0] for row in connection.execute(f"describe {table}").fetchall()}
-            for name, kind, *_ in connection.execute("describe incoming").fetchall():
-                if name not in existing:
-                    connection.execute(f'alter table {table} add column "{name}" {kind}')
-            connection.execute(f"delete from {table} where {day_column} between ? and ?", [first, last])
-            connection.execute(f"insert into {table} by name select * from incoming")
-            connection.execute("commit")
+
+        def replace() -> None:
+            with self.connect(read_only=False) as connection:
+                connection.register("incoming", frame)
+                connection.execute(f"create schema if not exists {schema}")  # its own commit: shared
+                connection.execute("begin transaction")
+                if not _exists(connection, table):
+                    connection.execute(f"create table {table} as select * from incoming limit 0")
+                    if self.location.is_lake:  # a day's rows in files of their own: days never conflict
+                        connection.execute(f"alter table {table} set partitioned by ({day_column})")
+                existing = {row[0] for row in connection.execute(f"describe {table}").fetchall()}
+                for name, kind, *_ in connection.execute("describe incoming").fetchall():
+                    if name not in existing:
+                        connection.execute(f'alter table {table} add column "{name}" {kind}')
+                connection.execute(f"delete from {table} where {day_column} between ? and ?", [first, last])
+                connection.execute(f"insert into {table} by name select * from incoming")
+                connection.execute("commit")
+
+        # Another run writing other days of this table may commit first (DuckLake): try again.
+        retry_conflicts(replace, table=table)
+
+
+def _exists(connection, table: str) -> bool:
+    schema, _, name = table.partition(".")
+    return bool(
+        connection.execute(
+            "select count(*) from duckdb_tables() where database_name = current_database() "
+            "and schema_name = ? and table_name = ?",
+            [schema, name],
+        ).fetchone()[0]
+    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from keel_core import provenance
 from keel_core.model_record import ModelRecord
+from keel_core.warehouse_engine import changed_rows, current_snapshot
 from platform_assets.components.plan import Plan
 
 # Metrics are recomputed from the same rows, seed and library versions: any difference beyond
@@ -63,14 +64,30 @@ def reproduce(plan: Plan, tag: str, record: ModelRecord, connection) -> Reproduc
     experiment, _ = plan.experiment(
         connection, window, dict(record.hyper_parameters), estimator=estimators.get(record.model)
     )
+    changed = False
     for part, fingerprint in experiment.fingerprints.items():
         if part not in record.data_sha256:
             differences.append(f"data: {tag} recorded no fingerprint of its {part} rows")
         elif record.data_sha256[part] != fingerprint:
+            changed = True
             differences.append(
                 f"data: the {part} rows of {window.as_dict()} are not those {tag} was "
                 "trained on (the warehouse was rebuilt from other data since)"
             )
+    snapshot = record.warehouse_snapshot
+    if changed and snapshot is not None and current_snapshot(connection) != snapshot:
+        # Read now, the DuckLake still holds the snapshot it was trained at: name what changed.
+        what = changed_rows(
+            connection,
+            plan.feature_table,
+            plan.spec.day_column,
+            window.train_start,
+            window.test_end,
+            snapshot,
+            tuple(plan.spec.entity),
+        )
+        if what:
+            differences.append(f"data: {what}")
     return Reproduction(
         tag=tag,
         recorded=dict(record.metrics),

@@ -183,7 +183,10 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         }
         run_name = f"{plan.model_name} (run {context.run.run_id[:8]})"
         with experiments.training(name, run_name, run_tags) as tracked:
-            with warehouse.connect() as connection:
+            # Every row at one snapshot of a DuckLake, recorded: what other runs commit meanwhile is
+            # not half seen, and `keel reproduce` reads the warehouse as it was (None: a DuckDB file).
+            snapshot = warehouse.snapshot()
+            with warehouse.connect(snapshot=snapshot) as connection:
                 last = last_labelled_day(connection, run_last_day(context))
                 if config.last_labelled_day is not None:
                     last = min(last, date.fromisoformat(config.last_labelled_day))
@@ -233,6 +236,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 lockfile_sha256=provenance.lockfile_sha256(),
                 dbt_manifest_sha256=provenance.dbt_manifest_sha256(),
                 data_sha256=experiment.fingerprints,
+                warehouse_snapshot=snapshot,
                 inputs=(features_key.to_user_string(), *spec.labels_read),
                 dagster_run_id=context.run.run_id,
                 endpoint=endpoint,
@@ -272,6 +276,7 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                     "train_rows": experiment.train_rows,
                     "test_rows": experiment.test_rows,
                     "history_days_before_training": history,
+                    **({"warehouse_snapshot": snapshot} if snapshot is not None else {}),
                     "full_windows": history >= plan.history_days,
                     **(
                         {"excluded_known_positive_test_rows": experiment.test_excluded}

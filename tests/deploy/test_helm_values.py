@@ -29,15 +29,12 @@ ENVIRONMENTS = ("staging", "prod")
 IMAGE = "ghcr.io/keel-platform/keel"
 MODULE = "platform_assets.definitions"
 GRPC_PORT = 3030
-WAREHOUSE_PVC = "keel-warehouse"
-WAREHOUSE_MOUNT = "/var/lib/keel/warehouse"
-WAREHOUSE_DIR = "/var/lib/keel/warehouse"
-CODE_LOCATION_SECRETS = {"keel-aws", "keel-alerts", "keel-redis", "keel-mlflow"}
+CODE_LOCATION_SECRETS = {"keel-aws", "keel-alerts", "keel-redis", "keel-mlflow", "keel-warehouse"}
 POSTGRES_SECRET = "keel-postgresql"
 REGION = "eu-west-1"
 WORKLOAD_LIMITS = {
     ("keel/workload", "ingestion", 4),
-    ("keel/workload", "warehouse", 1),
+    ("keel/workload", "warehouse", 4),
     ("keel/workload", "training", 2),
 }
 WEBSERVER_URLS = {
@@ -192,7 +189,10 @@ BROKEN_VALUES = {
     ),
     # Inside Kubernetes objects: caught only because the remote references resolve to real definitions.
     "volume mount path as a number": (
-        _set(["runLauncher", "config", "k8sRunLauncher", "volumeMounts", 0, "mountPath"], 42),
+        _set(
+            ["runLauncher", "config", "k8sRunLauncher", "volumeMounts"],
+            [{"name": "scratch", "mountPath": 42}],
+        ),
         "$.runLauncher.config.k8sRunLauncher.volumeMounts[0].mountPath",
     ),
     "runAsNonRoot as text": (
@@ -257,7 +257,7 @@ def test_runs_are_kubernetes_jobs_with_the_code_location_secrets_and_volumes(env
     assert merged["runLauncher"]["type"] == "K8sRunLauncher"
     assert names(launcher["envSecrets"]) == names(deployment["envSecrets"]) == CODE_LOCATION_SECRETS
     # Written identically, Dagster merges the two into one volume; different, the pod has two volumes
-    # named keel-warehouse and Kubernetes rejects it.
+    # of one name and Kubernetes rejects it.
     assert launcher["volumes"] == deployment["volumes"]
     assert launcher["volumeMounts"] == deployment["volumeMounts"]
 
@@ -365,7 +365,7 @@ def test_run_limits_in_the_run_coordinator_as_well_would_stop_dagster_from_start
 
 
 @env_param
-def test_pools_without_their_own_limit_get_one_slot_so_the_warehouse_has_one_writer(environment):
+def test_pools_without_their_own_limit_get_one_slot_so_payments_are_ingested_one_day_at_a_time(environment):
     pools = values(environment)["concurrency"]["pools"]
     assert pools["defaultLimit"] == 1
     assert pools["granularity"] == "op"
@@ -397,13 +397,13 @@ def test_the_code_location_serves_the_contract_module_from_a_pinned_image(enviro
 
 
 @env_param
-def test_the_warehouse_volume_is_mounted_where_keel_looks_for_it(environment):
+def test_the_warehouse_is_a_ducklake_in_postgresql_and_no_volume_is_shared(environment):
     deployment = code_location(values(environment))
-    (volume,) = deployment["volumes"]
-    (mount,) = deployment["volumeMounts"]
-    assert volume["persistentVolumeClaim"]["claimName"] == WAREHOUSE_PVC
-    assert (mount["name"], mount["mountPath"]) == (volume["name"], WAREHOUSE_MOUNT)
-    assert env_values(deployment["env"])["KEEL_WAREHOUSE_DIR"] == WAREHOUSE_DIR
+    assert deployment["volumes"] == deployment["volumeMounts"] == []
+    catalog = env_values(deployment["env"])["KEEL_WAREHOUSE_CATALOG"]
+    assert catalog.startswith("postgres:") and "dbname=keel_warehouse" in catalog
+    assert "password" not in catalog  # PGPASSWORD, from the Secret keel-warehouse
+    assert "KEEL_WAREHOUSE_DIR" not in env_values(deployment["env"])
 
 
 @env_param
@@ -481,6 +481,7 @@ def test_staging_and_prod_differ_only_in_environment_specific_values():
     expected = {
         f"{code_location_env}[KEEL_ENV].value",
         f"{code_location_env}[KEEL_LAKE_ROOT].value",
+        f"{code_location_env}[KEEL_WAREHOUSE_CATALOG].value",  # the environment's database host
         f"{code_location_env}[DAGSTER_WEBSERVER_URL].value",
         ".postgresql.postgresqlHost",
         ".computeLogManager.config.s3ComputeLogManager.bucket",

@@ -38,7 +38,6 @@ renderer = _load_renderer()
 # The production contract (shared by deploy/helm, deploy/k8s, deploy/docker and docs/deploy.md).
 NAMESPACES = {"staging": "keel-staging", "prod": "keel-prod"}
 REPLICAS = {"staging": (1, 3), "prod": (3, 20)}  # the autoscaler's min and max
-WAREHOUSE_SIZE = {"staging": "10Gi", "prod": "50Gi"}
 IMAGE = re.compile(
     r"^ghcr\.io/keel-platform/(keel|fraud-scorer)"
     r":(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(@sha256:[0-9a-f]{64})?$"
@@ -138,7 +137,6 @@ def test_each_overlay_renders_the_scoring_service_and_the_shared_platform_object
             "HorizontalPodAutoscaler/fraud-scorer",
             "PodDisruptionBudget/fraud-scorer",
             "NetworkPolicy/fraud-scorer",
-            "PersistentVolumeClaim/keel-warehouse",
         ]
     )
 
@@ -439,14 +437,6 @@ def test_the_network_policy_lets_out_only_dns_redis_and_https(environment):
 
 
 # --- shared platform objects ------------------------------------------------------------------------
-
-
-@ENVIRONMENTS
-def test_the_warehouse_claim_is_shared_by_several_nodes_and_sized_per_environment(environment):
-    claim = _one(environment, "PersistentVolumeClaim", "keel-warehouse")["spec"]
-    assert claim["accessModes"] == ["ReadWriteMany"]
-    assert claim["resources"]["requests"]["storage"] == WAREHOUSE_SIZE[environment]
-    assert claim["storageClassName"], "the default class is usually ReadWriteOnce"
 
 
 @ENVIRONMENTS

@@ -140,3 +140,48 @@ def test_keel_reproduce_prints_the_comparison_and_exits_0_when_reproduced(defini
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{first_tag} reproduced: same data, same metrics." in done.stdout
     assert "roc_auc" in done.stdout
+
+
+def test_reproduce_reads_the_ducklake_snapshot_it_was_trained_at_and_names_a_later_change(
+    definitions, first_tag, tmp_path
+):
+    """The test world's warehouse copied into a DuckLake, the version's record pointing at that
+    snapshot; then a day of features re-ingested with one row changed. Read at the snapshot, the
+    version reproduces exactly; read now, the changed row is named."""
+    from datetime import date
+
+    from keel_core.warehouse_engine import WarehouseLocation
+    from resources.warehouse import Warehouse
+
+    lake = Warehouse.at(
+        WarehouseLocation(catalog=str(tmp_path / "catalog.ducklake"), data_path=str(tmp_path / "data"))
+    )
+    with lake.connect(read_only=False) as connection:
+        connection.execute(f"attach '{definitions.resources['warehouse'].path}' as source (read_only)")
+        tables = connection.execute(
+            "select schema_name, table_name from duckdb_tables() where database_name = 'source'"
+        ).fetchall()
+        for schema, table in tables:
+            connection.execute(f"create schema if not exists {schema}")
+            connection.execute(f"create table {schema}.{table} as select * from source.{schema}.{table}")
+    version = definitions.resources["registry"].of_tag(first_tag).version(first_tag)
+    record = version.record.model_copy(update={"warehouse_snapshot": lake.snapshot()})
+
+    day: date = record.training_window.test_start
+    with lake.connect() as connection:
+        rows = connection.execute(f"select * from {FEATURE_TABLE} where transaction_date = ?", [day]).df()
+    changed = rows["transaction_id"].min()
+    rows.loc[rows["transaction_id"] == changed, "amount"] += 1.0  # re-ingested, one amount corrected
+    lake.replace_days(FEATURE_TABLE, "transaction_date", day, day, rows)
+
+    with lake.connect(snapshot=record.warehouse_snapshot) as connection:
+        as_trained = reproduce.reproduce(fraud.plan(), first_tag, record, connection)
+    assert as_trained.reproduced == as_trained.recorded
+    assert as_trained.reproduced_exactly, as_trained.differences
+
+    with lake.connect() as connection:
+        now = reproduce.reproduce(fraud.plan(), first_tag, record, connection)
+    assert not now.reproduced_exactly
+    named = [d for d in now.differences if FEATURE_TABLE in d]
+    assert named and f"transaction_id {changed}" in named[0], now.differences
+    assert "1 rows as they were are gone or changed, 1 rows are new or changed" in named[0]

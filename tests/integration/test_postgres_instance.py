@@ -8,18 +8,16 @@ ingestion of a landed day. Everything it records (ticks, runs, events) is read b
 import os
 import shutil
 import time
-import uuid
-from contextlib import closing
 from datetime import date
 
 import dagster as dg
-import psycopg2
 import pytest
 from bento_server import Daemon, kill_group
 
 from resources.dbt import REPO_ROOT
 from resources.lake import LocalLake
 from resources.sources import LandingZone
+from tests.databases import count, temporary_database
 from tests.payments import SimulatorSource, asset
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -32,32 +30,10 @@ WAIT_SECONDS = 900
 STOP_SECONDS = 300  # the daemon stopping on SIGTERM
 
 
-def _connect(server: dict, database: str):
-    return psycopg2.connect(host=server["host"], port=server["port"], user=server["user"], dbname=database)
-
-
-def _admin(server: dict):
-    connection = _connect(server, "postgres")
-    connection.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction (nor `with connection`)
-    return connection
-
-
 @pytest.fixture(scope="module")
 def database(postgres_server):
-    name = f"keel_test_{uuid.uuid4().hex[:12]}"
-    with closing(_admin(postgres_server)) as admin, admin.cursor() as cursor:
-        cursor.execute(f'create database "{name}"')
-    try:
+    with temporary_database(postgres_server, "instance") as name:
         yield name
-    finally:
-        with closing(_admin(postgres_server)) as admin, admin.cursor() as cursor:
-            cursor.execute(f'drop database if exists "{name}" with (force)')
-
-
-def count(server: dict, database: str, sql: str) -> int:
-    with closing(_connect(server, database)) as connection, connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchone()[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
-"""The prod environment's lake on S3, against a real S3-compatible HTTP server on loopback.
+"""The prod environment on S3 and PostgreSQL, against moto's S3 server and the local PostgreSQL.
 
-moto's standalone server plays S3. With ``KEEL_ENV=prod`` the code location binds its prod resources:
-the lake and landing zone on S3 through dagster-aws, dbt's prod target reading the lake's Parquet
-from S3 through s3fs, the registry exporting models to S3. Days land, are ingested, built through
-dbt into features; a model is exported to S3 and imported back from it. Nothing touches a local lake.
+moto's standalone server plays S3; a database of its own on the local PostgreSQL is the warehouse's
+DuckLake catalog. With ``KEEL_ENV=prod`` the code location binds its prod resources: the lake and
+landing zone on S3 through dagster-aws, the warehouse a DuckLake whose data are Parquet files on S3,
+dbt's prod target reading the lake's Parquet from S3 through DuckDB's httpfs, the registry exporting
+models to S3. Days land, are ingested, built through dbt into features; a model is exported to S3 and
+imported back from it. Nothing is written to local disk but temporary files.
 """
 
 import os
@@ -22,10 +24,11 @@ from model_records import training_record
 from sklearn.linear_model import LogisticRegression
 
 from platform_assets.defs.fraud import transaction_features as features
+from tests.databases import count, temporary_database
 
 FEATURE_TABLE = "ml.transaction_features"  # the fraud use case's (its defs.yaml)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 BUCKET, ROOT = "keel-lake-test", "lake"
 PREFIX = f"{ROOT}/namespaces/prod"  # the prod namespace's lake
@@ -55,15 +58,28 @@ def s3_endpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prod_on_s3(s3_endpoint, tmp_path_factory):
-    """The prod definitions, bound to the S3 server; the bucket created as a platform engineer would."""
+def catalog(postgres_server):
+    """The warehouse's DuckLake catalog: a database of its own on the local PostgreSQL."""
+    with temporary_database(postgres_server, "catalog") as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def prod_on_s3(s3_endpoint, catalog, postgres_server, tmp_path_factory):
+    """The prod definitions, bound to the S3 server and the catalog; the bucket created as a platform
+    engineer would."""
     root = tmp_path_factory.mktemp("prod")
+    server = postgres_server
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KEEL_ENV", "prod")
         # The production pipeline's namespace (a world fixture of the session may have set another).
         patch.setenv("KEEL_NAMESPACE", "prod")
         patch.setenv("KEEL_LAKE_ROOT", f"s3://{BUCKET}/{ROOT}")
-        patch.setenv("KEEL_WAREHOUSE_DIR", str(root))  # prod.duckdb
+        patch.setenv(
+            "KEEL_WAREHOUSE_CATALOG",
+            f"postgres:dbname={catalog} host={server['host']} port={server['port']} user={server['user']}",
+        )
+        patch.chdir(root)  # anything written to the working folder would show in `root`
         patch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
         patch.setenv("AWS_ACCESS_KEY_ID", "keel-test")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "keel-test")
@@ -141,7 +157,23 @@ def test_dbt_builds_the_warehouse_and_features_from_the_lake_on_s3_and_nothing_i
     assert ingested > 1_000
     assert warehouse.row_count("main.transactions") == ingested  # dbt's mart, read from S3
     assert warehouse.row_count(FEATURE_TABLE) == ingested
-    assert sorted(path.name for path in root.iterdir()) == ["prod.duckdb"]  # no lake on disk
+    assert list(root.iterdir()) == []  # no lake, no warehouse on disk
+
+
+def test_the_warehouse_is_a_ducklake_cataloged_in_postgresql_with_its_data_on_s3(
+    built, catalog, postgres_server
+):
+    definitions, _, result = built
+    assert result.success
+    assert definitions.resources["warehouse"].location.is_lake
+    data = s3_keys(f"{PREFIX}/warehouse/")
+    # dbt's marts and Keel's feature table, each day in files of its own (DuckLake's partitions).
+    for day in DAYS:
+        assert any(f"/transactions/transaction_date={day.isoformat()}/" in key for key in data), data[:5]
+        assert any(f"/transaction_features/transaction_date={day.isoformat()}" in key for key in data)
+    tables = "select count(*) from keel_prod.ducklake_table where end_snapshot is null"
+    assert count(postgres_server, catalog, tables) >= 8
+    assert definitions.resources["warehouse"].snapshot() > 0
 
 
 def test_a_model_is_exported_to_s3_and_imported_back_from_it(built):
@@ -166,3 +198,70 @@ def test_a_model_is_exported_to_s3_and_imported_back_from_it(built):
     imported = registry.load(tag)
     assert np.array_equal(imported.predict_proba(inputs), model.predict_proba(inputs))
     assert registry.latest().tag == tag
+
+
+# One partition run, as one pod runs it: the day's dbt models and features, started when its twin is
+# ready too (a barrier of files), so that both write the same tables at the same time.
+PARTITION_RUN = """
+import sys, time
+from pathlib import Path
+import dagster as dg
+from platform_assets.definitions import defs
+
+day, barrier = sys.argv[1], Path(sys.argv[2])
+definitions = defs()
+job = definitions.resolve_job_def("keel_pipeline")
+selection = [
+    key
+    for key in job.asset_layer.executable_asset_keys
+    if (key.path[0] == "warehouse" and definitions.resolve_assets_def(key).partitions_def is not None)
+    or key == dg.AssetKey(["fraud", "features"])
+]
+(barrier / day).touch()
+while len(list(barrier.iterdir())) < 2:
+    time.sleep(0.05)
+with dg.instance_for_test() as instance:
+    result = job.execute_in_process(
+        instance=instance, asset_selection=selection, partition_key=day, raise_on_error=False
+    )
+for event in result.all_events:
+    if event.is_step_failure or event.event_type_value in ("STEP_UP_FOR_RETRY", "STEP_RESTARTED"):
+        print(event.step_key, event.event_type_value, event.message, flush=True)
+sys.exit(0 if result.success else 1)
+"""
+
+
+def test_two_runs_write_different_days_of_the_same_tables_at_the_same_time(built, tmp_path):
+    """Two processes (two pods) rebuild days 2 and 3 of the marts and the feature table at once; both
+    succeed and each day holds exactly the lake's payments, once."""
+    definitions, _, result = built
+    assert result.success
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    runs = {
+        day: subprocess.Popen(
+            [sys.executable, "-c", PARTITION_RUN, day.isoformat(), str(barrier)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for day in DAYS[1:]
+    }
+    outputs = {day: run.communicate(timeout=1800) for day, run in runs.items()}
+    for day, run in runs.items():
+        retries, log = outputs[day]
+        print(f"the run of {day}: failed or retried steps: {retries or 'none'}")
+        assert run.returncode == 0, retries + log[-4000:]
+    lake, warehouse = definitions.resources["lake"], definitions.resources["warehouse"]
+    with warehouse.connect() as connection:
+        for day in DAYS:
+            landed = lake.read_partition("raw_transactions", day)[["transaction_id", "amount"]]
+            marts = connection.execute(
+                "select transaction_id, amount from main.transactions where transaction_date = ?", [day]
+            ).df()
+            features = connection.execute(
+                f"select transaction_id from {FEATURE_TABLE} where cast(transaction_date as date) = ?", [day]
+            ).df()
+            expected = landed.sort_values("transaction_id", ignore_index=True)
+            assert marts.sort_values("transaction_id", ignore_index=True).equals(expected), day
+            assert sorted(features["transaction_id"]) == expected["transaction_id"].tolist(), day

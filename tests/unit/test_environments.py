@@ -25,6 +25,7 @@ DEPLOYED = {
     "KEEL_ALERT_WEBHOOK_URL": "https://hooks.example.com/keel",
     "KEEL_CALENDAR_START": "2026-01-01",
     "KEEL_MLFLOW_TRACKING_URI": "postgresql+psycopg2://keel@postgres:5432/mlflow",
+    "KEEL_WAREHOUSE_CATALOG": "postgres:dbname=keel_warehouse host=postgres user=keel",
 }
 
 
@@ -37,6 +38,7 @@ def _no_world_settings(monkeypatch):
         "KEEL_WAREHOUSE_DIR",
         "KEEL_ONLINE_STORE_URL",
         "KEEL_MLFLOW_TRACKING_URI",
+        "KEEL_WAREHOUSE_CATALOG",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -178,11 +180,25 @@ def test_deployed_environments_keep_the_lake_on_s3(monkeypatch, name):
         service["KEEL_PREDICTION_LOG_URI"] == "s3://bucket/some/prefix/namespaces/prod/prediction_log_spool"
     )
     assert service["KEEL_NAMESPACE"] == "prod"
+    # The warehouse: a DuckLake in the catalog database, the namespace's schema, data in its lake folder.
+    warehouse = resources["warehouse"].location
+    assert (warehouse.catalog, warehouse.metadata_schema) == (DEPLOYED["KEEL_WAREHOUSE_CATALOG"], "keel_prod")
+    assert warehouse.data_path == "s3://bucket/some/prefix/namespaces/prod/warehouse/"
+    assert (
+        resources["dbt"].environment
+        | {
+            "KEEL_WAREHOUSE_CATALOG": warehouse.catalog,
+            "KEEL_WAREHOUSE_DATA_PATH": warehouse.data_path,
+            "KEEL_WAREHOUSE_METADATA_SCHEMA": "keel_prod",
+        }
+        == resources["dbt"].environment
+    )
 
 
 @pytest.mark.parametrize("name", ["staging", "prod"])
 @pytest.mark.parametrize(
-    "missing", ["KEEL_ONLINE_STORE_URL", "KEEL_ALERT_WEBHOOK_URL", "KEEL_CALENDAR_START"]
+    "missing",
+    ["KEEL_ONLINE_STORE_URL", "KEEL_ALERT_WEBHOOK_URL", "KEEL_CALENDAR_START", "KEEL_WAREHOUSE_CATALOG"],
 )
 def test_deployed_environments_refuse_to_guess_a_setting_they_need(monkeypatch, name, missing):
     for variable, value in DEPLOYED.items():

@@ -15,11 +15,13 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, dbt_assets
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
+from keel_core.warehouse_engine import CONFLICT, ConflictingCommit
 from platform_assets.automation import follows_upstream
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import with_provenance
-from platform_assets.steps import WAREHOUSE, WAREHOUSE_POOL
+from platform_assets.steps import WAREHOUSE, WAREHOUSE_POOL, retry_only_transient
 from resources.dbt import DbtCli, dbt_project
 from resources.namespace import Namespace
 
@@ -94,6 +96,10 @@ def _dbt_build(
     try:
         for event in build.stream():
             yield with_provenance(context, event)
+    except DagsterDbtCliRuntimeError as error:
+        if CONFLICT in str(error):  # another run committed first (DuckLake): the retry policy's to cure
+            raise ConflictingCommit(f"dbt's commit lost to another writer's: {error}") from error
+        raise
     finally:
         _keep_parse(target_path, last_parse)  # valid whether or not the build passed
 
@@ -107,6 +113,7 @@ def _dbt_build(
     op_tags=WAREHOUSE.op_tags("warehouse_models"),
     retry_policy=WAREHOUSE.retry_policy,
 )
+@retry_only_transient
 def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCli, namespace: Namespace):
     yield from _dbt_build(context, dbt, namespace, {})
 
@@ -122,6 +129,7 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCli, namespace: 
     op_tags=WAREHOUSE.op_tags("warehouse_daily_models"),
     retry_policy=WAREHOUSE.retry_policy,
 )
+@retry_only_transient
 def warehouse_daily_models(context: dg.AssetExecutionContext, dbt: DbtCli, namespace: Namespace):
     first, last = partition_days(context)
     # The window goes in dbt's environment, not in --vars: dbt re-parses the whole project whenever

@@ -2,6 +2,7 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        partitioned_by=['activity_date'],
         pre_hook="{{ delete_partition_window('activity_date') }}",
         on_schema_change='fail',
     )

@@ -6,6 +6,7 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        partitioned_by=['reported_date'],
         pre_hook="{{ delete_partition_window('reported_date') }}",
         on_schema_change='fail',
     )
