@@ -147,6 +147,12 @@ class Settings(BaseSettings):
             raise SettingsError(
                 f"KEEL_CALENDAR_END={self.calendar_end} is before the calendar's first day {self.first_day}"
             )
+        if self.warehouse_catalog and not self.deployed:
+            # dbt's local target builds the DuckDB file: a catalog here would split the warehouse in two.
+            raise SettingsError(
+                "KEEL_WAREHOUSE_CATALOG is for staging and prod: locally the warehouse is the "
+                "namespace's DuckDB file (KEEL_WAREHOUSE_DIR)"
+            )
         if self.deployed and not (self.lake_root or "").startswith("s3://"):
             raise SettingsError(
                 f"KEEL_ENV={self.env} keeps the lake on S3: set KEEL_LAKE_ROOT=s3://bucket/prefix"

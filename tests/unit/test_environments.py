@@ -57,7 +57,8 @@ def test_the_environment_defaults_to_local():
 @pytest.mark.parametrize("name", ["local", "staging", "prod"])
 def test_the_environment_is_read_from_keel_env(monkeypatch, name):
     for variable, value in DEPLOYED.items():
-        monkeypatch.setenv(variable, value)
+        if name != "local" or variable != "KEEL_WAREHOUSE_CATALOG":  # refused locally (test below)
+            monkeypatch.setenv(variable, value)
     monkeypatch.setenv("KEEL_ENV", name)
     assert settings().env == name
 
@@ -278,4 +279,10 @@ def test_a_relative_path_setting_is_refused_because_dagster_and_dbt_would_resolv
 ):
     monkeypatch.setenv(name, "data/somewhere")
     with pytest.raises(ValueError, match=f"{name}='data/somewhere' must be an absolute path"):
+        settings()
+
+
+def test_a_warehouse_catalog_is_refused_locally_where_dbt_builds_the_duckdb_file(monkeypatch):
+    monkeypatch.setenv("KEEL_WAREHOUSE_CATALOG", "postgres:dbname=keel_warehouse host=localhost")
+    with pytest.raises(ValueError, match="KEEL_WAREHOUSE_CATALOG is for staging and prod"):
         settings()
