@@ -107,10 +107,14 @@ def test_every_daily_asset_after_the_lake_follows_its_inputs_and_the_lake_follow
         "run_failure_alerts",
         "freshness_alerts",
     }
-    # On wherever the daemon runs; the fallback schedule is off until a source needs it.
+    # On wherever the daemon runs; the fallback schedule is off until a source needs it, the warehouse's
+    # housekeeping on from the first deploy (a DuckLake never cleaned grows by every re-run day).
     assert {s.default_status for s in sensors.values()} == {dg.DefaultSensorStatus.RUNNING}
-    (schedule,) = definitions.get_repository_def().schedule_defs
-    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    schedules = {s.name: s.default_status for s in definitions.get_repository_def().schedule_defs}
+    assert schedules == {
+        "fetch_from_source_schedule": dg.DefaultScheduleStatus.STOPPED,
+        "weekly_warehouse_maintenance": dg.DefaultScheduleStatus.RUNNING,
+    }
 
 
 def test_freshness_is_declared_on_what_arrives_daily_and_runs_in_no_job(definitions):

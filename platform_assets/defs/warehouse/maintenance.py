@@ -47,6 +47,7 @@ def warehouse_maintenance():
 # Sunday night, when no day lands. Running from the first deploy: a DuckLake that is never cleaned
 # grows by every re-run day's files.
 weekly_warehouse_maintenance = dg.ScheduleDefinition(
+    name="weekly_warehouse_maintenance",
     job=warehouse_maintenance,
     cron_schedule="0 3 * * 0",
     default_status=dg.DefaultScheduleStatus.RUNNING,
