@@ -120,7 +120,9 @@ def offline_sql(spec: EventWindows, events: str, history: str, entity_keys: Mapp
                 left join {history} {h}
                     on {h}.{key} = e.{key}
                     and {h}.at >= e.at - interval {spec.horizon_seconds} second
-                    and ({h}.at < e.at or ({h}.at = e.at and {h}.id < e.id))
+                    -- before e: earlier, or at the same time with a lower id. As one row comparison:
+                    -- written with `or`, DuckDB 1.4 joins by nested loop (22 s for 14 days, 0.4 s so)
+                    and ({h}.at, {h}.id) < (e.at, e.id)
                 group by e.id, e.at
             )"""
         )

@@ -132,6 +132,17 @@ class Settings(BaseSettings):
             raise SettingsError(f"KEEL_TIME_ZONE={name!r}: {error}") from None
         return name
 
+    @field_validator("warehouse_catalog")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        # dbt's command line, Dagster's resource config and DuckDB's errors all show this string.
+        if value and re.search(r"\b(password|passfile)\s*=", value, re.IGNORECASE):
+            raise SettingsError(
+                "KEEL_WAREHOUSE_CATALOG must not hold a password: it is shown in logs and the UI; "
+                "set PGPASSWORD (a Secret) instead"
+            )
+        return value
+
     @field_validator("lake_root", "warehouse_dir")
     @classmethod
     def _absolute_paths(cls, value: str | None, info) -> str | None:

@@ -36,12 +36,12 @@ if TYPE_CHECKING:
     import duckdb
 
 ALIAS = "warehouse"  # the DuckLake's name in every connection (dbt's profile says the same)
-EXTENSIONS = ("httpfs", "postgres", "ducklake")
 CONFLICT_ATTEMPTS = 6  # a commit retried over ~6 s of backoff before the conflict is called persistent
 T = TypeVar("T")
 
 
 CONFLICT = "Transaction conflict"  # how DuckLake says a commit lost to another writer's
+FAILED_COMMIT = "Failed to commit DuckLake transaction"  # any commit that did not land, conflicts too
 
 
 class ConflictingCommit(RuntimeError):
@@ -83,7 +83,7 @@ class WarehouseLocation:
         return self.catalog is not None
 
     def describe(self) -> str:
-        """Where it is, for messages and metadata: no password is ever part of it."""
+        """Where it is, for messages and metadata (Settings refuse a catalog string with a password)."""
         return f"DuckLake {self.catalog} (data {self.data_path})" if self.is_lake else str(self.file)
 
 
@@ -102,9 +102,11 @@ def engine_config() -> dict[str, object]:
     }
 
 
-def prepare(connection: duckdb.DuckDBPyConnection, *, s3: bool) -> None:
-    """Load the extensions and, when the warehouse reaches S3, give DuckDB the SDK's credentials."""
-    for extension in EXTENSIONS:
+def prepare(connection: duckdb.DuckDBPyConnection, *, s3: bool, lake: bool) -> None:
+    """Load the extensions this warehouse needs (each costs ~0.1-0.2 s: a local DuckDB file needs
+    none) and, when it reaches S3, give DuckDB the SDK's credentials."""
+    needed = [*(["httpfs"] if s3 else []), *(["postgres", "ducklake"] if lake else [])]
+    for extension in needed:
         connection.execute(f"load {extension}")
     if s3:
         connection.execute(s3_secret_sql())
@@ -161,7 +163,7 @@ def connect(
             raise FileNotFoundError(f"no warehouse at {location.file}: build the warehouse assets first")
         connection = duckdb.connect(location.file, read_only=read_only, config=engine_config())
     try:
-        prepare(connection, s3=location.s3)
+        prepare(connection, s3=location.s3, lake=location.is_lake)
         if location.is_lake:
             try:
                 connection.execute(attach_sql(location, read_only=read_only, snapshot=snapshot))
@@ -199,26 +201,46 @@ def changed_rows(
     examples: int = 3,
 ) -> str | None:
     """What differs between ``table``'s rows of the days [first, last] at ``snapshot`` and now, said
-    in a sentence naming a few rows by their keys; None if they are the same rows."""
+    in a sentence naming added or dropped columns and a few rows by their keys; None if the same."""
+    import duckdb
+
+    then_table = f"{table} at (version => {int(snapshot)})"
+    try:
+        columns_then = [
+            row[0] for row in connection.execute(f"describe select * from {then_table}").fetchall()
+        ]
+    except duckdb.InvalidInputException as error:
+        if "No snapshot found" not in str(error):
+            raise
+        return f"{table}: snapshot {snapshot} was expired, so what changed since cannot be named"
+    columns_now = [row[0] for row in connection.execute(f"describe select * from {table}").fetchall()]
+    said = []
+    if added := [c for c in columns_now if c not in columns_then]:
+        said.append(f"columns added: {', '.join(added)}")
+    if dropped := [c for c in columns_then if c not in columns_now]:
+        said.append(f"columns dropped: {', '.join(dropped)}")
+    common = ", ".join(f'"{c}"' for c in columns_now if c in columns_then)
     window = f"cast({day_column} as date) between cast(? as date) and cast(? as date)"
-    then = f"select * from {table} at (version => {int(snapshot)}) where {window}"
-    now = f"select * from {table} where {window}"
+    then = f"select {common} from {then_table} where {window}"
+    now = f"select {common} from {table} where {window}"
     gone_sql, new_sql = f"({then} except all {now})", f"({now} except all {then})"
     days = [first, last, first, last]
     gone = connection.execute(f"select count(*) from {gone_sql}", days).fetchone()[0]
     new = connection.execute(f"select count(*) from {new_sql}", days).fetchone()[0]
-    if not gone and not new:
+    if gone or new:
+        names = ", ".join(keys)
+        sample = connection.execute(
+            f"select distinct {names} from ({gone_sql} union all {new_sql}) "
+            f"order by all limit {int(examples)}",
+            days * 2,
+        ).fetchall()
+        rows = "; ".join(", ".join(f"{k} {v}" for k, v in zip(keys, row, strict=True)) for row in sample)
+        said.append(
+            f"{gone} rows as they were are gone or changed, {new} rows are new or changed (e.g. {rows})"
+        )
+    if not said:
         return None
-    names = ", ".join(keys)
-    sample = connection.execute(
-        f"select distinct {names} from ({gone_sql} union all {new_sql}) order by all limit {int(examples)}",
-        days * 2,
-    ).fetchall()
-    rows = "; ".join(", ".join(f"{k} {v}" for k, v in zip(keys, row, strict=True)) for row in sample)
-    return (
-        f"{table}, days {first} .. {last}, since snapshot {snapshot}: {gone} rows as they were are gone "
-        f"or changed, {new} rows are new or changed (e.g. {rows})"
-    )
+    return f"{table}, days {first} .. {last}, since snapshot {snapshot}: {'; '.join(said)}"
 
 
 def expire_history(connection: duckdb.DuckDBPyConnection, keep_days: int, grace_days: int) -> dict[str, int]:

@@ -15,9 +15,10 @@ from keel_core import warehouse_engine
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
         self.s3 = str(plugin_config.get("s3", False)).lower() == "true"
+        self.lake = str(plugin_config.get("lake", False)).lower() == "true"
 
     def update_connection_config(self, creds, config: dict[str, Any]) -> None:
         config.update(warehouse_engine.engine_config())
 
     def configure_connection(self, conn) -> None:
-        warehouse_engine.prepare(conn, s3=self.s3)
+        warehouse_engine.prepare(conn, s3=self.s3, lake=self.lake)

@@ -286,3 +286,13 @@ def test_a_warehouse_catalog_is_refused_locally_where_dbt_builds_the_duckdb_file
     monkeypatch.setenv("KEEL_WAREHOUSE_CATALOG", "postgres:dbname=keel_warehouse host=localhost")
     with pytest.raises(ValueError, match="KEEL_WAREHOUSE_CATALOG is for staging and prod"):
         settings()
+
+
+def test_a_warehouse_catalog_holding_a_password_is_refused_without_repeating_it(monkeypatch):
+    monkeypatch.setenv("KEEL_ENV", "prod")
+    for variable, value in DEPLOYED.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("KEEL_WAREHOUSE_CATALOG", "postgres:dbname=w host=h password=hunter2")
+    with pytest.raises(ValueError, match="must not hold a password") as refused:
+        settings()
+    assert "hunter2" not in str(refused.value)

@@ -45,8 +45,9 @@ def test_extensions_come_from_the_installed_packages_and_nothing_is_ever_install
                 "select extension_name, install_path from duckdb_extensions() where loaded"
             ).fetchall()
         }
-    for extension in ("ducklake", "httpfs", "postgres_scanner"):
+    for extension in ("ducklake", "postgres_scanner"):  # httpfs only where S3 is reached (below)
         assert loaded[extension].startswith(directory), (extension, loaded[extension])
+    assert "httpfs" not in loaded
 
 
 def test_the_warehouse_opens_with_the_network_unreachable(tmp_path):
@@ -100,7 +101,11 @@ def test_the_s3_secret_is_the_sdk_s_credentials_and_the_one_endpoint_setting(mon
     assert "session_token 'token'" in sql and "region 'eu-west-3'" in sql
     assert "endpoint '127.0.0.1:9000'" in sql and "use_ssl false" in sql and "url_style 'path'" in sql
     connection = duckdb.connect(config=warehouse_engine.engine_config())
-    warehouse_engine.prepare(connection, s3=True)  # DuckDB accepts it
+    warehouse_engine.prepare(connection, s3=True, lake=False)  # DuckDB accepts it
+    (path,) = connection.execute(
+        "select install_path from duckdb_extensions() where extension_name = 'httpfs' and loaded"
+    ).fetchone()
+    assert path.startswith(warehouse_engine.extension_directory())
     secrets = connection.execute("select name, type from duckdb_secrets()").fetchall()
     assert secrets == [("keel_s3", "s3")]
 
@@ -233,3 +238,23 @@ def test_the_weekly_housekeeping_job_cleans_a_ducklake_and_leaves_a_duckdb_file_
     else:
         assert done is None
     assert weekly_warehouse_maintenance.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_what_changed_since_a_snapshot_is_named_even_with_new_columns_or_once_it_expired(tmp_path):
+    warehouse = Warehouse.at(local_lake(tmp_path))
+    day = date(2026, 1, 1)
+    warehouse.replace_days(
+        "ml.t", "d", day, day, pd.DataFrame({"d": [day, day], "id": [1, 2], "v": [1.0, 2.0]})
+    )
+    then = warehouse.snapshot()
+    changed = pd.DataFrame({"d": [day, day], "id": [1, 2], "v": [1.0, 3.0], "w": [0.5, 0.5]})
+    warehouse.replace_days("ml.t", "d", day, day, changed)  # a row corrected, a column added
+    with warehouse.connect() as connection:
+        said = warehouse_engine.changed_rows(connection, "ml.t", "d", day, day, then, ("id",))
+        assert warehouse_engine.changed_rows(connection, "ml.t", "d", day, day, then + 1, ("id",)) is None
+    assert said.startswith(f"ml.t, days {day} .. {day}, since snapshot {then}: columns added: w;")
+    assert "1 rows as they were are gone or changed, 1 rows are new or changed (e.g. id 2)" in said
+    with warehouse.connect(read_only=False) as connection:
+        connection.execute("call ducklake_expire_snapshots('warehouse', older_than => now())")
+        said = warehouse_engine.changed_rows(connection, "ml.t", "d", day, day, then, ("id",))
+    assert said == f"ml.t: snapshot {then} was expired, so what changed since cannot be named"

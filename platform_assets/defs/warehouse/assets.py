@@ -17,7 +17,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, dbt_assets
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
-from keel_core.warehouse_engine import CONFLICT, ConflictingCommit
+from keel_core.warehouse_engine import CONFLICT, FAILED_COMMIT, ConflictingCommit
 from platform_assets.automation import follows_upstream
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import with_provenance
@@ -97,11 +97,24 @@ def _dbt_build(
         for event in build.stream():
             yield with_provenance(context, event)
     except DagsterDbtCliRuntimeError as error:
-        if CONFLICT in str(error):  # another run committed first (DuckLake): the retry policy's to cure
+        if _lost_to_another_run(str(error)):  # the retry policy's to cure, with backoff
             raise ConflictingCommit(f"dbt's commit lost to another writer's: {error}") from error
-        raise
+        # A failed model or test fails the same way again: no retry (dagster-dbt's error allows them).
+        raise dg.Failure(description=str(error), allow_retries=False) from error
     finally:
         _keep_parse(target_path, last_parse)  # valid whether or not the build passed
+
+
+def _lost_to_another_run(message: str) -> bool:
+    """Whether dbt failed because another run wrote the same DuckLake at the same time. Every daily
+    run replaces the staging views, and two runs doing so at once fail in three ways, all seen here
+    (DuckLake 0.3): a commit that lost ("Transaction conflict"), a commit DuckLake could not check
+    ("Failed to commit DuckLake transaction. Failed to parse catalog entry - trailing data after quoted
+    value"), and dbt's renames of its temporary relations crossing ("Cannot rename view
+    stg_lake__transactions to stg_lake__transactions__dbt_backup, since stg_lake__transactions already
+    exists"). Done again a moment later, the build succeeds; a failure that persists ends the retries."""
+    crossed_renames = "__dbt_" in message and ("already exists" in message or "does not exist" in message)
+    return CONFLICT in message or FAILED_COMMIT in message or crossed_renames
 
 
 @dbt_assets(
