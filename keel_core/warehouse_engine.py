@@ -42,6 +42,10 @@ T = TypeVar("T")
 
 CONFLICT = "Transaction conflict"  # how DuckLake says a commit lost to another writer's
 FAILED_COMMIT = "Failed to commit DuckLake transaction"  # any commit that did not land, conflicts too
+INITIALIZING = "Failed to initialize DuckLake"  # a first ATTACH creating the catalog's tables
+DUPLICATE = "duplicate key value violates unique constraint"  # PostgreSQL: another made it first
+# How httpfs says it never got an answer (DuckDB 1.4): the server unreachable, or too slow.
+_UNREACHABLE = ("Could not establish connection", "Timeout", "timed out", "Connection reset")
 
 
 class ConflictingCommit(RuntimeError):
@@ -151,7 +155,8 @@ def connect(
     location: WarehouseLocation, *, read_only: bool = True, snapshot: int | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection whose default database is the warehouse (``schema.table`` names resolve in it).
-    ``snapshot`` (DuckLake only) reads the warehouse as it was at that snapshot."""
+    ``snapshot`` (DuckLake only) reads the warehouse as it was at that snapshot; a read-only DuckLake
+    connection without one reads the snapshot that was newest when it opened, in every statement."""
     import duckdb
 
     if location.is_lake:
@@ -166,7 +171,7 @@ def connect(
         prepare(connection, s3=location.s3, lake=location.is_lake)
         if location.is_lake:
             try:
-                connection.execute(attach_sql(location, read_only=read_only, snapshot=snapshot))
+                _attach(connection, attach_sql(location, read_only=read_only, snapshot=snapshot))
             except duckdb.InvalidInputException as error:
                 if snapshot is None or "No snapshot found" not in str(error):
                     raise
@@ -175,9 +180,50 @@ def connect(
                     "retention are expired): read its current data instead"
                 ) from None
             connection.execute(f"use {ALIAS}")
+            if read_only and snapshot is None:
+                # One transaction, so one snapshot: without it each statement reads the newest, and a
+                # reader's two queries could see two states of a table another run is writing.
+                connection.execute("begin transaction")
         yield connection
     finally:
         connection.close()
+
+
+def _attach(connection: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """ATTACH, again while another process is creating the same new metadata schema: DuckLake creates
+    it on the first ATTACH, and of two first ATTACHes at once one fails on PostgreSQL's unique index
+    (measured: two of three simultaneous first ATTACHes). Once the winner committed, ATTACH finds it."""
+    import duckdb
+
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            connection.execute(sql)
+            return
+        except duckdb.Error as error:
+            if not is_initializing_race(str(error)) or attempt == CONFLICT_ATTEMPTS:
+                raise
+            time.sleep(0.1 * 2 ** (attempt - 1) * (0.5 + random.random()))
+
+
+def is_initializing_race(message: str) -> bool:
+    """Whether an error is a DuckLake catalog being created by two processes at once."""
+    return INITIALIZING in message and DUPLICATE in message
+
+
+def is_transient_engine_error(error: BaseException) -> bool:
+    """Whether a DuckDB error is the network or a busy S3 (httpfs), which a retry can cure: a refused
+    or timed-out connection, HTTP 429 or 5xx. A missing file or a denied request is final. Matched by
+    name: the caller need not import DuckDB."""
+    kind = type(error)
+    if not kind.__module__.lstrip("_").startswith("duckdb"):
+        return False
+    if kind.__name__ == "HTTPException":
+        status = getattr(error, "status_code", 0) or 0
+        return status == 429 or status >= 500
+    if kind.__name__ == "IOException":
+        message = str(error)
+        return any(sign in message for sign in _UNREACHABLE)
+    return False
 
 
 def current_snapshot(connection: duckdb.DuckDBPyConnection) -> int | None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from keel_core.warehouse_engine import is_transient_engine_error
+
 K8S_CONFIG_TAG = "dagster-k8s/config"  # what dagster-k8s reads from op tags
 STEP_LABEL = "keel.dev/step"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -126,6 +128,8 @@ def is_transient(error: BaseException) -> bool:
             return True
         kind = type(error)
         if kind.__name__ in _TRANSIENT_BY_NAME.get(kind.__module__, ()):
+            return True
+        if is_transient_engine_error(error):  # DuckDB's own S3 reader: unreachable, throttled, 5xx
             return True
         s3_code = getattr(error, "response", None) and error.response.get("Error", {}).get("Code")
         if kind.__module__ == "botocore.exceptions" and s3_code in _TRANSIENT_S3_CODES:

@@ -41,6 +41,8 @@ class Warehouse(dg.ConfigurableResource):
 
     def snapshot(self) -> int | None:
         """The DuckLake snapshot a reader sees now (what a training records); None for a DuckDB file."""
+        if not self.location.is_lake:
+            return None
         with self.connect() as connection:
             return current_snapshot(connection)
 

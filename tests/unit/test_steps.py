@@ -5,6 +5,7 @@ from pathlib import Path
 
 import botocore.exceptions
 import dagster as dg
+import duckdb
 import pytest
 import redis.exceptions
 
@@ -89,6 +90,8 @@ def _caused_by(error: BaseException, cause: BaseException) -> BaseException:
         (urllib.error.URLError(ConnectionRefusedError()), True),
         (urllib.error.HTTPError("http://hook", 503, "unavailable", {}, None), True),
         (urllib.error.HTTPError("http://hook", 404, "not found", {}, None), False),
+        (duckdb.IOException("IO Error: Could not establish connection error for HTTP GET to 'x'"), True),
+        (duckdb.IOException("IO Error: No files found that match the pattern 'x'"), False),
         (ValueError("cannot parse"), False),
         (KeyError("a bug"), False),
         (_caused_by(RuntimeError("write failed"), ConnectionResetError()), True),

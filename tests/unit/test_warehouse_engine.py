@@ -3,6 +3,7 @@ packages only, S3 from the AWS SDK's settings, DuckLake attached by name, time t
 
 import subprocess
 import sys
+import tempfile
 import textwrap
 from datetime import date
 
@@ -258,3 +259,74 @@ def test_what_changed_since_a_snapshot_is_named_even_with_new_columns_or_once_it
         connection.execute("call ducklake_expire_snapshots('warehouse', older_than => now())")
         said = warehouse_engine.changed_rows(connection, "ml.t", "d", day, day, then, ("id",))
     assert said == f"ml.t: snapshot {then} was expired, so what changed since cannot be named"
+
+
+def test_a_namespace_s_first_runs_at_once_all_attach_its_new_catalog(postgres_server):
+    """DuckLake creates a metadata schema on its first ATTACH; of several first ATTACHes at once, all
+    but one used to fail on PostgreSQL's unique index. Each must find the winner's schema instead."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from tests.databases import temporary_database
+
+    with (
+        temporary_database(postgres_server, "first_attach") as database,
+        tempfile.TemporaryDirectory() as data,
+    ):
+        lake = WarehouseLocation(
+            catalog=f"postgres:dbname={database} host=127.0.0.1 user=postgres",
+            data_path=data + "/",
+            metadata_schema="keel_new_namespace",
+        )
+        start = Barrier(4)
+
+        def first_attach(_):
+            start.wait(timeout=120)
+            with warehouse_engine.connect(lake, read_only=False) as connection:
+                return warehouse_engine.current_snapshot(connection)
+
+        with ThreadPoolExecutor(4) as pool:
+            snapshots = list(pool.map(first_attach, range(4)))
+    assert snapshots == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (duckdb.IOException("IO Error: Could not establish connection error for HTTP HEAD to 'x'"), True),
+        (duckdb.IOException('IO Error: No files found that match the pattern "s3://b/x.parquet"'), False),
+        (duckdb.BinderException('Referenced column "x" not found'), False),
+        (ValueError("Could not establish connection"), False),
+    ],
+    ids=["unreachable", "missing file", "binder", "not duckdb"],
+)
+def test_only_duckdb_s_network_errors_are_transient(error, transient):
+    assert warehouse_engine.is_transient_engine_error(error) is transient
+
+
+@pytest.mark.parametrize(("status", "transient"), [(503, True), (429, True), (403, False), (404, False)])
+def test_an_http_answer_is_transient_only_when_the_server_is_busy_or_broken(status, transient):
+    error = duckdb.HTTPException(f"HTTP Error: {status}")
+    error.status_code = status  # as httpfs sets it
+    assert warehouse_engine.is_transient_engine_error(error) is transient
+
+
+def test_a_reader_sees_one_snapshot_while_another_run_commits(postgres_server, tmp_path):
+    """A step's reads (a model's features, then its labels) must not straddle another run's commit."""
+    from tests.databases import temporary_database
+
+    with temporary_database(postgres_server, "one_snapshot") as database:
+        lake = WarehouseLocation(
+            catalog=f"postgres:dbname={database} host=127.0.0.1 user=postgres", data_path=f"{tmp_path}/data/"
+        )
+        with warehouse_engine.connect(lake, read_only=False) as writer:
+            writer.execute("create table payments as select 1 as id")
+        with warehouse_engine.connect(lake) as reader:
+            before = reader.execute("select count(*) from payments").fetchone()[0]
+            seen = warehouse_engine.current_snapshot(reader)
+            with warehouse_engine.connect(lake, read_only=False) as writer:
+                writer.execute("insert into payments values (2)")
+            assert reader.execute("select count(*) from payments").fetchone()[0] == before == 1
+            assert warehouse_engine.current_snapshot(reader) == seen
+        with warehouse_engine.connect(lake) as later:
+            assert later.execute("select count(*) from payments").fetchone()[0] == 2

@@ -17,7 +17,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, dbt_assets
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
-from keel_core.warehouse_engine import CONFLICT, FAILED_COMMIT, ConflictingCommit
+from keel_core.warehouse_engine import CONFLICT, FAILED_COMMIT, ConflictingCommit, is_initializing_race
 from platform_assets.automation import follows_upstream
 from platform_assets.partitions import daily_partitions, one_run_per_backfill, partition_days
 from platform_assets.provenance import with_provenance
@@ -112,9 +112,10 @@ def _lost_to_another_run(message: str) -> bool:
     ("Failed to commit DuckLake transaction. Failed to parse catalog entry - trailing data after quoted
     value"), and dbt's renames of its temporary relations crossing ("Cannot rename view
     stg_lake__transactions to stg_lake__transactions__dbt_backup, since stg_lake__transactions already
-    exists"). Done again a moment later, the build succeeds; a failure that persists ends the retries."""
+    exists"). A namespace's first two runs at once also race to create its metadata schema. Done again
+    a moment later, the build succeeds; a failure that persists ends the retries."""
     crossed_renames = "__dbt_" in message and ("already exists" in message or "does not exist" in message)
-    return CONFLICT in message or FAILED_COMMIT in message or crossed_renames
+    return CONFLICT in message or FAILED_COMMIT in message or crossed_renames or is_initializing_race(message)
 
 
 @dbt_assets(
