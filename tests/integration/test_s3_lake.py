@@ -314,3 +314,38 @@ def test_two_runs_write_different_days_of_the_same_tables_at_the_same_time(built
             expected = landed.sort_values("transaction_id", ignore_index=True)
             assert marts.sort_values("transaction_id", ignore_index=True).equals(expected), day
             assert sorted(features["transaction_id"]) == expected["transaction_id"].tolist(), day
+
+
+def test_keel_reproduce_reads_the_snapshot_it_was_trained_at_after_a_day_was_rewritten(built, tmp_path):
+    """`keel reproduce` on the prod DuckLake, after a test day's features were rewritten with one
+    amount corrected: at the recorded snapshot the version is reproduced exactly (exit 0); with
+    --current-data the corrected row is named (exit 1)."""
+    definitions, _, result = built
+    assert result.success
+    materialized = {
+        event.asset_key: event.materialization.metadata for event in result.get_asset_materialization_events()
+    }
+    tag = materialized[dg.AssetKey(["fraud", "model"])]["model_tag"].value
+    record = definitions.resources["registry"].of_tag(tag).version(tag).record
+    warehouse = definitions.resources["warehouse"]
+    day = record.training_window.test_start
+    with warehouse.connect() as connection:
+        rows = connection.execute(
+            f"select * from {FEATURE_TABLE} where cast(transaction_date as date) = ?", [day]
+        ).df()
+    changed = rows["transaction_id"].min()
+    rows.loc[rows["transaction_id"] == changed, "amount"] += 1.0
+    warehouse.replace_days(FEATURE_TABLE, "transaction_date", day, day, rows)
+
+    keel = [Path(sys.executable).with_name("keel"), "--namespace", "prod", "reproduce", tag]
+    # A wide console: rich wraps at 80 columns when its output is not a terminal.
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster"), "COLUMNS": "400"}
+    as_trained = subprocess.run(keel, env=env, capture_output=True, text=True, timeout=1800)
+    assert as_trained.returncode == 0, as_trained.stdout + as_trained.stderr[-4000:]
+    assert f"Reading the warehouse at snapshot {record.warehouse_snapshot}" in as_trained.stdout
+    assert f"{tag} reproduced: same data, same metrics." in as_trained.stdout
+
+    now = subprocess.run([*keel, "--current-data"], env=env, capture_output=True, text=True, timeout=1800)
+    assert now.returncode == 1, now.stdout + now.stderr[-4000:]
+    assert f"transaction_id {changed}" in now.stdout, now.stdout
+    assert f"{tag} was not reproduced" in now.stdout
