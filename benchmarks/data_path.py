@@ -21,6 +21,9 @@ Cases (goals from the performance issue, on the 2-core development machine):
   ``predict_proba`` on the same rows already in memory. Goal: at least 80%.
 * memory: peak RSS of the process tree (Dagster and its dbt subprocess) of the full build at 90
   and 360 days. Goal: growing sub-linearly with the days.
+* local warehouse: the 90-day world's dbt models and feature table written into a DuckDB file (the
+  local warehouse) and into a DuckLake whose catalog is a local DuckDB file (what a local DuckLake
+  would be): a backfill, one new day, a read. It decided that the local warehouse stays a file.
 
 World: every side reads one landing zone under ``.keel/bench/`` (git-ignored, rebuilt each run);
 each build is a namespace of its own (own lake, warehouse file and Dagster instance). The
@@ -293,6 +296,28 @@ def new_day_and_scoring_cases(build: dict) -> tuple[dict, dict]:
     return new, batch
 
 
+def engine_case(build: dict) -> dict:
+    """The local warehouse, a DuckDB file against a DuckLake (catalog in a local file, data beside
+    it): the same dbt models and feature table from the same lake, each engine in a fresh warehouse."""
+    days = build["days"]
+    first, last = WORLD_START, WORLD_START + timedelta(days=days - 1)
+    _say(f"local warehouse: {days} days through dbt and the feature table, a DuckDB file then a DuckLake")
+    measured = {
+        engine: _run_child("engine", engine, first.isoformat(), last.isoformat(), namespace=f"bench{days}")
+        for engine in ("file", "ducklake")
+    }
+    file, lake = measured["file"], measured["ducklake"]
+    return {
+        **measured,
+        "backfill_ratio": round(lake["dbt_backfill_seconds"] / file["dbt_backfill_seconds"], 2),
+        "one_day_ratio": round(lake["dbt_one_day_median"] / file["dbt_one_day_median"], 2),
+        "features_day_ratio": round(
+            lake["features_write_one_day_median"] / file["features_write_one_day_median"], 2
+        ),
+        "read_ratio": round(lake["read_all_payments_seconds"] / file["read_all_payments_seconds"], 2),
+    }
+
+
 def memory_case(builds: list[dict]) -> dict:
     if len(builds) < 2:
         build = builds[0]
@@ -413,6 +438,24 @@ def table(results: dict) -> str:
             _yes(memory["met"]),
         )
     )
+    engines = c["local_warehouse"]
+    file, lake = engines["file"], engines["ducklake"]
+    for label, key, ratio in (
+        ("local warehouse: dbt, per day of a backfill", "dbt_backfill_seconds_per_day", "backfill_ratio"),
+        ("local warehouse: dbt, one new day", "dbt_one_day_median", "one_day_ratio"),
+        ("local warehouse: features, one day written", "features_write_one_day_median", "features_day_ratio"),
+        ("local warehouse: read every payment", "read_all_payments_seconds", "read_ratio"),
+    ):
+        rows.append(
+            (
+                label,
+                f"{lake[key]:.2f} s (DuckLake)",
+                f"{file[key]:.2f} s (file)",
+                f"{engines[ratio]}x",
+                "",
+                "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
@@ -439,6 +482,7 @@ def main() -> int:
     cases["full_build"] = builds
     cases["one_new_day"], cases["batch_scoring"] = new_day_and_scoring_cases(builds[0])
     cases["memory"] = memory_case(builds)
+    cases["local_warehouse"] = engine_case(builds[0])
     results = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -682,6 +726,96 @@ def child_score(first: str, last: str) -> dict:
         runs.append(time.perf_counter() - started)
     best = min(runs)
     return {"rows": len(frame), "seconds": round(best, 3), "rows_per_second": round(len(frame) / best)}
+
+
+def child_engine(engine: str, first: str, last: str) -> dict:
+    """One side of the local warehouse case: dbt's models and Keel's feature table written into a
+    fresh warehouse of ``engine`` ("file": the namespace's DuckDB file, as locally today; "ducklake":
+    a DuckLake whose catalog is a local DuckDB file and whose data are Parquet files beside it, as a
+    local DuckLake would be), from the namespace's lake the full build ingested. Timed: the reference
+    models, the daily models of every day in one dbt call, one day again (three times: a new day),
+    the feature table written whole then one day again, and a read of every payment."""
+    import statistics as stats
+
+    import duckdb
+
+    from keel_core.warehouse_engine import WarehouseLocation
+    from resources.warehouse import Warehouse
+
+    namespace = os.environ["KEEL_NAMESPACE"]
+    home = STATE / "engines" / engine
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    env = dict(os.environ)
+    if engine == "file":
+        location = WarehouseLocation(file=str(home / f"{namespace}.duckdb"))
+        env |= {"KEEL_ENV": "local", "KEEL_WAREHOUSE_DIR": str(home)}
+        target = "local"
+    else:
+        location = WarehouseLocation(catalog=str(home / "catalog.ducklake"), data_path=f"{home}/data/")
+        # dbt's DuckLake target (staging's), pointed at the local catalog; its plugin also loads httpfs
+        # and makes an S3 secret (~0.1 s per dbt call): dummy keys keep botocore off the network.
+        env |= {
+            "KEEL_WAREHOUSE_CATALOG": location.catalog,
+            "KEEL_WAREHOUSE_DATA_PATH": location.data_path,
+            "KEEL_WAREHOUSE_METADATA_SCHEMA": "main",
+            "AWS_ACCESS_KEY_ID": "unused",
+            "AWS_SECRET_ACCESS_KEY": "unused",
+        }
+        target = "staging"
+    dbt = [str(Path(sys.executable).with_name("dbt")), "build", "--quiet", "--target", target]
+    dbt += ["--project-dir", str(REPO / "dbt_project"), "--profiles-dir", str(REPO / "dbt_project")]
+    dbt += ["--target-path", str(home / "target")]
+
+    def timed_dbt(*args: str, window: tuple[str, str] | None = None) -> float:
+        days = {"KEEL_MIN_DATE": window[0], "KEEL_MAX_DATE": window[1]} if window else {}
+        started = time.perf_counter()
+        subprocess.run([*dbt, *args], env=env | days, check=True, cwd=REPO)
+        return time.perf_counter() - started
+
+    days = (date.fromisoformat(last) - date.fromisoformat(first)).days + 1
+    reference = timed_dbt("--exclude", "tag:daily")
+    backfill = timed_dbt("--select", "tag:daily", window=(first, last))
+    one_day = [timed_dbt("--select", "tag:daily", window=(last, last)) for _ in range(3)]
+
+    with duckdb.connect(str(STATE / "warehouse" / f"{namespace}.duckdb"), read_only=True) as source:
+        features = source.execute("select * from ml.transaction_features").df()
+    warehouse = Warehouse.at(location)
+    first_day, last_day = date.fromisoformat(first), date.fromisoformat(last)
+    started = time.perf_counter()
+    warehouse.replace_days("ml.transaction_features", "transaction_date", first_day, last_day, features)
+    features_all = time.perf_counter() - started
+    one = features[pd_dates(features["transaction_date"]) == last_day]
+    features_day = []
+    for _ in range(3):
+        started = time.perf_counter()
+        warehouse.replace_days("ml.transaction_features", "transaction_date", last_day, last_day, one)
+        features_day.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    with warehouse.connect() as connection:
+        rows, _ = connection.execute("select count(*), sum(amount) from main.transactions").fetchone()
+    read = time.perf_counter() - started
+    size = sum(f.stat().st_size for f in home.rglob("*") if f.is_file() and "target" not in f.parts)
+    return {
+        "engine": engine,
+        "days": days,
+        "dbt_reference_seconds": round(reference, 3),
+        "dbt_backfill_seconds": round(backfill, 3),
+        "dbt_backfill_seconds_per_day": round(backfill / days, 3),
+        "dbt_one_day_seconds": [round(t, 3) for t in one_day],
+        "dbt_one_day_median": round(stats.median(one_day), 3),
+        "features_write_all_seconds": round(features_all, 3),
+        "features_write_one_day_median": round(stats.median(features_day), 3),
+        "read_all_payments_seconds": round(read, 3),
+        "payments": rows,
+        "size_mb": round(size / 2**20, 1),
+    }
+
+
+def pd_dates(column):
+    import pandas as pd
+
+    return pd.to_datetime(column).dt.date
 
 
 def child(name: str, report: str, *args: str) -> int:
