@@ -779,7 +779,9 @@ def child_engine(engine: str, first: str, last: str) -> dict:
     one_day = [timed_dbt("--select", "tag:daily", window=(last, last)) for _ in range(3)]
 
     with duckdb.connect(str(STATE / "warehouse" / f"{namespace}.duckdb"), read_only=True) as source:
-        features = source.execute("select * from ml.transaction_features").df()
+        features = source.execute(  # the world also holds the new day's rows (the one-new-day case)
+            "select * from ml.transaction_features where transaction_date between ? and ?", [first, last]
+        ).df()
     warehouse = Warehouse.at(location)
     first_day, last_day = date.fromisoformat(first), date.fromisoformat(last)
     started = time.perf_counter()
