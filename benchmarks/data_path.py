@@ -23,7 +23,8 @@ Cases (goals from the performance issue, on the 2-core development machine):
   and 360 days. Goal: growing sub-linearly with the days.
 * local warehouse: the 90-day world's dbt models and feature table written into a DuckDB file (the
   local warehouse) and into a DuckLake whose catalog is a local DuckDB file (what a local DuckLake
-  would be): a backfill, one new day, a read. It decided that the local warehouse stays a file.
+  would be): a backfill, one new day, a read. It decided that the local warehouse stays a file
+  (docs/deploy.md).
 
 World: every side reads one landing zone under ``.keel/bench/`` (git-ignored, rebuilt each run);
 each build is a namespace of its own (own lake, warehouse file and Dagster instance). The
