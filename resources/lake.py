@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 
+from keel_core.value_days import ValueDays
+
 DATA_FILE = "data.parquet"
 
 
@@ -102,6 +104,20 @@ class Lake(dg.ConfigurableResource):
         if held.empty:
             return found
         return held.groupby(column)["date"].min().astype("string").rename("day")
+
+    def value_days(self, table: str, column: str) -> ValueDays:
+        """Every value of ``column`` in the daily partitions of ``table``, with its day, read once: what
+        a run of many days asks ``days_holding`` from (``keel_core.value_days``)."""
+        import pyarrow.dataset as ds
+
+        filesystem, root = self._arrow_filesystem()
+        schema = pa.schema([("value", pa.int64()), ("date", pa.string())])
+        if filesystem.get_file_info(f"{root}/{table}").type == pa.fs.FileType.NotFound:
+            return ValueDays(schema.empty_table())
+        days = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+        dataset = ds.dataset(f"{root}/{table}", filesystem=filesystem, format="parquet", partitioning=days)
+        held = dataset.to_table(columns=[column, "date"])
+        return ValueDays(pa.table({"value": held[column].cast(pa.int64()), "date": held["date"]}))
 
     def partition_row_count(self, table: str, day: date) -> int:
         """Rows in a stored partition, from the Parquet footer (what was written, not what was meant)."""

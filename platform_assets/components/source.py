@@ -258,10 +258,15 @@ def _daily(table: Ingested, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
             if where.days_before is None
         }
         days = []
+        # A run of many days reads the column unique across days once, not once a day (the lake's
+        # answer for every day would read every partition: quadratic in the days).
+        held = lake.value_days(name, across_days) if across_days and len(context.partition_keys) > 1 else None
         for key in context.partition_keys:
             day = date.fromisoformat(key)
 
             def first_seen(values, day=day):  # values another day's partition already holds
+                if held is not None:
+                    return held.days_holding(values, other_than=day)
                 return lake.days_holding(name, across_days, values, other_than=day)
 
             with refused_for_good(landing.location(feed, day)):
@@ -278,6 +283,8 @@ def _daily(table: Ingested, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
                     extract, table.contract, day, known, zone=calendar.zone, first_seen=first_seen
                 )
             days.append(_ingest_day(lake, name, quarantine, day, extract, split))
+            if held is not None:
+                held.replace_day(day, split.valid[across_days])
             context.log.info(f"{name} {key}: {len(split.valid)} valid, {len(split.quarantined)} quarantined")
         yield from _ingestion_results(context, lake, name, quarantine, days)
 

@@ -359,20 +359,29 @@ def test_a_landed_file_with_undecodable_bytes_is_read_without_decoding(tmp_path)
 # --- the same id on another day -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("lookup", ["the lake, each day", "one read for a run of many days"])
 def test_an_id_already_ingested_on_another_day_is_quarantined_with_that_day_and_a_rerun_is_idempotent(
-    tmp_path,
+    tmp_path, lookup
 ):
     lake = LocalLake(root=str(tmp_path))
     first, second = date(2026, 1, 5), date(2026, 1, 6)
+    lake.write_partition("raw_transactions", date(2026, 1, 1), pd.DataFrame({"transaction_id": [1]}))
+    # A run of many days reads the lake once, then records each day it writes (platform_assets/
+    # components/source.py): it must answer as the lake would at each moment.
+    held = lake.value_days("raw_transactions", "transaction_id") if lookup.startswith("one") else None
 
     def ingest(day, ids):
         table = rows_with(ids).set_column(1, "transacted_at", text_column([f"{day} 10:00:00"] * len(ids)))
 
         def first_seen(values):
+            if held is not None:
+                return held.days_holding(values, other_than=day)
             return lake.days_holding("raw_transactions", "transaction_id", values, other_than=day)
 
         result = split_transactions(table, day, KNOWN, KNOWN, first_seen=first_seen)
         lake.write_partition("raw_transactions", day, result.valid)
+        if held is not None:
+            held.replace_day(day, result.valid["transaction_id"])
         return result
 
     ingest(first, ["10", "11", "12"])
@@ -384,6 +393,9 @@ def test_an_id_already_ingested_on_another_day_is_quarantined_with_that_day_and_
         "transaction_id: already ingested on another day (first seen 2026-01-05)"
     )
     assert again.valid["transaction_id"].tolist() == [10, 11, 12] and again.quarantined.empty
+    older = ingest(date(2026, 1, 7), ["1", "14"])  # held by a day ingested before the run
+    assert older.valid["transaction_id"].tolist() == [14]
+    assert older.quarantined.loc[0, "reason"].endswith("(first seen 2026-01-01)")
 
 
 def test_looking_up_ids_before_anything_was_ingested_finds_nothing(tmp_path):
