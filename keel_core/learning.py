@@ -70,6 +70,14 @@ def pipeline(rows: Rows, model):
     return Pipeline([("select", select), ("model", model)])
 
 
+def input_columns(model) -> list[str] | None:
+    """The columns a model made by ``pipeline`` reads (its selector's); None for any other model."""
+    select = getattr(model, "named_steps", {}).get("select")
+    if select is None or not hasattr(select, "transformers_"):
+        return None
+    return [column for name, _, columns in select.transformers_ if name == "features" for column in columns]
+
+
 def predict(model, frame: pd.DataFrame, task: str) -> np.ndarray:
     """A classifier's probability of the positive class, a regressor's prediction."""
     if task == "classification":

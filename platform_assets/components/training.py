@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from platform_assets.automation import follows_upstream
@@ -455,38 +456,47 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
         first, last = partition_days(context)
         with warehouse.connect() as connection:
             plan.require_days(connection, first, last)
-            models = registry_of(registry)
-            champion = plan.champion(models)
-            model = models.load(champion.tag)
-            frame = connection.execute(
-                f"select * from {feature_table} where {spec.day_column} between ? and ? "
-                f"order by {spec.day_column}, {', '.join(spec.entity)}",
-                [first, last],
-            ).df()
+        models = registry_of(registry)
+        champion = plan.champion(models)
+        model = models.load(champion.tag)
         # The attributes go with the scores: live performance measures metrics that group by them.
-        predicting = time.monotonic()
-        predictions = learning.predict(model, frame, spec.task)
-        predicting = time.monotonic() - predicting
-        scores = frame[[*spec.entity, spec.day_column, *spec.attributes]].assign(
-            **{plan.prediction: predictions},
-            model_version=champion.tag,
-            scored_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
-        )
-        for day, day_rows in scores.groupby(pd.to_datetime(scores[spec.day_column]).dt.date):
-            lake.write_partition(plan.score_lake_table, day, day_rows.reset_index(drop=True))
-        warehouse.replace_days(score_table, spec.day_column, first, last, scores)
+        kept = [*spec.entity, spec.day_column, *spec.attributes]
+        needed = learning.input_columns(model)
+        columns = "*" if needed is None else ", ".join(f'"{c}"' for c in dict.fromkeys([*kept, *needed]))
+        scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        predicting, predictions = 0.0, []
+        # A month at a time, as the features were made: a year's backfill never holds every row.
+        for start in pd.date_range(first, last, freq=f"{CHUNK_DAYS}D").date:
+            end = min(start + timedelta(days=CHUNK_DAYS - 1), last)
+            with warehouse.connect() as connection:
+                frame = connection.execute(
+                    f"select {columns} from {feature_table} where {spec.day_column} between ? and ? "
+                    f"order by {spec.day_column}, {', '.join(spec.entity)}",
+                    [start, end],
+                ).df()
+            began = time.monotonic()
+            predicted = learning.predict(model, frame, spec.task)
+            predicting += time.monotonic() - began
+            predictions.append(predicted)
+            scores = frame[kept].assign(
+                **{plan.prediction: predicted}, model_version=champion.tag, scored_at=scored_at
+            )
+            for day, day_rows in scores.groupby(pd.to_datetime(scores[spec.day_column]).dt.date):
+                lake.write_partition(plan.score_lake_table, day, day_rows.reset_index(drop=True))
+            warehouse.replace_days(score_table, spec.day_column, start, end, scores)
+        every = np.concatenate(predictions)
         return dg.MaterializeResult(
             metadata={
                 **recorded(context),
                 "model_version": champion.tag,
-                "window_rows": len(scores),
-                f"mean_{plan.prediction}": float(scores[plan.prediction].mean()),
-                f"p99_{plan.prediction}": float(scores[plan.prediction].quantile(0.99)),
+                "window_rows": len(every),
+                f"mean_{plan.prediction}": float(every.mean()),
+                f"p99_{plan.prediction}": float(np.quantile(every, 0.99)),
                 # The step's rate against the model's own (predict alone): what the platform costs.
-                "rows_per_second": round(len(scores) / (time.monotonic() - started)),
-                "model_rows_per_second": round(len(scores) / predicting) if predicting else None,
+                "rows_per_second": round(len(every) / (time.monotonic() - started)),
+                "model_rows_per_second": round(len(every) / predicting) if predicting else None,
                 "warehouse_table": score_table,
-                **({"dagster/row_count": len(scores)} if first == last else {}),
+                **({"dagster/row_count": len(every)} if first == last else {}),
             }
         )
 
