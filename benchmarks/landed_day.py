@@ -4,10 +4,11 @@ machine).
 
 World: `keel demo` in a namespace and folder of its own (`.keel/bench-landed/`, rebuilt each run), then
 `python -m keel.dev` (the UI, the daemon: the landing sensor, the automation sensor, the run queue), then
-`keel land` delivers the next day. The script watches the namespace's Dagster instance until the day's
-work is done: no run queued or going, the day's drift report materialized, and nothing new for
-``--settle`` seconds. Every materialization after the landing is listed with its delay from the file,
-and every run with its time from creation to start and start to end (where the minutes go).
+`keel land` delivers the newest day again (the demo landed every day that has ended). The script
+watches the namespace's Dagster instance until the day's work is done: no run queued or going, the
+day's drift report materialized, and nothing new for ``--settle`` seconds. Every materialization after
+the landing is listed with its delay from the file, and every run with its time from creation to
+start and start to end (where the minutes go).
 
 Results: ``benchmarks/results/landed_day.json``, with the machine and the date.
 """
@@ -117,7 +118,14 @@ def measure(args, keel: str, env: dict[str, str], demo_seconds: float) -> int:
         lambda: "SENSOR" in (instance.get_daemon_heartbeats() or {}),
         timeout=300,
     )
-    landed = subprocess.run([keel, "land"], env=env, cwd=REPO, check=True, capture_output=True, text=True)
+    from resources.lake import LocalLake
+    from resources.sources import LandingZone
+
+    # The demo landed every day up to yesterday, so the next one has not ended: the newest day is
+    # delivered again, as `keel demo-drift` does (a re-delivered file is a new arrival).
+    newest = LandingZone(lake=LocalLake(root=env["KEEL_LAKE_ROOT"])).last_day()
+    command = [keel, "land", "--day", newest.isoformat()]
+    landed = subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True, text=True)
     files = [
         Path(line[len("landed ") :]) for line in landed.stdout.splitlines() if line.startswith("landed ")
     ]
