@@ -104,6 +104,9 @@ class Table(BaseModel):
                 raise ValueError(f"{self.name}.{name}: within_day is for a timestamp of a daily table")
             if column.unique_across_days and not self.daily:
                 raise ValueError(f"{self.name}.{name}: unique_across_days is for a daily table")
+            if column.unique_across_days and column.type != "integer":
+                # The lake answers which day holds a value by its int64 (Lake.days_holding, value_days).
+                raise ValueError(f"{self.name}.{name}: only an integer column is unique across days")
             if column.references is not None and column.type != "integer":
                 raise ValueError(f"{self.name}.{name}: only integer columns reference another table")
         if len([c for c in self.columns.values() if c.unique_across_days]) > 1:

@@ -48,9 +48,10 @@ MAX_EVENTS_PER_KEY = 10_000  # per entity (a card, a terminal): the oldest beyon
 # Offline sums are exact: in floating point, a sum depends on the order its terms arrive in, and that
 # order on how many days a run reads (measured: a day's 24 h amounts differed in the last bits between
 # a one-day and a ten-day run), so a rebuilt day would differ from itself and `keel reproduce` would
-# report changed rows that nobody changed. Values are rounded to 10 decimals, summed exactly, and the
-# sum rounded once to a double; magnitudes up to 1e27 (amounts: the contract stops at 1e5).
-EXACT = "decimal(38, 10)"
+# report changed rows that nobody changed. Each value is rounded to 18 decimals (a double has at most
+# 17 significant digits: an amount up to 1e5 keeps all of them), summed exactly, and the sum rounded
+# once to a double. A window's sum must stay under 1e20 in magnitude, else the query fails, loudly.
+EXACT = "decimal(38, 18)"
 _MICROS = 1_000_000
 
 

@@ -45,7 +45,13 @@ FAILED_COMMIT = "Failed to commit DuckLake transaction"  # any commit that did n
 INITIALIZING = "Failed to initialize DuckLake"  # a first ATTACH creating the catalog's tables
 DUPLICATE = "duplicate key value violates unique constraint"  # PostgreSQL: another made it first
 # How httpfs says it never got an answer (DuckDB 1.4): the server unreachable, or too slow.
-_UNREACHABLE = ("Could not establish connection", "Timeout", "timed out", "Connection reset")
+_UNREACHABLE = (
+    "Could not establish connection",  # refused, no route
+    "Failed to read connection",  # reset by the peer, or no answer in time (measured, DuckDB 1.4.4)
+    "Timeout",
+    "timed out",
+    "Connection reset",
+)
 
 
 class ConflictingCommit(RuntimeError):
@@ -179,11 +185,16 @@ def connect(
                     f"the warehouse holds no snapshot {snapshot} any more (snapshots older than its "
                     "retention are expired): read its current data instead"
                 ) from None
-            connection.execute(f"use {ALIAS}")
             if read_only and snapshot is None:
-                # One transaction, so one snapshot: without it each statement reads the newest, and a
-                # reader's two queries could see two states of a table another run is writing.
-                connection.execute("begin transaction")
+                # Pinned to the newest snapshot: unpinned, each statement reads the newest one then,
+                # and a reader's two queries could see two states of a table another run is writing.
+                # (Not one open transaction: any error in it would abort every later statement.)
+                pinned = connection.execute(
+                    f"select id from ducklake_current_snapshot('{ALIAS}')"
+                ).fetchone()[0]
+                connection.execute(f"detach {ALIAS}")
+                _attach(connection, attach_sql(location, read_only=True, snapshot=pinned))
+            connection.execute(f"use {ALIAS}")
         yield connection
     finally:
         connection.close()
@@ -220,7 +231,7 @@ def is_transient_engine_error(error: BaseException) -> bool:
     if kind.__name__ == "HTTPException":
         status = getattr(error, "status_code", 0) or 0
         return status == 429 or status >= 500
-    if kind.__name__ == "IOException":
+    if kind.__name__ in ("IOException", "Error"):  # a read cut off mid-query is a bare duckdb.Error
         message = str(error)
         return any(sign in message for sign in _UNREACHABLE)
     return False

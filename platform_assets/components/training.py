@@ -490,8 +490,8 @@ def assets(plan: Plan) -> list[dg.AssetsDefinition]:
                 **recorded(context),
                 "model_version": champion.tag,
                 "window_rows": len(every),
-                f"mean_{plan.prediction}": float(every.mean()),
-                f"p99_{plan.prediction}": float(np.quantile(every, 0.99)),
+                f"mean_{plan.prediction}": float(np.nanmean(every)),
+                f"p99_{plan.prediction}": float(np.nanquantile(every, 0.99)),
                 # The step's rate against the model's own (predict alone): what the platform costs.
                 "rows_per_second": round(len(every) / (time.monotonic() - started)),
                 "model_rows_per_second": round(len(every) / predicting) if predicting else None,

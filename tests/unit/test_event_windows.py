@@ -34,20 +34,21 @@ def store(request, tmp_path):
     opened.close()
 
 
-def events_frame(n: int, seed: int = 0) -> pd.DataFrame:
+def events_frame(n: int, seed: int = 0, decimals: int | None = 2) -> pd.DataFrame:
     """Two days of events of a few cards and terminals, some at the same second, in time order."""
     rng = np.random.default_rng(seed)
     at = np.datetime64("2026-03-01T00:00:00") + np.sort(rng.integers(0, 2 * 86400, n)).astype(
         "timedelta64[s]"
     )
     at[10:14] = at[10]  # ties: decided by the id
+    values = rng.uniform(1, 300, n)
     return pd.DataFrame(
         {
             "id": rng.permutation(n).astype("int64") * 1_000_003,  # ids not in time order
             "at": at.astype("datetime64[us]"),
             "customer_id": rng.integers(0, 8, n),
             "terminal_id": rng.integers(0, 5, n),
-            "value": rng.uniform(1, 300, n).round(2),
+            "value": values.round(decimals) if decimals is not None else values,
         }
     ).sort_values(["at", "id"], ignore_index=True)
 
@@ -68,10 +69,11 @@ def offline(frame: pd.DataFrame) -> np.ndarray:
     return answers.set_index("id").loc[frame["id"]].to_numpy(dtype="float64")
 
 
-def test_replaying_events_in_order_gives_the_offline_answers(store):
-    frame = events_frame(600)
+@pytest.mark.parametrize("decimals", [2, None], ids=["cents", "every digit of a double"])
+def test_replaying_events_in_order_gives_the_offline_answers(store, decimals):
+    frame = events_frame(600, decimals=decimals)
     online = np.vstack([store.record(as_events(frame.iloc[i : i + 37])) for i in range(0, len(frame), 37)])
-    np.testing.assert_allclose(online, offline(frame), rtol=1e-12, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(online, offline(frame), rtol=1e-12, atol=0, equal_nan=True)
     assert (online[:, SPEC.width - 1] > 0).any() and np.isnan(online[:, SPEC.width - 1]).any()
 
 

@@ -119,6 +119,10 @@ def _parquet(frame: pd.DataFrame) -> bytes:
         (lambda t: t["visits"]["columns"]["visited_at"].update(type="integer"), "within_day"),
         (lambda t: t["shops"]["columns"]["shop_id"].update(unique_across_days=True), "unique_across_days"),
         (lambda t: t["visits"]["columns"]["shop_id"].update(unique_across_days=True), "needs a pool"),
+        (
+            lambda t: t["visits"]["columns"]["visited_at"].update(unique_across_days=True),
+            "only an integer column is unique across days",
+        ),
         (lambda t: t["visits"].update(feed="shops"), "two tables read the same feed"),
         (lambda t: t["visits"].update(feed="Visits/2026"), "feed 'Visits/2026'"),
         (lambda t: t["visits"]["columns"]["visitors"].update(maximum=3), "maximum"),
@@ -131,6 +135,7 @@ def _parquet(frame: pd.DataFrame) -> bytes:
         "within-day-on-an-integer",
         "across-days-on-a-reference-table",
         "across-days-without-a-pool",
+        "across-days-on-a-timestamp",
         "feed-read-twice",
         "feed-not-a-folder-name",
         "misspelt-rule",

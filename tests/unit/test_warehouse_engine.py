@@ -294,11 +294,13 @@ def test_a_namespace_s_first_runs_at_once_all_attach_its_new_catalog(postgres_se
     ("error", "transient"),
     [
         (duckdb.IOException("IO Error: Could not establish connection error for HTTP HEAD to 'x'"), True),
+        (duckdb.IOException("IO Error: Failed to read connection error for HTTP HEAD to 'x'"), True),
+        (duckdb.Error("Failed to read connection"), True),  # a read cut off mid-query
         (duckdb.IOException('IO Error: No files found that match the pattern "s3://b/x.parquet"'), False),
         (duckdb.BinderException('Referenced column "x" not found'), False),
         (ValueError("Could not establish connection"), False),
     ],
-    ids=["unreachable", "missing file", "binder", "not duckdb"],
+    ids=["unreachable", "reset or too slow", "cut off", "missing file", "binder", "not duckdb"],
 )
 def test_only_duckdb_s_network_errors_are_transient(error, transient):
     assert warehouse_engine.is_transient_engine_error(error) is transient
@@ -330,3 +332,19 @@ def test_a_reader_sees_one_snapshot_while_another_run_commits(postgres_server, t
             assert warehouse_engine.current_snapshot(reader) == seen
         with warehouse_engine.connect(lake) as later:
             assert later.execute("select count(*) from payments").fetchone()[0] == 2
+
+
+def test_a_reader_goes_on_after_a_failed_statement(postgres_server, tmp_path):
+    """A notebook's bad query must not leave its connection unusable."""
+    from tests.databases import temporary_database
+
+    with temporary_database(postgres_server, "reader_error") as database:
+        lake = WarehouseLocation(
+            catalog=f"postgres:dbname={database} host=127.0.0.1 user=postgres", data_path=f"{tmp_path}/data/"
+        )
+        with warehouse_engine.connect(lake, read_only=False) as writer:
+            writer.execute("create table payments as select 'x' as code")
+        with warehouse_engine.connect(lake) as reader:
+            with pytest.raises(duckdb.ConversionException):
+                reader.execute("select cast(code as integer) from payments").fetchall()
+            assert reader.execute("select count(*) from payments").fetchone()[0] == 1
