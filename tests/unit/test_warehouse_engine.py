@@ -313,38 +313,37 @@ def test_an_http_answer_is_transient_only_when_the_server_is_busy_or_broken(stat
     assert warehouse_engine.is_transient_engine_error(error) is transient
 
 
-def test_a_reader_sees_one_snapshot_while_another_run_commits(postgres_server, tmp_path):
+@pytest.fixture
+def postgres_lake(postgres_server, tmp_path):
+    """A DuckLake cataloged in a database of its own on the local PostgreSQL, as deployed."""
+    from tests.databases import temporary_database
+
+    with temporary_database(postgres_server, "lake") as database:
+        yield WarehouseLocation(
+            catalog=f"postgres:dbname={database} host=127.0.0.1 user=postgres", data_path=f"{tmp_path}/data/"
+        )
+
+
+def test_a_reader_sees_one_snapshot_while_another_run_commits(postgres_lake):
     """A step's reads (a model's features, then its labels) must not straddle another run's commit."""
-    from tests.databases import temporary_database
-
-    with temporary_database(postgres_server, "one_snapshot") as database:
-        lake = WarehouseLocation(
-            catalog=f"postgres:dbname={database} host=127.0.0.1 user=postgres", data_path=f"{tmp_path}/data/"
-        )
-        with warehouse_engine.connect(lake, read_only=False) as writer:
-            writer.execute("create table payments as select 1 as id")
-        with warehouse_engine.connect(lake) as reader:
-            before = reader.execute("select count(*) from payments").fetchone()[0]
-            seen = warehouse_engine.current_snapshot(reader)
-            with warehouse_engine.connect(lake, read_only=False) as writer:
-                writer.execute("insert into payments values (2)")
-            assert reader.execute("select count(*) from payments").fetchone()[0] == before == 1
-            assert warehouse_engine.current_snapshot(reader) == seen
-        with warehouse_engine.connect(lake) as later:
-            assert later.execute("select count(*) from payments").fetchone()[0] == 2
+    with warehouse_engine.connect(postgres_lake, read_only=False) as writer:
+        writer.execute("create table payments as select 1 as id")
+    with warehouse_engine.connect(postgres_lake) as reader:
+        before = reader.execute("select count(*) from payments").fetchone()[0]
+        seen = warehouse_engine.current_snapshot(reader)
+        with warehouse_engine.connect(postgres_lake, read_only=False) as writer:
+            writer.execute("insert into payments values (2)")
+        assert reader.execute("select count(*) from payments").fetchone()[0] == before == 1
+        assert warehouse_engine.current_snapshot(reader) == seen
+    with warehouse_engine.connect(postgres_lake) as later:
+        assert later.execute("select count(*) from payments").fetchone()[0] == 2
 
 
-def test_a_reader_goes_on_after_a_failed_statement(postgres_server, tmp_path):
+def test_a_reader_goes_on_after_a_failed_statement(postgres_lake):
     """A notebook's bad query must not leave its connection unusable."""
-    from tests.databases import temporary_database
-
-    with temporary_database(postgres_server, "reader_error") as database:
-        lake = WarehouseLocation(
-            catalog=f"postgres:dbname={database} host=127.0.0.1 user=postgres", data_path=f"{tmp_path}/data/"
-        )
-        with warehouse_engine.connect(lake, read_only=False) as writer:
-            writer.execute("create table payments as select 'x' as code")
-        with warehouse_engine.connect(lake) as reader:
-            with pytest.raises(duckdb.ConversionException):
-                reader.execute("select cast(code as integer) from payments").fetchall()
-            assert reader.execute("select count(*) from payments").fetchone()[0] == 1
+    with warehouse_engine.connect(postgres_lake, read_only=False) as writer:
+        writer.execute("create table payments as select 'x' as code")
+    with warehouse_engine.connect(postgres_lake) as reader:
+        with pytest.raises(duckdb.ConversionException):
+            reader.execute("select cast(code as integer) from payments").fetchall()
+        assert reader.execute("select count(*) from payments").fetchone()[0] == 1
