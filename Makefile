@@ -22,7 +22,7 @@ RUN := $(UV) run --frozen --no-sync
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros -type f) dbt_project/dbt_project.yml dbt_project/profiles.yml
 MANIFEST := $(STATE)/dbt/target/manifest.json
 
-.PHONY: help demo demo-drift land test dev serve mlflow bench bench-model bench-serving serving-requirements lint clean install
+.PHONY: help demo demo-drift land test dev serve mlflow bench bench-model bench-landed bench-serving serving-requirements lint clean install
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ bench: install $(MANIFEST)  ## the data path against hand-written DuckDB, side b
 # through Keel for 5 simulator seeds, beside the handbook's published figures and a logistic baseline.
 bench-model: install $(MANIFEST)  ## the fraud model judged as the field judges it, 5 seeds (about 15 min; results in benchmarks/results/)
 	$(RUN) python benchmarks/model_quality.py $(if $(SEEDS),--seeds $(SEEDS))
+
+# A landed day through make dev's processes, in a demo world of its own (.keel/bench-landed/).
+bench-landed: install $(MANIFEST)  ## from a landed file to the last materialization it sets off under the daemon (about 7 min)
+	$(RUN) python benchmarks/landed_day.py
 
 bench-serving: install $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml  ## load-test the Bento against a naive baseline (runs the demo first if there is no Bento)
 	@test -d $(BENTOML_HOME)/bentos/fraud_scorer_$(KEEL_NAMESPACE) || $(MAKE) demo

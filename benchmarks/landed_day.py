@@ -134,13 +134,14 @@ def measure(args, keel: str, env: dict[str, str], demo_seconds: float) -> int:
     say(f"landed {day} ({len(files)} files); waiting for its work to settle ({args.settle:.0f} s quiet)")
 
     def materializations() -> list[tuple[float, str, str | None]]:
-        events = instance.get_event_records(
-            dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION, after_timestamp=file_time),
-            limit=10_000,
-        )
-        return sorted(
-            (e.timestamp, e.asset_key.to_user_string(), e.partition_key) for e in events if e.asset_key
-        )
+        events = [
+            record
+            for key in instance.get_asset_keys()
+            for record in instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, after_timestamp=file_time), limit=1_000
+            ).records
+        ]
+        return sorted((e.timestamp, e.asset_key.to_user_string(), e.partition_key) for e in events)
 
     active = [
         dg.DagsterRunStatus.QUEUED,
