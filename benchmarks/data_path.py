@@ -788,7 +788,7 @@ def child_engine(engine: str, first: str, last: str) -> dict:
     started = time.perf_counter()
     warehouse.replace_days("ml.transaction_features", "transaction_date", first_day, last_day, features)
     features_all = time.perf_counter() - started
-    one = features[pd_dates(features["transaction_date"]) == last_day]
+    one = features[features["transaction_date"].dt.date == last_day]
     features_day = []
     for _ in range(3):
         started = time.perf_counter()
@@ -813,12 +813,6 @@ def child_engine(engine: str, first: str, last: str) -> dict:
         "payments": rows,
         "size_mb": round(size / 2**20, 1),
     }
-
-
-def pd_dates(column):
-    import pandas as pd
-
-    return pd.to_datetime(column).dt.date
 
 
 def child(name: str, report: str, *args: str) -> int:
